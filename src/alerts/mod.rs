@@ -1,0 +1,73 @@
+//! Supervisor alerts: the rules that decide when a conversation alerts ([`rules`]) and the fan-out
+//! to subscribers ([`hub`]).
+
+pub mod hub;
+pub mod rules;
+
+use std::time::SystemTime;
+
+pub use hub::{AlertFilter, AlertHub, Subscription};
+pub use rules::{AlertPolicy, AlertTracker, Transition};
+
+use crate::conversation::Context;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    None,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Raised,
+    Escalated,
+    Resolved,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::None => "none",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Escalated => "escalated",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One customer turn attached to an alert as evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceTurn {
+    pub turn_id: u64,
+    pub valence: f32,
+    /// (label, probability), most probable first.
+    pub top_emotions: Vec<(String, f32)>,
+}
+
+/// An alert event as published; `sequence` and `created_at` are set by the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub sequence: u64,
+    pub alert_id: String,
+    pub conversation_id: String,
+    pub context: Context,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub kind: &'static str,
+    pub rolling_valence: f32,
+    pub threshold: f32,
+    pub evidence: Vec<EvidenceTurn>,
+    pub model_version: String,
+    pub created_at: SystemTime,
+    pub turn_id: u64,
+}

@@ -1,0 +1,404 @@
+//! One typed, validated configuration: built-in defaults, then a TOML file, then `EMOTION__*`
+//! environment variables, then command-line flags. Validated before any port is bound.
+//!
+//! Environment variables address any field by its TOML path with `__` between the parts, e.g.
+//! `EMOTION__BATCHING__MAX_BATCH=16` or `EMOTION__SERVER__LISTEN=0.0.0.0:50051`; values are parsed as
+//! TOML (numbers, booleans) and fall back to strings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "EMOTION__";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub model: ModelConfig,
+    pub batching: BatchingConfig,
+    pub limits: LimitsConfig,
+    pub scoring: ScoringConfig,
+    pub alerts: AlertConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address. Loopback by default: nothing is exposed until an operator says so.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; an empty string disables the endpoint.
+    pub metrics_listen: String,
+    /// Seconds in-flight streams get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model directory (see docs/models.md).
+    pub dir: PathBuf,
+    /// libonnxruntime.so to load; default: `ORT_DYLIB_PATH`, else the one the build fetched.
+    pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per inference worker; 0 = number of CPU cores.
+    pub intra_threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most turns scored in one ONNX Runtime call.
+    pub max_batch: usize,
+    /// How long the first turn of a batch may wait for company, in microseconds.
+    pub max_wait_us: u64,
+    /// Turns waiting for inference; beyond it unary calls fail fast and streams wait.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_text_bytes: usize,
+    pub max_conversation_id_bytes: usize,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    pub max_texts_per_request: usize,
+    /// Concurrent StreamTurns calls.
+    pub max_streams: usize,
+    /// Turns of one stream being scored at once; the stream stops reading beyond it (backpressure).
+    pub max_in_flight_per_stream: usize,
+    /// Conversations tracked at once; a turn that would start one more gets RESOURCE_EXHAUSTED.
+    pub max_conversations: usize,
+    /// Conversations with no turn for this long are forgotten.
+    pub conversation_ttl_secs: u64,
+    /// Scored turns kept per conversation for GetConversation and idempotent re-sends.
+    pub max_history_turns: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Weight of `acoustic_valence` when fused with the text valence: v = (1-w)·text + w·acoustic.
+    pub acoustic_weight: f32,
+    /// Turns after which a turn's weight in the rolling score has halved.
+    pub half_life_turns: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    pub warning_threshold: f32,
+    pub critical_threshold: f32,
+    /// Customer turns a conversation needs before it can alert.
+    pub min_customer_turns: u32,
+    /// An alert resolves only once the rolling score is above the warning threshold plus this.
+    pub hysteresis: f32,
+    /// After an alert of a severity was raised for a conversation, no new one of that severity
+    /// is raised for it within this many seconds.
+    pub cooldown_secs: u64,
+    /// Customer turns attached to an alert as evidence.
+    pub evidence_turns: usize,
+    /// Alerts buffered per subscriber; a subscriber further behind is told and disconnected.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: "127.0.0.1:9464".into(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/goemotions-minilm-l6"
+            )),
+            onnxruntime: None,
+            intra_threads: 0,
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_wait_us: 2_000,
+            queue_capacity: 1_024,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 8 * 1024,
+            max_conversation_id_bytes: 128,
+            max_message_bytes: 64 * 1024,
+            max_texts_per_request: 256,
+            max_streams: 1_024,
+            max_in_flight_per_stream: 256,
+            max_conversations: 100_000,
+            conversation_ttl_secs: 30 * 60,
+            max_history_turns: 64,
+        }
+    }
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            acoustic_weight: 0.5,
+            half_life_turns: 2.0,
+        }
+    }
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            warning_threshold: -0.35,
+            critical_threshold: -0.6,
+            min_customer_turns: 2,
+            hysteresis: 0.1,
+            cooldown_secs: 300,
+            evidence_turns: 3,
+            subscriber_buffer: 1_024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `EMOTION__*` variables from `env`; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.into(),
+                    source,
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, parse_env_value(&value)).map_err(|message| {
+                ConfigError::Env {
+                    name: name.clone(),
+                    message,
+                }
+            })?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError::Invalid(msg));
+        self.metrics_addr()?;
+        let b = &self.batching;
+        if b.max_batch == 0 || b.max_batch > 1024 {
+            return fail(format!(
+                "batching.max_batch must be in 1..=1024, got {}",
+                b.max_batch
+            ));
+        }
+        if b.queue_capacity < b.max_batch {
+            return fail(format!(
+                "batching.queue_capacity ({}) must be at least batching.max_batch ({})",
+                b.queue_capacity, b.max_batch
+            ));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_text_bytes", l.max_text_bytes),
+            (
+                "limits.max_conversation_id_bytes",
+                l.max_conversation_id_bytes,
+            ),
+            ("limits.max_texts_per_request", l.max_texts_per_request),
+            ("limits.max_streams", l.max_streams),
+            (
+                "limits.max_in_flight_per_stream",
+                l.max_in_flight_per_stream,
+            ),
+            ("limits.max_conversations", l.max_conversations),
+            ("limits.max_history_turns", l.max_history_turns),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be positive"));
+            }
+        }
+        if l.max_message_bytes < l.max_text_bytes + 1024 {
+            return fail(format!(
+                "limits.max_message_bytes ({}) must exceed limits.max_text_bytes ({}) by at least 1024",
+                l.max_message_bytes, l.max_text_bytes
+            ));
+        }
+        let s = &self.scoring;
+        if !(0.0..=1.0).contains(&s.acoustic_weight) {
+            return fail(format!(
+                "scoring.acoustic_weight must be in [0, 1], got {}",
+                s.acoustic_weight
+            ));
+        }
+        if !(s.half_life_turns.is_finite() && s.half_life_turns > 0.0) {
+            return fail(format!(
+                "scoring.half_life_turns must be positive, got {}",
+                s.half_life_turns
+            ));
+        }
+        let a = &self.alerts;
+        if !(-1.0..=1.0).contains(&a.warning_threshold)
+            || !(-1.0..=1.0).contains(&a.critical_threshold)
+        {
+            return fail("alerts thresholds must be in [-1, 1]".into());
+        }
+        if a.critical_threshold >= a.warning_threshold {
+            return fail(format!(
+                "alerts.critical_threshold ({}) must be below alerts.warning_threshold ({})",
+                a.critical_threshold, a.warning_threshold
+            ));
+        }
+        if !(0.0..=1.0).contains(&a.hysteresis) {
+            return fail(format!(
+                "alerts.hysteresis must be in [0, 1], got {}",
+                a.hysteresis
+            ));
+        }
+        if a.subscriber_buffer == 0 || a.evidence_turns == 0 {
+            return fail(
+                "alerts.subscriber_buffer and alerts.evidence_turns must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The metrics endpoint's address, `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.server.metrics_listen.trim() {
+            "" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "server.metrics_listen `{addr}` is not an address: {e}"
+                ))
+            }),
+        }
+    }
+
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_micros(self.batching.max_wait_us)
+    }
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(inner) => set_path(inner, rest, value),
+            _ => Err(format!("`{first}` is not a section")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::load(None, []).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("emotion-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[batching]\nmax_batch = 8\n[alerts]\ncooldown_secs = 5\n",
+        )
+        .unwrap();
+        let env = [
+            ("EMOTION__BATCHING__MAX_BATCH".to_string(), "16".to_string()),
+            (
+                "EMOTION__SERVER__LISTEN".to_string(),
+                "0.0.0.0:6000".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.batching.max_batch, 16);
+        assert_eq!(c.alerts.cooldown_secs, 5);
+        assert_eq!(c.server.listen.port(), 6000);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_field() {
+        let env = [(
+            "EMOTION__ALERTS__CRITICAL_THRESHOLD".to_string(),
+            "0.2".to_string(),
+        )];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("alerts.critical_threshold"), "{err}");
+        let env = [("EMOTION__BATCHING__MAX_BACH".to_string(), "3".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("max_bach"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Error types, one per boundary, and their one mapping to gRPC status codes.
+//!
+//! - [`ModelError`]: loading a model directory or ONNX Runtime (startup; never a request's fault).
+//! - [`InferenceError`]: scoring a text (overload, a stopped engine, an ONNX Runtime failure).
+//! - [`RequestError`]: a request or one turn that breaks the API's rules.
+
+use std::path::PathBuf;
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("ONNX Runtime library {}: {message}", path.display())]
+    Runtime { path: PathBuf, message: String },
+    #[error("loading {}: {source}", path.display())]
+    Session { path: PathBuf, source: ort::Error },
+    #[error("model check failed: {0}")]
+    Check(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferenceError {
+    #[error("inference queue is full ({capacity} turns waiting); retry later")]
+    QueueFull { capacity: usize },
+    #[error("the inference engine has stopped")]
+    Stopped,
+    #[error("inference failed: {0}")]
+    Runtime(String),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{field} is required")]
+    Missing { field: &'static str },
+    #[error("{field} is {actual} bytes, over the limit of {limit}")]
+    TooLong {
+        field: &'static str,
+        actual: usize,
+        limit: usize,
+    },
+    #[error("{field} has {actual} entries, over the limit of {limit}")]
+    TooMany {
+        field: &'static str,
+        actual: usize,
+        limit: usize,
+    },
+    #[error("{field} must be in [{min}, {max}], got {actual}")]
+    OutOfRange {
+        field: &'static str,
+        actual: f32,
+        min: f32,
+        max: f32,
+    },
+    #[error(
+        "turn_id {turn_id} of conversation {conversation_id:?} is not after its last turn {last}"
+    )]
+    OutOfOrder {
+        conversation_id: String,
+        turn_id: u64,
+        last: u64,
+    },
+    #[error("conversation {0:?} is not tracked (never seen, ended, or evicted after its TTL)")]
+    UnknownConversation(String),
+    #[error(
+        "conversation {conversation_id:?} has {pending} turn(s) still being scored; retry when their results arrive"
+    )]
+    TurnsInFlight {
+        conversation_id: String,
+        pending: usize,
+    },
+    #[error(
+        "{0} conversations are tracked, the configured maximum; end or let conversations expire first"
+    )]
+    TooManyConversations(usize),
+    #[error("{0} turn streams are open, the configured maximum")]
+    TooManyStreams(usize),
+}
+
+impl RequestError {
+    pub fn code(&self) -> Code {
+        match self {
+            RequestError::Missing { .. }
+            | RequestError::TooLong { .. }
+            | RequestError::TooMany { .. }
+            | RequestError::OutOfRange { .. } => Code::InvalidArgument,
+            RequestError::OutOfOrder { .. } | RequestError::TurnsInFlight { .. } => {
+                Code::FailedPrecondition
+            }
+            RequestError::UnknownConversation(_) => Code::NotFound,
+            RequestError::TooManyConversations(_) | RequestError::TooManyStreams(_) => {
+                Code::ResourceExhausted
+            }
+        }
+    }
+}
+
+impl InferenceError {
+    pub fn code(&self) -> Code {
+        match self {
+            InferenceError::QueueFull { .. } => Code::ResourceExhausted,
+            InferenceError::Stopped => Code::Unavailable,
+            InferenceError::Runtime(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<RequestError> for Status {
+    fn from(e: RequestError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<InferenceError> for Status {
+    fn from(e: InferenceError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}

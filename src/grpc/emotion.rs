@@ -1,0 +1,301 @@
+//! `EmotionAnalysis`: validate, hand to the conversation store and the batcher, map errors.
+//!
+//! StreamTurns runs one task per stream. It reads a turn only while fewer than
+//! `max_in_flight_per_stream` of its turns are unanswered and the client is reading results, so a
+//! slow client or a full inference queue pushes back through HTTP/2 flow control instead of
+//! buffering without bound. Results leave in the order the turns arrived.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{App, convert};
+use crate::config::LimitsConfig;
+use crate::conversation::{Admission, TurnInput, TurnOutcome};
+use crate::error::{InferenceError, RequestError};
+use crate::pb;
+use crate::pb::emotion_analysis_server::EmotionAnalysis;
+
+pub struct EmotionService {
+    app: Arc<App>,
+}
+
+impl EmotionService {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+type ResultStream = Pin<Box<dyn futures::Stream<Item = Result<pb::TurnResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EmotionAnalysis for EmotionService {
+    type StreamTurnsStream = ResultStream;
+
+    async fn stream_turns(
+        &self,
+        request: Request<Streaming<pb::TurnRequest>>,
+    ) -> Result<Response<Self::StreamTurnsStream>, Status> {
+        let limits = &self.app.config.limits;
+        let permit = self
+            .app
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RequestError::TooManyStreams(limits.max_streams))?;
+        let max_in_flight = limits.max_in_flight_per_stream;
+        let (tx, rx) = mpsc::channel(max_in_flight);
+        let app = self.app.clone();
+        let mut inbound = request.into_inner();
+        tokio::spawn(async move {
+            let _permit = permit;
+            app.metrics.open_streams.inc();
+            let mut in_flight: FuturesOrdered<BoxFuture<'static, pb::TurnResult>> =
+                FuturesOrdered::new();
+            let mut input_open = true;
+            let mut input_error = None;
+            loop {
+                tokio::select! {
+                    Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                        if tx.send(Ok(result)).await.is_err() {
+                            break; // the client went away; admitted turns still complete
+                        }
+                    }
+                    message = inbound.message(), if input_open && in_flight.len() < max_in_flight => {
+                        match message {
+                            Ok(Some(turn)) => in_flight.push_back(handle_turn(&app, turn)),
+                            Ok(None) => input_open = false,
+                            Err(status) => {
+                                input_open = false;
+                                input_error = Some(status);
+                            }
+                        }
+                    }
+                    else => break,
+                }
+            }
+            if let Some(status) = input_error {
+                tracing::warn!(code = ?status.code(), "turn stream ended by a bad message");
+                let _ = tx.send(Err(status)).await;
+            }
+            app.metrics.open_streams.dec();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn score_texts(
+        &self,
+        request: Request<pb::ScoreTextsRequest>,
+    ) -> Result<Response<pb::ScoreTextsResponse>, Status> {
+        let texts = request.into_inner().texts;
+        let limits = &self.app.config.limits;
+        if texts.is_empty() {
+            return Err(RequestError::Missing { field: "texts" }.into());
+        }
+        if texts.len() > limits.max_texts_per_request {
+            return Err(RequestError::TooMany {
+                field: "texts",
+                actual: texts.len(),
+                limit: limits.max_texts_per_request,
+            }
+            .into());
+        }
+        for text in &texts {
+            validate_text(text, "texts[]", limits)?;
+        }
+        if !self.app.batcher.has_room_for(texts.len()) {
+            return Err(InferenceError::QueueFull {
+                capacity: self.app.config.batching.queue_capacity,
+            }
+            .into());
+        }
+        let pending = texts
+            .iter()
+            .map(|t| self.app.batcher.try_submit(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut results = Vec::with_capacity(pending.len());
+        let mut model_version = String::new();
+        for p in pending {
+            let scores = p.wait().await?;
+            model_version.clone_from(&scores.model.tag);
+            results.push(pb::TextScore {
+                emotions: convert::emotions(&scores.model, &scores.probs),
+                labels: convert::predicted_labels(&scores.model, &scores.probs),
+                valence: scores.valence,
+            });
+        }
+        Ok(Response::new(pb::ScoreTextsResponse {
+            results,
+            model_version,
+        }))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let id = request.into_inner().conversation_id;
+        validate_conversation_id(&id, &self.app.config.limits)?;
+        let view = self
+            .app
+            .store
+            .view(&id)
+            .ok_or(RequestError::UnknownConversation(id))?;
+        Ok(Response::new(convert::conversation(&view)))
+    }
+
+    async fn end_conversation(
+        &self,
+        request: Request<pb::EndConversationRequest>,
+    ) -> Result<Response<pb::ConversationSummary>, Status> {
+        let id = request.into_inner().conversation_id;
+        validate_conversation_id(&id, &self.app.config.limits)?;
+        let summary = self.app.store.end(&id)?;
+        Ok(Response::new(convert::summary(&summary)))
+    }
+}
+
+/// One turn's way to its result: validated, admitted (or answered from history), scored on the
+/// batcher by a task of its own (so it completes even if the stream goes away), then converted.
+fn handle_turn(app: &Arc<App>, turn: pb::TurnRequest) -> BoxFuture<'static, pb::TurnResult> {
+    let input = match validate_turn(&turn, &app.config.limits) {
+        Ok(input) => input,
+        Err(e) => return rejected(app, turn.conversation_id, turn.turn_id, e),
+    };
+    let metrics = app.metrics.clone();
+    match app.store.admit(&input, Instant::now()) {
+        Admission::Rejected(e) => rejected(app, input.conversation_id, input.turn_id, e),
+        Admission::Answered(scored) => {
+            metrics.turn("duplicate");
+            futures::future::ready(convert::turn_result(&input.conversation_id, &scored, true))
+                .boxed()
+        }
+        Admission::Joined(rx) => finish(input, rx, true, metrics).boxed(),
+        Admission::Admitted(rx) => {
+            let app = app.clone();
+            let (conversation_id, turn_id) = (input.conversation_id.clone(), input.turn_id);
+            tokio::spawn(async move {
+                let scores = match app.batcher.submit(&turn.text).await {
+                    Ok(pending) => pending.wait().await,
+                    Err(e) => Err(e),
+                };
+                let mut completion =
+                    app.store
+                        .complete(&conversation_id, turn_id, scores, Instant::now());
+                // Alerts first: a supervisor never learns of an alert later than the turn's sender.
+                for alert in completion.alerts.drain(..) {
+                    app.hub.publish(alert);
+                }
+                completion.deliver();
+            });
+            finish(input, rx, false, metrics).boxed()
+        }
+    }
+}
+
+async fn finish(
+    input: TurnInput,
+    rx: tokio::sync::oneshot::Receiver<TurnOutcome>,
+    duplicate: bool,
+    metrics: crate::metrics::Metrics,
+) -> pb::TurnResult {
+    let outcome = rx.await.unwrap_or(Err(InferenceError::Stopped));
+    match outcome {
+        Ok(scored) => {
+            metrics.turn(if duplicate { "duplicate" } else { "scored" });
+            convert::turn_result(&input.conversation_id, &scored, duplicate)
+        }
+        Err(e) => {
+            metrics.turn("failed");
+            convert::error_result(
+                input.conversation_id,
+                input.turn_id,
+                e.code(),
+                e.to_string(),
+            )
+        }
+    }
+}
+
+fn rejected(
+    app: &App,
+    conversation_id: String,
+    turn_id: u64,
+    e: RequestError,
+) -> BoxFuture<'static, pb::TurnResult> {
+    app.metrics.turn("rejected");
+    futures::future::ready(convert::error_result(
+        conversation_id,
+        turn_id,
+        e.code(),
+        e.to_string(),
+    ))
+    .boxed()
+}
+
+fn validate_conversation_id(id: &str, limits: &LimitsConfig) -> Result<(), RequestError> {
+    if id.is_empty() {
+        return Err(RequestError::Missing {
+            field: "conversation_id",
+        });
+    }
+    if id.len() > limits.max_conversation_id_bytes {
+        return Err(RequestError::TooLong {
+            field: "conversation_id",
+            actual: id.len(),
+            limit: limits.max_conversation_id_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn validate_text(
+    text: &str,
+    field: &'static str,
+    limits: &LimitsConfig,
+) -> Result<(), RequestError> {
+    if text.trim().is_empty() {
+        return Err(RequestError::Missing { field });
+    }
+    if text.len() > limits.max_text_bytes {
+        return Err(RequestError::TooLong {
+            field,
+            actual: text.len(),
+            limit: limits.max_text_bytes,
+        });
+    }
+    Ok(())
+}
+
+pub fn validate_turn(
+    turn: &pb::TurnRequest,
+    limits: &LimitsConfig,
+) -> Result<TurnInput, RequestError> {
+    validate_conversation_id(&turn.conversation_id, limits)?;
+    let speaker =
+        convert::speaker_from(turn.speaker).ok_or(RequestError::Missing { field: "speaker" })?;
+    validate_text(&turn.text, "text", limits)?;
+    if let Some(a) = turn.acoustic_valence
+        && !(a.is_finite() && (-1.0..=1.0).contains(&a))
+    {
+        return Err(RequestError::OutOfRange {
+            field: "acoustic_valence",
+            actual: a,
+            min: -1.0,
+            max: 1.0,
+        });
+    }
+    Ok(TurnInput {
+        conversation_id: turn.conversation_id.clone(),
+        turn_id: turn.turn_id,
+        speaker,
+        acoustic_valence: turn.acoustic_valence,
+        context: turn.context.clone().map(convert::context_from),
+    })
+}

@@ -1,0 +1,56 @@
+//! The gRPC surface: thin handlers over the domain ([`App`]), health and reflection.
+
+mod alert_feed;
+pub mod convert;
+mod emotion;
+mod model_admin;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::Semaphore;
+
+pub use emotion::validate_turn;
+
+use crate::alerts::AlertHub;
+use crate::config::Config;
+use crate::conversation::ConversationStore;
+use crate::inference::Batcher;
+use crate::metrics::Metrics;
+use crate::pb;
+
+/// Everything the handlers share.
+pub struct App {
+    pub config: Config,
+    pub batcher: Batcher,
+    pub store: ConversationStore,
+    pub hub: AlertHub,
+    pub metrics: Metrics,
+    /// One permit per open StreamTurns call; none left means RESOURCE_EXHAUSTED.
+    pub streams: Arc<Semaphore>,
+    pub loaded_at: SystemTime,
+}
+
+/// The routes of every service, with message size limits applied.
+pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection::server::Error> {
+    let max = app.config.limits.max_message_bytes;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let emotion = pb::emotion_analysis_server::EmotionAnalysisServer::new(
+        emotion::EmotionService::new(app.clone()),
+    )
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(4 * max);
+    let alerts =
+        pb::alert_feed_server::AlertFeedServer::new(alert_feed::AlertFeedService::new(app.clone()))
+            .max_decoding_message_size(max);
+    let admin =
+        pb::model_admin_server::ModelAdminServer::new(model_admin::ModelAdminService::new(app))
+            .max_decoding_message_size(max);
+    Ok(tonic::service::Routes::new(emotion)
+        .add_service(alerts)
+        .add_service(admin)
+        .add_service(reflection))
+}

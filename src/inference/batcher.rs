@@ -1,0 +1,172 @@
+//! Dynamic micro-batching across all callers: one bounded queue in front of an inference thread
+//! that owns the [`Engine`]. The thread takes the first waiting text, gathers more until the batch is
+//! full or the first one has waited `max_wait`, runs them as one padded batch, and replies to each.
+//!
+//! Tokenisation happens on the caller's side, before queueing, so the inference thread only runs
+//! the graph. Batches are formed in arrival order (FIFO), so one conversation's turns are scored in
+//! the order they were submitted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::engine::{Engine, Scores};
+use super::model_dir::ModelSpec;
+use super::text::TextEncoder;
+use crate::error::InferenceError;
+use crate::metrics::Metrics;
+
+struct Job {
+    ids: Vec<u32>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Scores, InferenceError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchPolicy {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub queue_capacity: usize,
+}
+
+/// Cheap to clone; every clone feeds the same queue.
+#[derive(Clone)]
+pub struct Batcher {
+    /// Bounded: `send_async` waits for room (stream backpressure), `try_send` fails fast (unary).
+    queue: flume::Sender<Job>,
+    encoder: Arc<TextEncoder>,
+    spec: Arc<ModelSpec>,
+    capacity: usize,
+    metrics: Metrics,
+}
+
+/// A submitted text's eventual scores.
+pub struct Pending(oneshot::Receiver<Result<Scores, InferenceError>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Scores, InferenceError> {
+        self.0.await.unwrap_or(Err(InferenceError::Stopped))
+    }
+}
+
+impl Batcher {
+    /// Starts the inference thread. It stops once every `Batcher` clone is dropped and the queue
+    /// has drained.
+    pub fn start(
+        engine: Engine,
+        encoder: Arc<TextEncoder>,
+        policy: BatchPolicy,
+        metrics: Metrics,
+    ) -> Self {
+        let (queue, jobs) = flume::bounded::<Job>(policy.queue_capacity);
+        let spec = engine.spec().clone();
+        let worker_metrics = metrics.clone();
+        let worker_policy = policy.clone();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || run_worker(engine, jobs, worker_policy, worker_metrics))
+            .expect("spawning the inference thread");
+        Self {
+            queue,
+            encoder,
+            spec,
+            capacity: policy.queue_capacity,
+            metrics,
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    fn job(&self, text: &str) -> Result<(Job, Pending), InferenceError> {
+        let ids = self
+            .encoder
+            .encode(text)
+            .map_err(|e| InferenceError::Runtime(format!("tokenizer: {e}")))?;
+        let (reply, rx) = oneshot::channel();
+        Ok((
+            Job {
+                ids,
+                enqueued: Instant::now(),
+                reply,
+            },
+            Pending(rx),
+        ))
+    }
+
+    /// Queues a text, waiting for room in the queue (backpressure for streams).
+    pub async fn submit(&self, text: &str) -> Result<Pending, InferenceError> {
+        let (job, pending) = self.job(text)?;
+        self.queue
+            .send_async(job)
+            .await
+            .map_err(|_| InferenceError::Stopped)?;
+        self.metrics.queue_depth.set(self.queue.len() as i64);
+        Ok(pending)
+    }
+
+    /// Queues a text or fails at once with `QueueFull` (unary calls).
+    pub fn try_submit(&self, text: &str) -> Result<Pending, InferenceError> {
+        let (job, pending) = self.job(text)?;
+        self.queue.try_send(job).map_err(|e| match e {
+            flume::TrySendError::Full(_) => InferenceError::QueueFull {
+                capacity: self.capacity,
+            },
+            flume::TrySendError::Disconnected(_) => InferenceError::Stopped,
+        })?;
+        self.metrics.queue_depth.set(self.queue.len() as i64);
+        Ok(pending)
+    }
+
+    /// Room for `n` more texts right now (a hint for unary calls that submit several).
+    pub fn has_room_for(&self, n: usize) -> bool {
+        self.queue.len() + n <= self.capacity
+    }
+}
+
+fn run_worker(
+    mut engine: Engine,
+    jobs: flume::Receiver<Job>,
+    policy: BatchPolicy,
+    metrics: Metrics,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(policy.max_batch);
+    while let Ok(first) = jobs.recv() {
+        let deadline = first.enqueued + policy.max_wait;
+        batch.push(first);
+        while batch.len() < policy.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                },
+                Err(flume::TryRecvError::Disconnected) => break,
+            }
+        }
+        metrics.queue_depth.set(jobs.len() as i64);
+        let started = Instant::now();
+        let ids: Vec<&[u32]> = batch.iter().map(|j| j.ids.as_slice()).collect();
+        let result = engine.run(&ids);
+        metrics
+            .inference_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(batch.len() as f64);
+        match result {
+            Ok(scores) => {
+                for (job, s) in batch.drain(..).zip(scores) {
+                    let _ = job.reply.send(Ok(s));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = batch.len(), "inference batch failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+    tracing::info!("inference thread stopped");
+}

@@ -1,0 +1,208 @@
+//! One ONNX Runtime session over a model directory: checks the graph's inputs and outputs at load,
+//! pads each batch to its own longest text, and turns logits into probabilities and a valence.
+//! An `Engine` is owned by one inference thread (`Session::run` takes `&mut self`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use super::model_dir::{ModelSpec, ProblemType};
+use super::text::TextEncoder;
+use crate::error::{InferenceError, ModelError};
+
+/// The scores of one text.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    /// One probability per label, in the model's label order.
+    pub probs: Vec<f32>,
+    /// Valence of the text alone, in [-1, 1].
+    pub valence: f32,
+    /// The model that produced them.
+    pub model: Arc<ModelSpec>,
+}
+
+pub struct Engine {
+    session: Session,
+    spec: Arc<ModelSpec>,
+    /// Whether the graph takes `token_type_ids` (BERT does, DistilBERT and RoBERTa exports don't).
+    token_type_ids: bool,
+    output: String,
+}
+
+impl Engine {
+    /// Loads model.onnx with `intra_threads` ONNX Runtime threads and checks it: int64 inputs
+    /// `input_ids` and `attention_mask` (and optionally `token_type_ids`), a float output of shape
+    /// [batch, labels], and a smoke inference whose width matches the label count.
+    pub fn load(
+        env: &Environment,
+        spec: Arc<ModelSpec>,
+        encoder: &TextEncoder,
+        intra_threads: usize,
+    ) -> Result<Self, ModelError> {
+        let path = spec.model_path();
+        let session_err = |source: ort::Error| ModelError::Session {
+            path: path.clone(),
+            source,
+        };
+        let session = Session::builder(env)
+            .map_err(session_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| session_err(e.into()))?
+            .with_intra_threads(intra_threads)
+            .map_err(|e| session_err(e.into()))?
+            .commit_from_file(&path)
+            .map_err(session_err)?;
+
+        let mut token_type_ids = false;
+        for input in session.inputs() {
+            match input.name() {
+                "input_ids" | "attention_mask" => {}
+                "token_type_ids" => token_type_ids = true,
+                other => {
+                    return Err(ModelError::Check(format!(
+                        "model.onnx input {other:?} is not one of input_ids, attention_mask, token_type_ids"
+                    )));
+                }
+            }
+            if input.dtype().tensor_type() != Some(TensorElementType::Int64) {
+                return Err(ModelError::Check(format!(
+                    "model.onnx input {:?} must be int64, is {:?}",
+                    input.name(),
+                    input.dtype()
+                )));
+            }
+        }
+        for required in ["input_ids", "attention_mask"] {
+            if !session.inputs().iter().any(|i| i.name() == required) {
+                return Err(ModelError::Check(format!(
+                    "model.onnx has no input {required:?}"
+                )));
+            }
+        }
+        let output = match session.outputs() {
+            [single] => single,
+            many => many.iter().find(|o| o.name() == "logits").ok_or_else(|| {
+                ModelError::Check(
+                    "model.onnx has several outputs and none is named \"logits\"".into(),
+                )
+            })?,
+        };
+        match output.dtype() {
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                shape,
+                ..
+            } if shape.len() == 2 => {
+                let width = shape[1];
+                if width >= 0 && width as usize != spec.labels.len() {
+                    return Err(ModelError::Check(format!(
+                        "model.onnx output {:?} has {width} columns but config.json has {} labels",
+                        output.name(),
+                        spec.labels.len()
+                    )));
+                }
+            }
+            other => {
+                return Err(ModelError::Check(format!(
+                    "model.onnx output {:?} must be float32 [batch, labels], is {other:?}",
+                    output.name()
+                )));
+            }
+        }
+        let output = output.name().to_string();
+        let mut engine = Self {
+            session,
+            spec,
+            token_type_ids,
+            output,
+        };
+        let probe = encoder
+            .encode("Thank you, that helps.")
+            .map_err(|e| ModelError::Check(e.to_string()))?;
+        engine
+            .run(&[&probe])
+            .map_err(|e| ModelError::Check(format!("smoke inference: {e}")))?;
+        Ok(engine)
+    }
+
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    /// Scores a batch of token-id sequences, padded to the batch's longest. Returns one `Scores`
+    /// per sequence, in order.
+    pub fn run(&mut self, batch: &[&[u32]]) -> Result<Vec<Scores>, InferenceError> {
+        let rows = batch.len();
+        let width = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; rows * width];
+        let mut mask = vec![0i64; rows * width];
+        for (r, seq) in batch.iter().enumerate() {
+            for (c, &id) in seq.iter().enumerate() {
+                ids[r * width + c] = i64::from(id);
+                mask[r * width + c] = 1;
+            }
+        }
+        let shape = [rows as i64, width as i64];
+        let tensor = |data: Vec<i64>| -> Result<SessionInputValue<'static>, InferenceError> {
+            Tensor::from_array((shape, data))
+                .map(Into::into)
+                .map_err(|e| InferenceError::Runtime(e.to_string()))
+        };
+        let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = vec![
+            ("input_ids".into(), tensor(ids)?),
+            ("attention_mask".into(), tensor(mask)?),
+        ];
+        if self.token_type_ids {
+            inputs.push(("token_type_ids".into(), tensor(vec![0i64; rows * width])?));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let (out_shape, logits) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let labels = self.spec.labels.len();
+        if out_shape.len() != 2 || out_shape[0] as usize != rows || out_shape[1] as usize != labels
+        {
+            return Err(InferenceError::Runtime(format!(
+                "model returned logits of shape {:?}, expected [{rows}, {labels}]",
+                &out_shape[..]
+            )));
+        }
+        Ok(logits
+            .chunks_exact(labels)
+            .map(|row| scores(&self.spec, row))
+            .collect())
+    }
+}
+
+/// Probabilities (sigmoid or softmax per the problem type) and the valence
+/// `sum(w_i p_i) / sum(p_i)`, the formula of docs/models.md.
+pub fn scores(spec: &Arc<ModelSpec>, logits: &[f32]) -> Scores {
+    let probs: Vec<f32> = match spec.problem_type {
+        ProblemType::MultiLabel => logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
+        ProblemType::SingleLabel => {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = logits.iter().map(|&z| (z - max).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.into_iter().map(|e| e / sum).collect()
+        }
+    };
+    let mass: f32 = probs.iter().sum();
+    let weighted: f32 = probs
+        .iter()
+        .zip(&spec.valence_weights)
+        .map(|(p, w)| p * w)
+        .sum();
+    let valence = (weighted / mass.max(1e-6)).clamp(-1.0, 1.0);
+    Scores {
+        probs,
+        valence,
+        model: spec.clone(),
+    }
+}

@@ -1,0 +1,65 @@
+//! Inference: the model directory contract, tokenisation, the ONNX Runtime session, and the
+//! micro-batcher that owns it on a dedicated thread, off the async runtime.
+
+pub mod batcher;
+pub mod engine;
+pub mod model_dir;
+pub mod runtime;
+pub mod text;
+
+use std::sync::Arc;
+
+pub use batcher::{BatchPolicy, Batcher, Pending};
+pub use engine::{Engine, Scores};
+pub use model_dir::{ModelSpec, ProblemType};
+pub use text::TextEncoder;
+
+use crate::config::Config;
+use crate::error::ModelError;
+use crate::metrics::Metrics;
+
+/// Loads and checks the configured model, then starts its inference thread.
+pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
+    let env = runtime::environment(config.model.onnxruntime.as_deref())?;
+    let spec = Arc::new(ModelSpec::load(&config.model.dir)?);
+    let encoder = Arc::new(TextEncoder::load(&spec)?);
+    let threads = match config.model.intra_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let engine = Engine::load(env, spec, &encoder, threads)?;
+    let policy = BatchPolicy {
+        max_batch: config.batching.max_batch,
+        max_wait: config.max_wait(),
+        queue_capacity: config.batching.queue_capacity,
+    };
+    Ok(Batcher::start(engine, encoder, policy, metrics))
+}
+
+impl ModelSpec {
+    /// Indexes of the predicted labels: multi-label, every label at or above its threshold (the top
+    /// label when none is); single-label, the most probable label.
+    pub fn predicted(&self, probs: &[f32]) -> Vec<usize> {
+        let top = probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        match self.problem_type {
+            ProblemType::MultiLabel => {
+                let above: Vec<usize> = (0..probs.len())
+                    .filter(|&i| probs[i] >= self.thresholds[i])
+                    .collect();
+                if above.is_empty() { vec![top] } else { above }
+            }
+            ProblemType::SingleLabel => vec![top],
+        }
+    }
+
+    /// Label indexes by descending probability.
+    pub fn ranked(&self, probs: &[f32]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        order
+    }
+}

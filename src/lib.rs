@@ -1,0 +1,160 @@
+//! Streaming emotion and sentiment analysis for contact centers.
+//!
+//! ```text
+//!  StreamTurns ──► grpc (validate) ──► conversation::ConversationStore::admit (order, de-dup)
+//!                                           │
+//!                                           ▼
+//!                    inference::Batcher ──► inference thread: Engine (ONNX Runtime, padded batches)
+//!                                           │
+//!                                           ▼
+//!                  ConversationStore::complete (rolling score, alert rules, in turn order)
+//!                        │                                  │
+//!                        ▼                                  ▼
+//!                  TurnResult to the stream          alerts::AlertHub ──► SubscribeAlerts
+//! ```
+//!
+//! [`run`] serves everything on given listeners until a shutdown future resolves; `main.rs` only
+//! parses flags, loads the [`Config`] and calls it.
+
+#![forbid(unsafe_code)]
+
+pub mod alerts;
+pub mod client;
+pub mod config;
+pub mod conversation;
+pub mod error;
+pub mod grpc;
+pub mod inference;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+
+use crate::alerts::AlertHub;
+use crate::conversation::{ConversationStore, StoreSettings};
+use crate::grpc::App;
+use crate::metrics::Metrics;
+
+/// Generated protobuf and gRPC code for `emotion.v1`.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("emotion.v1");
+
+    /// The encoded descriptor set of `emotion.v1`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/emotion_descriptor.bin"));
+}
+
+/// The sockets the service listens on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Loads the model and serves gRPC (and metrics) until `shutdown` resolves, then reports
+/// NOT_SERVING, stops accepting, and gives open calls `server.shutdown_grace_secs` to finish.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let batcher = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || inference::start(&config, metrics))
+            .await?
+            .context("loading the model")?
+    };
+    let spec = batcher.spec().clone();
+    tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
+    let app = Arc::new(App {
+        store: ConversationStore::new(StoreSettings::from(&config), metrics.clone()),
+        hub: AlertHub::new(config.alerts.subscriber_buffer, metrics.clone()),
+        streams: Arc::new(Semaphore::new(config.limits.max_streams)),
+        loaded_at: SystemTime::now(),
+        batcher,
+        metrics: metrics.clone(),
+        config,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in [
+        "",
+        "emotion.v1.EmotionAnalysis",
+        "emotion.v1.AlertFeed",
+        "emotion.v1.ModelAdmin",
+    ] {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    let routes = grpc::routes(app.clone())?.add_service(health_service);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(listener) = listeners.metrics {
+        tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+        tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
+    }
+    tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
+
+    let addr = listeners.grpc.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            stopped(stop_rx),
+        );
+    let server = tokio::spawn(server);
+    tracing::info!(%addr, "serving gRPC");
+
+    shutdown.await;
+    tracing::info!("shutting down: NOT_SERVING, draining");
+    for service in [
+        "",
+        "emotion.v1.EmotionAnalysis",
+        "emotion.v1.AlertFeed",
+        "emotion.v1.ModelAdmin",
+    ] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result?.context("gRPC server")?,
+        Err(_) => tracing::warn!(?grace, "open calls did not finish within the grace period"),
+    }
+    Ok(())
+}
+
+/// Forgets idle conversations every so often.
+async fn evict_idle(app: Arc<App>, stopped: impl Future<Output = ()>) {
+    let ttl = Duration::from_secs(app.config.limits.conversation_ttl_secs);
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let evicted = app.store.evict_idle(Instant::now());
+                if evicted > 0 {
+                    tracing::info!(evicted, tracked = app.store.tracked(), "evicted idle conversations");
+                }
+            }
+            _ = &mut stopped => return,
+        }
+    }
+}

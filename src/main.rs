@@ -1,0 +1,221 @@
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use emotion_service::{Config, Listeners, client, inference, metrics::Metrics, pb};
+use tracing_subscriber::EnvFilter;
+
+/// Streaming emotion and sentiment analysis for contact centers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Score texts given as arguments (or one per line on stdin) with the model, no server.
+    Score(ScoreArgs),
+    /// Stream a conversation file (JSON lines) to a server and print each turn's result.
+    Stream(StreamArgs),
+    /// Print the alert feed of a server.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// TOML config file (values there override defaults; EMOTION__* variables override it).
+    #[arg(long, env = "EMOTION_CONFIG")]
+    config: Option<PathBuf>,
+    /// Model directory.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// libonnxruntime.so to load.
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// gRPC listen address [default 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Prometheus listen address, or "" to disable [default 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Texts to score; none: read one text per line from stdin.
+    texts: Vec<String>,
+    /// How many labels to print per text.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// Conversation file: JSON lines with conversation_id, turn_id, speaker, text
+    /// (optional: acoustic_valence, tenant, queue, agent_id, language).
+    file: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Pause between turns, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MinSeverity {
+    Warning,
+    Critical,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    #[arg(long = "agent")]
+    agent_ids: Vec<String>,
+    #[arg(long)]
+    min_severity: Option<MinSeverity>,
+}
+
+fn load_config(args: &ModelArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &args.model {
+        config.model.dir.clone_from(dir);
+    }
+    if let Some(lib) = &args.onnxruntime {
+        config.model.onnxruntime = Some(lib.clone());
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Score(args) => score(args).await,
+        Command::Stream(args) => {
+            client::stream_file(
+                args.server,
+                &args.file,
+                Duration::from_millis(args.delay_ms),
+            )
+            .await
+        }
+        Command::Watch(args) => {
+            let min_severity = match args.min_severity {
+                None => pb::Severity::None,
+                Some(MinSeverity::Warning) => pb::Severity::Warning,
+                Some(MinSeverity::Critical) => pb::Severity::Critical,
+            };
+            let request = pb::SubscribeAlertsRequest {
+                tenants: args.tenants,
+                queues: args.queues,
+                agent_ids: args.agent_ids,
+                min_severity: min_severity.into(),
+            };
+            client::watch(args.server, request).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load_config(&args.model)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        config.server.metrics_listen = metrics;
+    }
+    config.validate()?;
+    let grpc = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let metrics = match config.metrics_addr()? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
+    emotion_service::run(config, Listeners { grpc, metrics }, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.model)?;
+    let texts: Vec<String> = if args.texts.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    } else {
+        args.texts
+    };
+    let batcher =
+        tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new())).await??;
+    let mut pending = Vec::with_capacity(texts.len());
+    for text in &texts {
+        pending.push(batcher.submit(text).await?);
+    }
+    for (text, p) in texts.iter().zip(pending) {
+        let scores = p.wait().await?;
+        let model = &scores.model;
+        let labels: Vec<&str> = model
+            .predicted(&scores.probs)
+            .into_iter()
+            .map(|i| model.labels[i].as_str())
+            .collect();
+        let top: Vec<String> = model
+            .ranked(&scores.probs)
+            .into_iter()
+            .take(args.top)
+            .map(|i| format!("{} {:.2}", model.labels[i], scores.probs[i]))
+            .collect();
+        println!(
+            "valence {:+.2}  labels [{}]  top: {}  | {}",
+            scores.valence,
+            labels.join(", "),
+            top.join(", "),
+            text
+        );
+    }
+    Ok(())
+}

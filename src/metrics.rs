@@ -1,0 +1,151 @@
+//! Prometheus metrics, and the HTTP endpoint that serves them at `/metrics`.
+//! Labels carry outcomes and severities only: never conversation ids or turn text.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// scored, duplicate, rejected, failed
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub severity: &'static str,
+    pub state: &'static str,
+}
+
+/// Cheap to clone: every field is a shared handle.
+#[derive(Clone)]
+pub struct Metrics {
+    pub turns: Family<OutcomeLabel, Counter>,
+    pub batch_size: Histogram,
+    pub queue_depth: Gauge,
+    pub inference_seconds: Histogram,
+    pub alerts: Family<AlertLabels, Counter>,
+    pub active_conversations: Gauge,
+    pub open_streams: Gauge,
+    pub subscribers: Gauge,
+    pub lagging_subscribers: Counter,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let turns = Family::<OutcomeLabel, Counter>::default();
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        let queue_depth = Gauge::default();
+        let inference_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let alerts = Family::<AlertLabels, Counter>::default();
+        let active_conversations = Gauge::default();
+        let open_streams = Gauge::default();
+        let subscribers = Gauge::default();
+        let lagging_subscribers = Counter::default();
+
+        let mut registry = Registry::with_prefix("emotion");
+        registry.register("turns", "Turns answered, by outcome", turns.clone());
+        registry.register(
+            "batch_size",
+            "Texts per inference batch",
+            batch_size.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Texts waiting for inference",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "inference_seconds",
+            "ONNX Runtime time per batch",
+            inference_seconds.clone(),
+        );
+        registry.register(
+            "alerts",
+            "Alert events published, by severity and state",
+            alerts.clone(),
+        );
+        registry.register(
+            "active_conversations",
+            "Conversations tracked",
+            active_conversations.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Open StreamTurns calls",
+            open_streams.clone(),
+        );
+        registry.register(
+            "subscribers",
+            "Connected alert subscribers",
+            subscribers.clone(),
+        );
+        registry.register(
+            "lagging_subscribers",
+            "Alert subscribers disconnected for falling behind",
+            lagging_subscribers.clone(),
+        );
+        Self {
+            turns,
+            batch_size,
+            queue_depth,
+            inference_seconds,
+            alerts,
+            active_conversations,
+            open_streams,
+            subscribers,
+            lagging_subscribers,
+            registry: Arc::new(registry),
+        }
+    }
+
+    pub fn turn(&self, outcome: &'static str) {
+        self.turns.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = self.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
