@@ -87,16 +87,7 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in [
-        "",
-        "emotion.v1.EmotionAnalysis",
-        "emotion.v1.AlertFeed",
-        "emotion.v1.ModelAdmin",
-    ] {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
-    }
+    set_health(&health, ServingStatus::Serving).await;
     let routes = grpc::routes(app.clone())?.add_service(health_service);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -121,16 +112,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down: NOT_SERVING, draining");
-    for service in [
-        "",
-        "emotion.v1.EmotionAnalysis",
-        "emotion.v1.AlertFeed",
-        "emotion.v1.ModelAdmin",
-    ] {
-        health
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
-    }
+    set_health(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     match tokio::time::timeout(grace, server).await {
@@ -138,6 +120,20 @@ pub async fn run(
         Err(_) => tracing::warn!(?grace, "open calls did not finish within the grace period"),
     }
     Ok(())
+}
+
+/// The whole server ("") and each of its services, as health checks name them.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "emotion.v1.EmotionAnalysis",
+    "emotion.v1.AlertFeed",
+    "emotion.v1.ModelAdmin",
+];
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// Forgets idle conversations every so often.

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex, OnceLock};
+
 use common::{TestServer, config, repo_path, stream_all, turn};
 use emotion_service::pb;
 use sha2::{Digest, Sha256};
@@ -91,8 +93,36 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     body
 }
 
+/// Everything this test binary logs, at every level.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || LogWriter(sink.clone()))
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
-async fn metrics_count_turns_and_never_carry_text() {
+async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
+    let logs = captured_logs();
     let server = TestServer::start(config()).await;
     let mut client = server.client().await;
     let secret = "my card number is 4111 1111 1111 1111";
@@ -122,7 +152,27 @@ async fn metrics_count_turns_and_never_carry_text() {
         assert!(page.contains(line), "{line} missing from\n{page}");
     }
     assert!(!page.contains("4111"));
+    // A bad message ends a stream with a logged warning; the text must not be in it either.
+    let big = turn(
+        "m-2",
+        1,
+        pb::Speaker::Customer,
+        &format!("{secret} {}", "z".repeat(70_000)),
+    );
+    let mut stream = client
+        .stream_turns(tokio_stream::iter(vec![big]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.next().await.unwrap().is_err());
     server.stop().await.unwrap();
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("model loaded"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("turn stream ended by a bad message"),
+        "{logs}"
+    );
+    assert!(!logs.contains("4111"), "turn text in the logs:\n{logs}");
 }
 
 #[tokio::test]
@@ -141,7 +191,11 @@ async fn shutdown_reports_not_serving_then_stops() {
         ServingStatus::Serving
     );
     let stopping = tokio::spawn(server.stop());
-    let update = watch.next().await.expect("an update before the stream ends").unwrap();
+    let update = watch
+        .next()
+        .await
+        .expect("an update before the stream ends")
+        .unwrap();
     assert_eq!(update.status(), ServingStatus::NotServing);
     stopping.await.unwrap().unwrap();
 }

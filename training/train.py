@@ -71,6 +71,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only N train/dev/test examples (smoke runs)")
     p.add_argument("--name", default="goemotions-minilm-l6")
     p.add_argument("--version", default=date.today().strftime("%Y.%m.%d"))
+    p.add_argument("--note", default="", help="a paragraph for the model card (e.g. about the machine)")
+    p.add_argument("--export-only", action="store_true",
+                   help="skip training: re-export, quantise and evaluate the fp32 ONNX in the work dir, "
+                        "reusing the training history in <out>/metrics.json")
     return p.parse_args()
 
 
@@ -183,6 +187,20 @@ def train(args, model, train_ids, train_y, dev_ids, dev_y) -> tuple[dict, list[d
     return best_state, history
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def write_tokenizer(base_model: Path, dst: Path, max_length: int) -> None:
     """The base tokenizer with padding off and truncation at the served max length."""
     tok = json.loads((base_model / "tokenizer.json").read_text())
@@ -209,26 +227,36 @@ def main() -> None:
     ids = {n: encode(tok, s.texts) for n, s in splits.items()}
     print("data: " + ", ".join(f"{n} {len(s.texts)}" for n, s in splits.items()) + f"; {len(labels)} labels")
 
-    model = EmotionClassifier(args.base_model, len(labels), args.dropout)
-    _, history = train(args, model, ids["train"], splits["train"].labels, ids["dev"], splits["dev"].labels)
-    train_minutes = (time.time() - t0) / 60
-
-    # Export: fp32 ONNX (checked against PyTorch), ORT-optimised, then int8 dynamic quantisation.
-    model.eval()
     raw, fp32, int8 = work / "model.fp32.raw.onnx", work / "model.fp32.onnx", work / "model.int8.onnx"
-    export.export_fp32(model, raw)
-    cfg = model.encoder.config
-    export.optimize(raw, fp32, cfg.num_attention_heads, cfg.hidden_size)
-    quantized = export.quantize_int8(fp32, int8)
-    print(f"int8: {quantized} MatMuls quantised per token / per channel")
-
     dev_batches, dev_restore = eval_batches(ids["dev"])
     test_batches, test_restore = eval_batches(ids["test"])
-    torch_dev = torch_logits(model, ids["dev"])
+    if args.export_only:
+        # Re-run export, quantisation and evaluation on an earlier run's fp32 export.
+        earlier = json.loads((args.out / "metrics.json").read_text())
+        history, train_minutes = earlier["history"], earlier["train_minutes"]
+        training_command = earlier.get("training_command", earlier["command"])
+        max_abs_diff = earlier["onnx_vs_torch_max_abs_logit_diff"]
+        print(f"export only: reusing {raw} from the run `{training_command}`")
+    else:
+        model = EmotionClassifier(args.base_model, len(labels), args.dropout)
+        _, history = train(args, model, ids["train"], splits["train"].labels, ids["dev"], splits["dev"].labels)
+        train_minutes = (time.time() - t0) / 60
+        training_command = command_line()
+        model.eval()
+        torch.save(model.state_dict(), work / "model.pt")
+        export.export_fp32(model, raw)
+        torch_dev = torch_logits(model, ids["dev"])
+        raw_dev = export.onnx_logits(raw, dev_batches, args.threads)[dev_restore]
+        max_abs_diff = float(np.abs(raw_dev - torch_dev).max())
+        print(f"ONNX fp32 vs PyTorch on {len(raw_dev)} dev texts: max |logit diff| = {max_abs_diff:.2e}")
+
+    # ORT-optimised fp32, then int8 with per-token activation scales.
+    hf_base = AutoConfig.from_pretrained(str(args.base_model))
+    export.optimize(raw, fp32, hf_base.num_attention_heads, hf_base.hidden_size)
+    quantized = export.quantize_int8(fp32, int8)
+    print(f"int8: {quantized} MatMuls quantised per token / per channel")
     fp32_dev = export.onnx_logits(fp32, dev_batches, args.threads)[dev_restore]
     int8_dev = export.onnx_logits(int8, dev_batches, args.threads)[dev_restore]
-    max_abs_diff = float(np.abs(fp32_dev - torch_dev).max())
-    print(f"ONNX fp32 vs PyTorch on {len(fp32_dev)} dev texts: max |logit diff| = {max_abs_diff:.2e}")
 
     single = export.onnx_logits(int8, [collate([x]) for x in ids["dev"][:64]], args.threads)
     batched = int8_dev[:64]
@@ -253,7 +281,7 @@ def main() -> None:
     # The model directory: int8 graph, tokenizer, HF-style config.json, and our emotion.json.
     (args.out / "model.onnx").write_bytes(int8.read_bytes())
     write_tokenizer(args.base_model, args.out / "tokenizer.json", args.max_length)
-    hf = AutoConfig.from_pretrained(str(args.base_model)).to_dict()
+    hf = hf_base.to_dict()
     hf.update(
         architectures=["BertMeanPoolForSequenceClassification"],
         id2label={str(i): n for i, n in enumerate(labels)},
@@ -275,14 +303,17 @@ def main() -> None:
 
     total_minutes = (time.time() - t0) / 60
     run = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "training_command": training_command,
+        "command": command_line(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "history": history,
         "onnx_vs_torch_max_abs_logit_diff": max_abs_diff,
         "int8_batch_invariance_max_abs_prob_diff": batch_invariance,
         "train_minutes": train_minutes,
-        "total_minutes": total_minutes,
-        "hardware": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "export_minutes": total_minutes - (0 if args.export_only else train_minutes),
+        "hardware": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+        "note": args.note,
+        "model_onnx_bytes": (args.out / "model.onnx").stat().st_size,
         "results": results,
     }
     (args.out / "metrics.json").write_text(json.dumps(run, indent=2) + "\n")
