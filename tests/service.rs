@@ -125,7 +125,7 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
     let logs = captured_logs();
     let server = TestServer::start(config()).await;
     let mut client = server.client().await;
-    let secret = "my card number is 4111 1111 1111 1111";
+    let secret = "my card number is 4111 1111 1111 1111, canary QXJ-turn-text-canary";
     let results = stream_all(
         &mut client,
         vec![
@@ -151,7 +151,7 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
     ] {
         assert!(page.contains(line), "{line} missing from\n{page}");
     }
-    assert!(!page.contains("4111"));
+    assert!(!page.contains("QXJ-turn-text-canary"));
     // A bad message ends a stream with a logged warning; the text must not be in it either.
     let big = turn(
         "m-2",
@@ -172,7 +172,10 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
         logs.contains("turn stream ended by a bad message"),
         "{logs}"
     );
-    assert!(!logs.contains("4111"), "turn text in the logs:\n{logs}");
+    assert!(
+        !logs.contains("QXJ-turn-text-canary"),
+        "turn text in the logs:\n{logs}"
+    );
 }
 
 #[tokio::test]
