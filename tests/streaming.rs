@@ -376,3 +376,38 @@ async fn get_end_and_idle_eviction() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_queue_slows_streams_down_instead_of_failing_turns() {
+    let mut cfg = config();
+    cfg.batching.queue_capacity = 32;
+    cfg.limits.max_in_flight_per_stream = 64;
+    let server = TestServer::start(cfg).await;
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let mut client = server.client().await;
+        let turns: Vec<_> = (1..=300u64)
+            .map(|t| {
+                let text = TEXTS[(t as usize + s) % TEXTS.len()];
+                turn(
+                    &format!("bp-{s}-{}", t % 10),
+                    t,
+                    pb::Speaker::Customer,
+                    text,
+                )
+            })
+            .collect();
+        tasks.push(tokio::spawn(
+            async move { stream_all(&mut client, turns).await },
+        ));
+    }
+    for task in tasks {
+        let results = task.await.unwrap();
+        assert_eq!(results.len(), 300);
+        assert!(
+            results.iter().all(|r| r.error.is_none()),
+            "no turn fails for a full queue"
+        );
+    }
+    server.stop().await.unwrap();
+}
