@@ -25,6 +25,7 @@ pub mod conversation;
 pub mod error;
 pub mod grpc;
 pub mod inference;
+pub mod loadgen;
 pub mod metrics;
 
 use std::future::Future;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use emotion_service::{Config, Listeners, client, inference, metrics::Metrics, pb};
+use emotion_service::{Config, Listeners, client, inference, loadgen, metrics::Metrics, pb};
 use tracing_subscriber::EnvFilter;
 
 /// Streaming emotion and sentiment analysis for contact centers.
@@ -26,6 +26,34 @@ enum Command {
     Stream(StreamArgs),
     /// Print the alert feed of a server.
     Watch(WatchArgs),
+    /// Load a running server: concurrent conversations over several streams, texts from a corpus;
+    /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args)]
+struct LoadgenArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Corpus: a GoEmotions TSV (first column) or one text per line.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    conversations: usize,
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    #[arg(long, default_value_t = 10.0)]
+    duration_secs: f64,
+    /// Open loop at this many turns per second; without it, closed loop (one turn in flight per
+    /// conversation, as fast as the server answers).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many turns.
+    #[arg(long)]
+    turns: Option<u64>,
+    /// The server's process id, to report its resident memory and CPU use.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -126,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Loadgen(args) => loadgen(args).await,
         Command::Watch(args) => {
             let min_severity = match args.min_severity {
                 None => pb::Severity::None,
@@ -141,6 +170,45 @@ async fn main() -> anyhow::Result<()> {
             client::watch(args.server, request).await
         }
     }
+}
+
+async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let texts = std::sync::Arc::new(loadgen::read_corpus(&args.data)?);
+    let config = loadgen::LoadConfig {
+        server: args.server,
+        conversations: args.conversations,
+        streams: args.streams,
+        duration: Duration::from_secs_f64(args.duration_secs),
+        rate: args.rate,
+        max_turns: args.turns,
+        drain: Duration::from_secs(30),
+    };
+    let mode = match config.rate {
+        Some(rate) => format!("open loop at {rate} turns/s"),
+        None => "closed loop".into(),
+    };
+    println!(
+        "{} conversations over {} streams, {mode}, {:.0} s, {} texts",
+        config.conversations,
+        config.streams,
+        args.duration_secs,
+        texts.len()
+    );
+    let before = args.server_pid.map(loadgen::process_usage).transpose()?;
+    let report = loadgen::run(config, texts).await?;
+    println!("{}", report.summary());
+    if let (Some(pid), Some((_, cpu_before))) = (args.server_pid, before) {
+        let (rss, cpu_after) = loadgen::process_usage(pid)?;
+        println!(
+            "server pid {pid}: RSS {:.1} MiB, CPU {:.0}% of one core over the run",
+            rss as f64 / (1024.0 * 1024.0),
+            100.0 * (cpu_after - cpu_before) / report.elapsed.as_secs_f64()
+        );
+    }
+    if report.lost + report.duplicated + report.errors > 0 {
+        anyhow::bail!("turns lost, duplicated or failed");
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

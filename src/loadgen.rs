@@ -1,0 +1,267 @@
+//! Load generator: N concurrent conversations over M StreamTurns streams against a running server,
+//! with turn texts drawn from a real corpus.
+//!
+//! - Closed loop (default): each conversation has one turn outstanding at a time, like a person who
+//!   waits for the answer; N conversations keep N turns in flight, as fast as the server allows.
+//! - Open loop (`rate`): turns are issued on a fixed schedule, round-robin over the conversations,
+//!   whatever the server's pace; latency is measured from the scheduled send time, so a server
+//!   that falls behind is not flattered by the generator waiting for it.
+//!
+//! Every turn must come back exactly once: the report counts lost, duplicated and failed turns.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::pb;
+use crate::pb::emotion_analysis_client::EmotionAnalysisClient;
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub server: String,
+    pub conversations: usize,
+    pub streams: usize,
+    pub duration: Duration,
+    /// Open loop at this many turns per second; `None` for closed loop.
+    pub rate: Option<f64>,
+    /// Stop after this many turns (or at `duration`, whichever comes first).
+    pub max_turns: Option<u64>,
+    /// How long to wait for outstanding results after the last send.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub answered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Latencies in microseconds, sorted.
+    latencies_us: Vec<u64>,
+}
+
+impl LoadReport {
+    pub fn turns_per_sec(&self) -> f64 {
+        self.answered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The q-quantile of client-observed latency (q in [0, 1]).
+    pub fn latency(&self, q: f64) -> Duration {
+        if self.latencies_us.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(self.latencies_us[i])
+    }
+
+    pub fn summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "sent {} answered {} lost {} duplicated {} errors {} in {:.1} s: {:.0} turns/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+            self.sent,
+            self.answered,
+            self.lost,
+            self.duplicated,
+            self.errors,
+            self.elapsed.as_secs_f64(),
+            self.turns_per_sec(),
+            ms(self.latency(0.5)),
+            ms(self.latency(0.9)),
+            ms(self.latency(0.99)),
+            ms(self.latency(1.0)),
+        )
+    }
+}
+
+/// Texts from a GoEmotions-style TSV (first column) or a plain file (one text per line).
+pub fn read_corpus(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let texts: Vec<String> = text
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or("").trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    anyhow::ensure!(!texts.is_empty(), "{} has no texts", path.display());
+    Ok(texts)
+}
+
+/// Per stream: when each outstanding (conversation, turn) was (or was scheduled to be) sent.
+type Outstanding = Arc<Mutex<HashMap<(usize, u64), Instant>>>;
+
+struct Tally {
+    answered: u64,
+    duplicated: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+}
+
+pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(
+        config.conversations > 0 && config.streams > 0,
+        "conversations and streams must be positive"
+    );
+    // Conversation ids unique to this run, so that a second run against the same server is not
+    // answered from the first one's history.
+    let run_id = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    );
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    let outstanding: Vec<Outstanding> = (0..config.streams)
+        .map(|_| Outstanding::default())
+        .collect();
+    // Closed loop: conversations whose last turn was answered, ready for their next one.
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<usize>();
+    for c in 0..config.conversations {
+        ready_tx.send(c)?;
+    }
+    let tally = Arc::new(Mutex::new(Tally {
+        answered: 0,
+        duplicated: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+    }));
+    for pending in &outstanding {
+        let mut client = EmotionAnalysisClient::connect(config.server.clone())
+            .await
+            .with_context(|| format!("connecting to {}", config.server))?;
+        let (tx, rx) = mpsc::channel::<pb::TurnRequest>(1024);
+        let mut results = client
+            .stream_turns(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        senders.push(tx);
+        let (pending, tally, ready) = (pending.clone(), tally.clone(), ready_tx.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(result) = results.next().await {
+                let Ok(result) = result else { break };
+                let now = Instant::now();
+                if result.duplicate {
+                    // The server took it for a re-send: ids collided, the turn was not scored.
+                    tally.lock().unwrap().duplicated += 1;
+                }
+                let conversation = parse_conversation(&result.conversation_id);
+                let sent =
+                    conversation.and_then(|c| pending.lock().unwrap().remove(&(c, result.turn_id)));
+                let mut t = tally.lock().unwrap();
+                match sent {
+                    Some(at) => {
+                        t.answered += 1;
+                        if result.error.is_some() {
+                            t.errors += 1;
+                        }
+                        t.latencies_us
+                            .push(now.duration_since(at).as_micros() as u64);
+                        if let Some(c) = conversation {
+                            let _ = ready.send(c);
+                        }
+                    }
+                    None => t.duplicated += 1,
+                }
+            }
+        }));
+    }
+
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let mut next_turn = vec![0u64; config.conversations];
+    let mut sent = 0u64;
+    while Instant::now() < deadline && config.max_turns.is_none_or(|max| sent < max) {
+        let (c, scheduled) = match config.rate {
+            Some(rate) => {
+                let at = start + Duration::from_secs_f64(sent as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                (sent as usize % config.conversations, at)
+            }
+            None => match tokio::time::timeout_at(deadline.into(), ready_rx.recv()).await {
+                Ok(Some(c)) => (c, Instant::now()),
+                _ => break,
+            },
+        };
+        next_turn[c] += 1;
+        let s = c % config.streams;
+        let text = &texts[(c * 7919 + next_turn[c] as usize * 104_729) % texts.len()];
+        outstanding[s]
+            .lock()
+            .unwrap()
+            .insert((c, next_turn[c]), scheduled);
+        let turn = pb::TurnRequest {
+            conversation_id: format!("lg{run_id}-{c}"),
+            turn_id: next_turn[c],
+            speaker: if next_turn[c] % 2 == 1 {
+                pb::Speaker::Customer
+            } else {
+                pb::Speaker::Agent
+            }
+            .into(),
+            text: text.clone(),
+            acoustic_valence: None,
+            context: None,
+        };
+        if senders[s].send(turn).await.is_err() {
+            anyhow::bail!("stream {s} closed by the server");
+        }
+        sent += 1;
+    }
+    let sending_stopped = Instant::now();
+    // Drain: wait for outstanding results, then close the streams.
+    let drain_deadline = sending_stopped + config.drain;
+    while outstanding.iter().any(|o| !o.lock().unwrap().is_empty())
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = start.elapsed();
+    drop(senders);
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    let mut t = tally.lock().unwrap();
+    t.latencies_us.sort_unstable();
+    Ok(LoadReport {
+        sent,
+        answered: t.answered,
+        lost: outstanding
+            .iter()
+            .map(|o| o.lock().unwrap().len() as u64)
+            .sum(),
+        duplicated: t.duplicated,
+        errors: t.errors,
+        elapsed,
+        latencies_us: std::mem::take(&mut t.latencies_us),
+    })
+}
+
+fn parse_conversation(id: &str) -> Option<usize> {
+    id.rsplit('-').next()?.parse().ok()
+}
+
+/// Resident memory (bytes) and CPU time used (seconds) of a process, from /proc.
+pub fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ is 100 on Linux for every architecture this runs on.
+    Ok((rss_kb * 1024, ticks as f64 / 100.0))
+}
