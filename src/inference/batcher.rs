@@ -7,6 +7,7 @@
 //! the order they were submitted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -39,6 +40,8 @@ pub struct Batcher {
     spec: Arc<ModelSpec>,
     capacity: usize,
     metrics: Metrics,
+    /// Batches the inference thread has run (for benchmarks and tests).
+    batches: Arc<AtomicU64>,
 }
 
 /// A submitted text's eventual scores.
@@ -63,9 +66,11 @@ impl Batcher {
         let spec = engine.spec().clone();
         let worker_metrics = metrics.clone();
         let worker_policy = policy.clone();
+        let batches = Arc::new(AtomicU64::new(0));
+        let worker_batches = batches.clone();
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || run_worker(engine, jobs, worker_policy, worker_metrics))
+            .spawn(move || run_worker(engine, jobs, worker_policy, worker_metrics, worker_batches))
             .expect("spawning the inference thread");
         Self {
             queue,
@@ -73,7 +78,12 @@ impl Batcher {
             spec,
             capacity: policy.queue_capacity,
             metrics,
+            batches,
         }
+    }
+
+    pub fn batches_run(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     pub fn spec(&self) -> &Arc<ModelSpec> {
@@ -131,6 +141,7 @@ fn run_worker(
     jobs: flume::Receiver<Job>,
     policy: BatchPolicy,
     metrics: Metrics,
+    batches: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(policy.max_batch);
     while let Ok(first) = jobs.recv() {
@@ -154,6 +165,7 @@ fn run_worker(
             .inference_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics.batch_size.observe(batch.len() as f64);
+        batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(scores) => {
                 for (job, s) in batch.drain(..).zip(scores) {

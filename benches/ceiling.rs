@@ -1,0 +1,82 @@
+//! The ceiling: the service's inference path alone (tokenise + micro-batch + ONNX Runtime +
+//! valence, through the same `Batcher` the server uses), without gRPC or conversation state,
+//! driven closed loop with enough texts in flight to keep batches full.
+//!
+//!     cargo bench --bench ceiling -- <corpus.tsv> [seconds per setting]
+//!
+//! Prints texts/s for several batch sizes and ONNX Runtime thread counts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emotion_service::{Config, inference, loadgen, metrics::Metrics};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let corpus = args
+        .next()
+        .unwrap_or_else(|| "../shared/datasets/goemotions/test.tsv".into());
+    let seconds: f64 = args.next().map_or(Ok(5.0), |s| s.parse())?;
+    let texts = Arc::new(loadgen::read_corpus(corpus.as_ref())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "corpus {corpus}: {} texts; {seconds} s per setting",
+        texts.len()
+    );
+    println!("| max_batch | intra threads | texts/s | mean batch |");
+    println!("|---:|---:|---:|---:|");
+    for threads in [2, 1] {
+        for max_batch in [1, 8, 16, 32, 64] {
+            let mut config = Config::default();
+            config.batching.max_batch = max_batch;
+            config.batching.queue_capacity = 4 * max_batch.max(32);
+            config.model.intra_threads = threads;
+            let metrics = Metrics::new();
+            let batcher = inference::start(&config, metrics.clone())?;
+            let in_flight = 2 * max_batch.max(4);
+            let (done, batches) =
+                runtime.block_on(drive(batcher, texts.clone(), in_flight, seconds));
+            println!(
+                "| {max_batch} | {threads} | {:.0} | {:.1} |",
+                done as f64 / seconds,
+                done as f64 / batches.max(1) as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `in_flight` texts submitted for `seconds`; returns texts scored and batches run.
+async fn drive(
+    batcher: inference::Batcher,
+    texts: Arc<Vec<String>>,
+    in_flight: usize,
+    seconds: f64,
+) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut workers = Vec::new();
+    for w in 0..in_flight {
+        let (batcher, texts) = (batcher.clone(), texts.clone());
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut i = w;
+            while Instant::now() < deadline {
+                let pending = batcher
+                    .submit(&texts[i % texts.len()])
+                    .await
+                    .expect("queued");
+                pending.wait().await.expect("scored");
+                done += 1;
+                i += in_flight;
+            }
+            done
+        }));
+    }
+    let mut done = 0;
+    for w in workers {
+        done += w.await.expect("worker");
+    }
+    (done, batcher.batches_run())
+}
