@@ -50,8 +50,11 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchingConfig {
-    /// Most turns scored in one ONNX Runtime call.
+    /// Most turns taken from the queue at once.
     pub max_batch: usize,
+    /// Most padded tokens (turns x longest turn) in one ONNX Runtime call: a batch is sorted by
+    /// length and split into calls under this budget.
+    pub max_batch_tokens: usize,
     /// How long the first turn of a batch may wait for company, in microseconds.
     pub max_wait_us: u64,
     /// Turns waiting for inference; beyond it unary calls fail fast and streams wait.
@@ -131,7 +134,8 @@ impl Default for ModelConfig {
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
-            max_batch: 32,
+            max_batch: 128,
+            max_batch_tokens: 1024,
             max_wait_us: 2_000,
             queue_capacity: 1_024,
         }
@@ -241,6 +245,12 @@ impl Config {
             return fail(format!(
                 "batching.max_batch must be in 1..=1024, got {}",
                 b.max_batch
+            ));
+        }
+        if b.max_batch_tokens < 512 {
+            return fail(format!(
+                "batching.max_batch_tokens must be at least 512, got {}",
+                b.max_batch_tokens
             ));
         }
         if b.queue_capacity < b.max_batch {

@@ -189,6 +189,7 @@ async fn limits_on_streams_conversations_texts_and_the_queue() {
     cfg.limits.max_streams = 2;
     cfg.limits.max_conversations = 3;
     cfg.batching.queue_capacity = 32;
+    cfg.batching.max_batch = 32;
     let server = TestServer::start(cfg).await;
     let mut client = server.client().await;
 
@@ -381,6 +382,7 @@ async fn get_end_and_idle_eviction() {
 async fn a_full_queue_slows_streams_down_instead_of_failing_turns() {
     let mut cfg = config();
     cfg.batching.queue_capacity = 32;
+    cfg.batching.max_batch = 32;
     cfg.limits.max_in_flight_per_stream = 64;
     let server = TestServer::start(cfg).await;
     let mut tasks = Vec::new();

@@ -27,6 +27,8 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct BatchPolicy {
     pub max_batch: usize,
+    /// Most padded tokens (texts x longest text) in one ONNX Runtime call.
+    pub max_batch_tokens: usize,
     pub max_wait: Duration,
     pub queue_capacity: usize,
 }
@@ -158,26 +160,37 @@ fn run_worker(
             }
         }
         metrics.queue_depth.set(jobs.len() as i64);
-        let started = Instant::now();
-        let ids: Vec<&[u32]> = batch.iter().map(|j| j.ids.as_slice()).collect();
-        let result = engine.run(&ids);
-        metrics
-            .inference_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_size.observe(batch.len() as f64);
-        batches.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(scores) => {
-                for (job, s) in batch.drain(..).zip(scores) {
-                    let _ = job.reply.send(Ok(s));
+        // Length bucketing: sorted by length, the batch runs as sub-batches of at most
+        // `max_batch_tokens` padded tokens, so short texts are not padded to a long one's length.
+        // Safe for ordering: the conversation store applies results in turn order regardless.
+        batch.sort_by_key(|j| j.ids.len());
+        let mut results = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start + 1;
+            while end < batch.len()
+                && (end + 1 - start) * batch[end].ids.len() <= policy.max_batch_tokens
+            {
+                end += 1;
+            }
+            let ids: Vec<&[u32]> = batch[start..end].iter().map(|j| j.ids.as_slice()).collect();
+            let started = Instant::now();
+            match engine.run(&ids) {
+                Ok(scores) => results.extend(scores.into_iter().map(Ok)),
+                Err(e) => {
+                    tracing::error!(error = %e, size = ids.len(), "inference batch failed");
+                    results.extend(std::iter::repeat_n(Err(e), ids.len()));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, size = batch.len(), "inference batch failed");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
+            metrics
+                .inference_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(ids.len() as f64);
+            batches.fetch_add(1, Ordering::Relaxed);
+            start = end;
+        }
+        for (job, result) in batch.drain(..).zip(results) {
+            let _ = job.reply.send(result);
         }
     }
     tracing::info!("inference thread stopped");

@@ -30,6 +30,7 @@ pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
     let engine = Engine::load(env, spec, &encoder, threads)?;
     let policy = BatchPolicy {
         max_batch: config.batching.max_batch,
+        max_batch_tokens: config.batching.max_batch_tokens,
         max_wait: config.max_wait(),
         queue_capacity: config.batching.queue_capacity,
     };
