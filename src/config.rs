@@ -55,7 +55,8 @@ pub struct BatchingConfig {
     /// Most padded tokens (turns x longest turn) in one ONNX Runtime call: a batch is sorted by
     /// length and split into calls under this budget.
     pub max_batch_tokens: usize,
-    /// How long the first turn of a batch may wait for company, in microseconds.
+    /// How long the first turn of a batch may wait for company, in microseconds. 0: take what is
+    /// queued and go (turns that arrive while a batch runs form the next one).
     pub max_wait_us: u64,
     /// Turns waiting for inference; beyond it unary calls fail fast and streams wait.
     pub queue_capacity: usize,
@@ -136,7 +137,7 @@ impl Default for BatchingConfig {
         Self {
             max_batch: 128,
             max_batch_tokens: 1024,
-            max_wait_us: 2_000,
+            max_wait_us: 0,
             queue_capacity: 1_024,
         }
     }

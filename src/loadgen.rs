@@ -40,6 +40,7 @@ pub struct LoadConfig {
 pub struct LoadReport {
     pub sent: u64,
     pub answered: u64,
+    /// Sent but not answered by the end of the drain period.
     pub lost: u64,
     pub duplicated: u64,
     pub errors: u64,
@@ -65,7 +66,7 @@ impl LoadReport {
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "sent {} answered {} lost {} duplicated {} errors {} in {:.1} s: {:.0} turns/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+            "sent {} answered {} unanswered (lost) {} duplicated {} errors {} in {:.1} s: {:.0} turns/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
             self.sent,
             self.answered,
             self.lost,
@@ -139,13 +140,18 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
             .await
             .with_context(|| format!("connecting to {}", config.server))?;
         let (tx, rx) = mpsc::channel::<pb::TurnRequest>(1024);
-        let mut results = client
-            .stream_turns(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
         senders.push(tx);
         let (pending, tally, ready) = (pending.clone(), tally.clone(), ready_tx.clone());
+        // The call is opened inside the task: some servers (grpcio) send response headers only
+        // with the first result, so the first turns must be sendable before the call returns.
         readers.push(tokio::spawn(async move {
+            let mut results = match client.stream_turns(ReceiverStream::new(rx)).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    tracing::error!(%status, "opening a turn stream failed");
+                    return;
+                }
+            };
             while let Some(result) = results.next().await {
                 let Ok(result) = result else { break };
                 let now = Instant::now();
@@ -226,9 +232,7 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
     }
     let elapsed = start.elapsed();
     drop(senders);
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(readers)).await;
     let mut t = tally.lock().unwrap();
     t.latencies_us.sort_unstable();
     Ok(LoadReport {

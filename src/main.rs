@@ -51,6 +51,9 @@ struct LoadgenArgs {
     /// Stop after this many turns.
     #[arg(long)]
     turns: Option<u64>,
+    /// After the last send, how long to wait for outstanding results before counting them lost.
+    #[arg(long, default_value_t = 30.0)]
+    drain_secs: f64,
     /// The server's process id, to report its resident memory and CPU use.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -181,7 +184,7 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration_secs),
         rate: args.rate,
         max_turns: args.turns,
-        drain: Duration::from_secs(30),
+        drain: Duration::from_secs_f64(args.drain_secs),
     };
     let mode = match config.rate {
         Some(rate) => format!("open loop at {rate} turns/s"),
@@ -195,6 +198,7 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         texts.len()
     );
     let before = args.server_pid.map(loadgen::process_usage).transpose()?;
+    let started = std::time::Instant::now();
     let report = loadgen::run(config, texts).await?;
     println!("{}", report.summary());
     if let (Some(pid), Some((_, cpu_before))) = (args.server_pid, before) {
@@ -202,7 +206,7 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         println!(
             "server pid {pid}: RSS {:.1} MiB, CPU {:.0}% of one core over the run",
             rss as f64 / (1024.0 * 1024.0),
-            100.0 * (cpu_after - cpu_before) / report.elapsed.as_secs_f64()
+            100.0 * (cpu_after - cpu_before) / started.elapsed().as_secs_f64()
         );
     }
     if report.lost + report.duplicated + report.errors > 0 {
