@@ -4,7 +4,8 @@
 //!
 //!     cargo bench --bench ceiling -- <corpus.tsv> [seconds per setting]
 //!
-//! Prints texts/s for several batch sizes and ONNX Runtime thread counts.
+//! Prints texts/s for several batch policies and layouts: inference workers x ONNX Runtime
+//! intra-op threads (`CEILING_LAYOUTS=1x2,2x1` to choose).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +26,10 @@ fn main() -> anyhow::Result<()> {
         "corpus {corpus}: {} texts; {seconds} s per setting",
         texts.len()
     );
-    println!("| max_batch | max_batch_tokens | intra threads | texts/s | texts per ORT call |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| workers | intra threads | max_batch | max_batch_tokens | texts/s | texts per ORT call |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     // (max_batch, max_batch_tokens); 100_000 tokens = no length bucketing.
     let settings = [
         (1, 100_000),
@@ -37,20 +40,29 @@ fn main() -> anyhow::Result<()> {
         (64, 1024),
         (128, 1024),
     ];
-    for threads in [2, 1] {
+    let layouts: Vec<(usize, usize)> = match std::env::var("CEILING_LAYOUTS") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|l| l.split_once('x'))
+            .filter_map(|(w, t)| Some((w.parse().ok()?, t.parse().ok()?)))
+            .collect(),
+        Err(_) => vec![(2, 1), (1, 2)],
+    };
+    for (workers, threads) in layouts {
         for (max_batch, max_batch_tokens) in settings {
             let mut config = Config::default();
             config.batching.max_batch = max_batch;
             config.batching.max_batch_tokens = max_batch_tokens;
             config.batching.queue_capacity = 4 * max_batch.max(32);
             config.model.intra_threads = threads;
+            config.model.inference_workers = workers;
             let metrics = Metrics::new();
             let batcher = inference::start(&config, metrics.clone())?;
             let in_flight = 2 * max_batch.max(4);
             let (done, batches) =
                 runtime.block_on(drive(batcher, texts.clone(), in_flight, seconds));
             println!(
-                "| {max_batch} | {max_batch_tokens} | {threads} | {:.0} | {:.1} |",
+                "| {workers} | {threads} | {max_batch} | {max_batch_tokens} | {:.0} | {:.1} |",
                 done as f64 / seconds,
                 done as f64 / batches.max(1) as f64
             );

@@ -43,8 +43,11 @@ pub struct ModelConfig {
     pub dir: PathBuf,
     /// libonnxruntime.so to load; default: `ORT_DYLIB_PATH`, else the one the build fetched.
     pub onnxruntime: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per inference worker; 0 = number of CPU cores.
+    /// ONNX Runtime intra-op threads per inference worker; 0 = CPU cores / inference_workers.
     pub intra_threads: usize,
+    /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
+    /// On 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads under load (BENCHMARKS.md).
+    pub inference_workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,6 +131,7 @@ impl Default for ModelConfig {
             )),
             onnxruntime: None,
             intra_threads: 0,
+            inference_workers: 2,
         }
     }
 }
@@ -241,6 +245,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
         self.metrics_addr()?;
+        if self.model.inference_workers == 0 || self.model.inference_workers > 64 {
+            return fail(format!(
+                "model.inference_workers must be in 1..=64, got {}",
+                self.model.inference_workers
+            ));
+        }
         let b = &self.batching;
         if b.max_batch == 0 || b.max_batch > 1024 {
             return fail(format!(

@@ -1,6 +1,7 @@
-//! Dynamic micro-batching across all callers: one bounded queue in front of an inference thread
-//! that owns the [`Engine`]. The thread takes the first waiting text, gathers more until the batch is
-//! full or the first one has waited `max_wait`, runs them as one padded batch, and replies to each.
+//! Dynamic micro-batching across all callers: one bounded queue in front of inference threads,
+//! each owning an [`Engine`] (`model.inference_workers`, default 1). A thread takes the first
+//! waiting text, gathers more until the batch is full or the first one has waited `max_wait`, runs
+//! them as length-bucketed padded calls, and replies to each.
 //!
 //! Tokenisation happens on the caller's side, before queueing, so the inference thread only runs
 //! the graph. Batches are formed in arrival order (FIFO), so one conversation's turns are scored in
@@ -59,21 +60,26 @@ impl Batcher {
     /// Starts the inference thread. It stops once every `Batcher` clone is dropped and the queue
     /// has drained.
     pub fn start(
-        engine: Engine,
+        engines: Vec<Engine>,
         encoder: Arc<TextEncoder>,
         policy: BatchPolicy,
         metrics: Metrics,
     ) -> Self {
         let (queue, jobs) = flume::bounded::<Job>(policy.queue_capacity);
-        let spec = engine.spec().clone();
-        let worker_metrics = metrics.clone();
-        let worker_policy = policy.clone();
+        let spec = engines.first().expect("at least one engine").spec().clone();
         let batches = Arc::new(AtomicU64::new(0));
-        let worker_batches = batches.clone();
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || run_worker(engine, jobs, worker_policy, worker_metrics, worker_batches))
-            .expect("spawning the inference thread");
+        for (i, engine) in engines.into_iter().enumerate() {
+            let (jobs, policy, metrics, batches) = (
+                jobs.clone(),
+                policy.clone(),
+                metrics.clone(),
+                batches.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("inference-{i}"))
+                .spawn(move || run_worker(engine, jobs, policy, metrics, batches))
+                .expect("spawning an inference thread");
+        }
         Self {
             queue,
             encoder,

@@ -18,23 +18,26 @@ use crate::config::Config;
 use crate::error::ModelError;
 use crate::metrics::Metrics;
 
-/// Loads and checks the configured model, then starts its inference thread.
+/// Loads and checks the configured model, then starts its inference threads.
 pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
     let env = runtime::environment(config.model.onnxruntime.as_deref())?;
     let spec = Arc::new(ModelSpec::load(&config.model.dir)?);
     let encoder = Arc::new(TextEncoder::load(&spec)?);
+    let workers = config.model.inference_workers;
     let threads = match config.model.intra_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / workers).max(1),
         n => n,
     };
-    let engine = Engine::load(env, spec, &encoder, threads)?;
+    let engines = (0..workers)
+        .map(|_| Engine::load(env, spec.clone(), &encoder, threads))
+        .collect::<Result<Vec<_>, _>>()?;
     let policy = BatchPolicy {
         max_batch: config.batching.max_batch,
         max_batch_tokens: config.batching.max_batch_tokens,
         max_wait: config.max_wait(),
         queue_capacity: config.batching.queue_capacity,
     };
-    Ok(Batcher::start(engine, encoder, policy, metrics))
+    Ok(Batcher::start(engines, encoder, policy, metrics))
 }
 
 impl ModelSpec {
