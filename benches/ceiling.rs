@@ -5,7 +5,8 @@
 //!     cargo bench --bench ceiling -- <corpus.tsv> [seconds per setting]
 //!
 //! Prints texts/s for several batch policies and layouts: inference workers x ONNX Runtime
-//! intra-op threads (`CEILING_LAYOUTS=1x2,2x1` to choose).
+//! intra-op threads (`CEILING_LAYOUTS=1x2,2x1` to choose; `CEILING_SETTINGS=128x1024` picks
+//! max_batch x max_batch_tokens).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,25 +32,24 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     // (max_batch, max_batch_tokens); 100_000 tokens = no length bucketing.
-    let settings = [
-        (1, 100_000),
-        (8, 100_000),
-        (32, 100_000),
-        (64, 100_000),
-        (32, 512),
-        (64, 1024),
-        (128, 1024),
-    ];
+    let settings: Vec<(usize, usize)> = match std::env::var("CEILING_SETTINGS") {
+        Ok(v) => pairs(&v),
+        Err(_) => vec![
+            (1, 100_000),
+            (8, 100_000),
+            (32, 100_000),
+            (64, 100_000),
+            (32, 512),
+            (64, 1024),
+            (128, 1024),
+        ],
+    };
     let layouts: Vec<(usize, usize)> = match std::env::var("CEILING_LAYOUTS") {
-        Ok(v) => v
-            .split(',')
-            .filter_map(|l| l.split_once('x'))
-            .filter_map(|(w, t)| Some((w.parse().ok()?, t.parse().ok()?)))
-            .collect(),
+        Ok(v) => pairs(&v),
         Err(_) => vec![(2, 1), (1, 2)],
     };
     for (workers, threads) in layouts {
-        for (max_batch, max_batch_tokens) in settings {
+        for &(max_batch, max_batch_tokens) in &settings {
             let mut config = Config::default();
             config.batching.max_batch = max_batch;
             config.batching.max_batch_tokens = max_batch_tokens;
@@ -102,4 +102,12 @@ async fn drive(
         done += w.await.expect("worker");
     }
     (done, batcher.batches_run())
+}
+
+/// "AxB,CxD" -> [(A, B), (C, D)].
+fn pairs(v: &str) -> Vec<(usize, usize)> {
+    v.split(',')
+        .filter_map(|l| l.split_once('x'))
+        .filter_map(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .collect()
 }
