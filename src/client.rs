@@ -1,6 +1,6 @@
-//! Client commands: stream a conversation file to a server, and watch the alert feed.
+//! Client commands: stream a conversation file to a server; watch, list and acknowledge alerts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -143,10 +143,33 @@ pub fn format_result(r: &pb::TurnResult) -> String {
 }
 
 pub fn format_alert(a: &pb::Alert) -> String {
+    format_alert_styled(a, false)
+}
+
+/// One line per alert event; with `color`, ANSI colours by severity and state.
+pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
     let severity = pb::Severity::try_from(a.severity)
         .map_or("?", |s| s.as_str_name().trim_start_matches("SEVERITY_"));
     let state = pb::AlertState::try_from(a.state)
         .map_or("?", |s| s.as_str_name().trim_start_matches("ALERT_STATE_"));
+    let (on, off) = match (
+        color,
+        pb::AlertState::try_from(a.state),
+        pb::Severity::try_from(a.severity),
+    ) {
+        (false, _, _) => ("", ""),
+        (true, Ok(pb::AlertState::Resolved), _) => ("\x1b[32m", "\x1b[0m"),
+        (true, Ok(pb::AlertState::Acknowledged), _) => ("\x1b[36m", "\x1b[0m"),
+        (true, _, Ok(pb::Severity::Critical)) => ("\x1b[1;31m", "\x1b[0m"),
+        (true, _, _) => ("\x1b[33m", "\x1b[0m"),
+    };
+    let taken = if a.acknowledged_by.is_empty() {
+        String::new()
+    } else if a.note.is_empty() {
+        format!("  taken by {:?}", a.acknowledged_by)
+    } else {
+        format!("  taken by {:?}: {:?}", a.acknowledged_by, a.note)
+    };
     let ctx = a.context.clone().unwrap_or_default();
     let evidence: Vec<String> = a
         .evidence
@@ -157,7 +180,7 @@ pub fn format_alert(a: &pb::Alert) -> String {
         })
         .collect();
     format!(
-        "[{}] {:<9} {:<8} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2} vs {:+.2} at turn {}  evidence: {}  model {}  id {}\n",
+        "{on}[{}] {:<12} {:<8}{off} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2} vs {:+.2} at turn {}  evidence: {}  model {}  id {}{taken}\n",
         a.sequence,
         state,
         severity,
@@ -174,16 +197,133 @@ pub fn format_alert(a: &pb::Alert) -> String {
     )
 }
 
-/// Prints alerts matching the filters until the server ends the stream.
-pub async fn watch(server: String, request: pb::SubscribeAlertsRequest) -> anyhow::Result<()> {
+/// How `watch` runs.
+pub struct WatchOptions {
+    pub server: String,
+    pub request: pb::SubscribeAlertsRequest,
+    /// Keeps the last printed sequence here, and starts after it when the file exists.
+    pub state_file: Option<PathBuf>,
+    pub color: bool,
+}
+
+/// Prints alert events matching the filters, forever. After a disconnect (or a server restart) it
+/// reconnects with backoff and resumes after the last sequence it printed, so nothing is missed
+/// or printed twice.
+pub async fn watch(options: WatchOptions) -> anyhow::Result<()> {
+    let mut last = options.request.after_sequence;
+    if let Some(path) = &options.state_file
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        last =
+            Some(text.trim().parse().with_context(|| {
+                format!("{}: expected the last printed sequence", path.display())
+            })?);
+    }
+    let mut out = tokio::io::stdout();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result: Result<(), tonic::Status> = async {
+            let mut client = AlertFeedClient::connect(options.server.clone())
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let request = pb::SubscribeAlertsRequest {
+                after_sequence: last,
+                ..options.request.clone()
+            };
+            let mut alerts = client.subscribe_alerts(request).await?.into_inner();
+            backoff = Duration::from_millis(250);
+            while let Some(alert) = alerts.next().await {
+                let alert = alert?;
+                let line = format_alert_styled(&alert, options.color);
+                out.write_all(line.as_bytes()).await?;
+                out.flush().await?;
+                last = Some(alert.sequence);
+                if let Some(path) = &options.state_file {
+                    save_sequence(path, alert.sequence)?;
+                }
+            }
+            Err(tonic::Status::unavailable("the server ended the feed"))
+        }
+        .await;
+        let Err(status) = result else { continue };
+        match status.code() {
+            tonic::Code::OutOfRange => {
+                // Ahead of the server's log (a new database) or behind its retention: say so and
+                // go on from what the server has.
+                eprintln!(
+                    "watch: {}; continuing from the server's oldest retained alert",
+                    status.message()
+                );
+                last = Some(0);
+                if status.message().contains("beyond the newest") {
+                    last = None;
+                }
+            }
+            tonic::Code::InvalidArgument
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied => {
+                bail!("{}: {}", status.code(), status.message())
+            }
+            _ => {
+                eprintln!(
+                    "watch: disconnected ({}: {}); resuming after sequence {} in {:.1} s",
+                    status.code(),
+                    status.message(),
+                    last.map_or("(live)".to_string(), |s| s.to_string()),
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn save_sequence(path: &Path, sequence: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{sequence}\n"))?;
+    std::fs::rename(tmp, path)
+}
+
+/// Prints up to `limit` alert events matching `request`, newest first, paging as needed.
+pub async fn list_alerts(
+    server: String,
+    mut request: pb::ListAlertsRequest,
+    limit: usize,
+) -> anyhow::Result<()> {
     let mut client = AlertFeedClient::connect(server.clone())
         .await
         .with_context(|| format!("connecting to {server}"))?;
-    let mut alerts = client.subscribe_alerts(request).await?.into_inner();
     let mut out = tokio::io::stdout();
-    while let Some(alert) = alerts.next().await {
-        out.write_all(format_alert(&alert?).as_bytes()).await?;
-        out.flush().await?;
+    let mut printed = 0;
+    while printed < limit {
+        request.page_size = (limit - printed).min(1000) as u32;
+        let page = client.list_alerts(request.clone()).await?.into_inner();
+        for alert in &page.alerts {
+            out.write_all(format_alert(alert).as_bytes()).await?;
+        }
+        printed += page.alerts.len();
+        if page.next_before_sequence == 0 {
+            break;
+        }
+        request.before_sequence = page.next_before_sequence;
     }
+    out.flush().await?;
+    if printed == 0 {
+        eprintln!("no alert events match");
+    }
+    Ok(())
+}
+
+/// Acknowledges an alert and prints the ACKNOWLEDGED event.
+pub async fn acknowledge(
+    server: String,
+    request: pb::AcknowledgeAlertRequest,
+) -> anyhow::Result<()> {
+    let mut client = AlertFeedClient::connect(server.clone())
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let ack = client.acknowledge_alert(request).await?.into_inner();
+    print!("{}", format_alert(&ack));
     Ok(())
 }

@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub scoring: ScoringConfig,
     pub alerts: AlertConfig,
+    pub alert_log: AlertLogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,8 +109,48 @@ pub struct AlertConfig {
     pub cooldown_secs: u64,
     /// Customer turns attached to an alert as evidence.
     pub evidence_turns: usize,
-    /// Alerts buffered per subscriber; a subscriber further behind is told and disconnected.
+    /// Live alerts buffered for subscribers; one further behind catches up from the alert log.
     pub subscriber_buffer: usize,
+}
+
+/// How durable an append is (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSync {
+    /// Survives the process being killed (kill -9, crash); a power loss may lose the last events.
+    #[default]
+    Normal,
+    /// Also survives a power loss: one fsync per alert event.
+    Full,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertLogConfig {
+    /// SQLite database file, created (with its directory) on first run.
+    pub path: PathBuf,
+    pub sync: LogSync,
+    /// Events older than this many days are deleted; 0 keeps them regardless of age.
+    pub retention_days: u64,
+    /// At most this many events are kept (the newest).
+    pub retention_max_events: u64,
+}
+
+impl Default for AlertLogConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/alerts.sqlite3"),
+            sync: LogSync::Normal,
+            retention_days: 30,
+            retention_max_events: 1_000_000,
+        }
+    }
+}
+
+impl AlertLogConfig {
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
+    }
 }
 
 impl Default for ServerConfig {
@@ -331,6 +372,12 @@ impl Config {
             return fail(
                 "alerts.subscriber_buffer and alerts.evidence_turns must be positive".into(),
             );
+        }
+        if self.alert_log.path.as_os_str().is_empty() {
+            return fail("alert_log.path must name a file".into());
+        }
+        if self.alert_log.retention_max_events == 0 {
+            return fail("alert_log.retention_max_events must be positive".into());
         }
         Ok(())
     }

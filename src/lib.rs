@@ -11,6 +11,7 @@
 //!                        │                                  │
 //!                        ▼                                  ▼
 //!                  TurnResult to the stream          alerts::AlertHub ──► SubscribeAlerts
+//!                                                    (AlertLog, SQLite)     ListAlerts, Ack
 //! ```
 //!
 //! [`run`] serves everything on given listeners until a shutdown future resolves; `main.rs` only
@@ -39,7 +40,7 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 
-use crate::alerts::AlertHub;
+use crate::alerts::{AlertHub, AlertLog};
 use crate::conversation::{ConversationStore, StoreSettings};
 use crate::grpc::App;
 use crate::metrics::Metrics;
@@ -75,11 +76,15 @@ pub async fn run(
             .await?
             .context("loading the model")?
     };
+    let log = AlertLog::open(&config.alert_log).context("opening the alert log")?;
+    let hub = AlertHub::new(log, config.alerts.subscriber_buffer, metrics.clone())
+        .context("reading the alert log")?;
+    tracing::info!(path = %config.alert_log.path.display(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
     let app = Arc::new(App {
         store: ConversationStore::new(StoreSettings::from(&config), metrics.clone()),
-        hub: AlertHub::new(config.alerts.subscriber_buffer, metrics.clone()),
+        hub,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         loaded_at: SystemTime::now(),
         batcher,
@@ -100,12 +105,14 @@ pub async fn run(
         tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
     }
     tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(alert_retention(app.clone(), stopped(stop_rx.clone())));
 
     let addr = listeners.grpc.local_addr()?;
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            // Without TCP_NODELAY a lone small result waits for the client's delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             stopped(stop_rx),
         );
     let server = tokio::spawn(server);
@@ -149,6 +156,35 @@ async fn evict_idle(app: Arc<App>, stopped: impl Future<Output = ()>) {
                 let evicted = app.store.evict_idle(Instant::now());
                 if evicted > 0 {
                     tracing::info!(evicted, tracked = app.store.tracked(), "evicted idle conversations");
+                }
+            }
+            _ = &mut stopped => return,
+        }
+    }
+}
+
+/// Applies the alert log's retention at start and then every minute.
+async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let c = &app.config.alert_log;
+                let (max_age, max_events) = (c.max_age(), c.retention_max_events);
+                let task_app = app.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    task_app.hub.log().apply_retention(max_age, max_events)
+                })
+                .await;
+                match result {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(deleted)) => tracing::info!(deleted, "alert log retention"),
+                    Ok(Err(error)) => {
+                        app.metrics.alert_log_errors.inc();
+                        tracing::error!(%error, "alert log retention failed");
+                    }
+                    Err(_) => return,
                 }
             }
             _ = &mut stopped => return,

@@ -24,8 +24,12 @@ enum Command {
     Score(ScoreArgs),
     /// Stream a conversation file (JSON lines) to a server and print each turn's result.
     Stream(StreamArgs),
-    /// Print the alert feed of a server.
+    /// Print the alert feed of a server, live; reconnects and resumes without missing an alert.
     Watch(WatchArgs),
+    /// Print alert history (newest first).
+    Alerts(AlertsArgs),
+    /// Acknowledge an alert: record who takes it.
+    Ack(AckArgs),
     /// Load a running server: concurrent conversations over several streams, texts from a corpus;
     /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
     Loadgen(LoadgenArgs),
@@ -125,6 +129,80 @@ struct WatchArgs {
     agent_ids: Vec<String>,
     #[arg(long)]
     min_severity: Option<MinSeverity>,
+    /// Start by replaying every alert event after this sequence (0: all retained).
+    #[arg(long)]
+    after: Option<u64>,
+    /// Remember the last printed sequence in this file and resume after it on the next start.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct AlertsArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    #[arg(long = "agent")]
+    agent_ids: Vec<String>,
+    #[arg(long)]
+    min_severity: Option<MinSeverity>,
+    /// Only events of the last ..., e.g. 30m, 2h, 7d.
+    #[arg(long, value_parser = parse_age)]
+    since: Option<Duration>,
+    #[arg(long)]
+    conversation: Option<String>,
+    #[arg(long)]
+    alert_id: Option<String>,
+    /// Most events to print.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct AckArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    alert_id: String,
+    /// Who takes the alert.
+    #[arg(long)]
+    by: String,
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 30m, 2h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n * secs))
+}
+
+fn min_severity(choice: Option<MinSeverity>) -> pb::Severity {
+    match choice {
+        None => pb::Severity::None,
+        Some(MinSeverity::Warning) => pb::Severity::Warning,
+        Some(MinSeverity::Critical) => pb::Severity::Critical,
+    }
 }
 
 fn load_config(args: &ModelArgs) -> anyhow::Result<Config> {
@@ -159,18 +237,51 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => loadgen(args).await,
         Command::Watch(args) => {
-            let min_severity = match args.min_severity {
-                None => pb::Severity::None,
-                Some(MinSeverity::Warning) => pb::Severity::Warning,
-                Some(MinSeverity::Critical) => pb::Severity::Critical,
+            use std::io::IsTerminal;
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => std::io::stdout().is_terminal(),
             };
-            let request = pb::SubscribeAlertsRequest {
+            client::watch(client::WatchOptions {
+                server: args.server,
+                request: pb::SubscribeAlertsRequest {
+                    tenants: args.tenants,
+                    queues: args.queues,
+                    agent_ids: args.agent_ids,
+                    min_severity: min_severity(args.min_severity).into(),
+                    after_sequence: args.after,
+                },
+                state_file: args.state_file,
+                color,
+            })
+            .await
+        }
+        Command::Alerts(args) => {
+            let request = pb::ListAlertsRequest {
                 tenants: args.tenants,
                 queues: args.queues,
                 agent_ids: args.agent_ids,
-                min_severity: min_severity.into(),
+                min_severity: min_severity(args.min_severity).into(),
+                since: args
+                    .since
+                    .map(|age| (std::time::SystemTime::now() - age).into()),
+                conversation_id: args.conversation.unwrap_or_default(),
+                alert_id: args.alert_id.unwrap_or_default(),
+                ..Default::default()
             };
-            client::watch(args.server, request).await
+            client::list_alerts(args.server, request, args.limit).await
+        }
+        Command::Ack(args) => {
+            client::acknowledge(
+                args.server,
+                pb::AcknowledgeAlertRequest {
+                    alert_id: args.alert_id,
+                    supervisor: args.by,
+                    note: args.note,
+                },
+            )
+            .await
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub open_streams: Gauge,
     pub subscribers: Gauge,
     pub lagging_subscribers: Counter,
+    pub alert_log_errors: Counter,
     registry: Arc<Registry>,
 }
 
@@ -54,6 +55,7 @@ impl Metrics {
         let open_streams = Gauge::default();
         let subscribers = Gauge::default();
         let lagging_subscribers = Counter::default();
+        let alert_log_errors = Counter::default();
 
         let mut registry = Registry::with_prefix("emotion");
         registry.register("turns", "Turns answered, by outcome", turns.clone());
@@ -94,8 +96,13 @@ impl Metrics {
         );
         registry.register(
             "lagging_subscribers",
-            "Alert subscribers disconnected for falling behind",
+            "Times an alert subscriber fell behind the live buffer and caught up from the log",
             lagging_subscribers.clone(),
+        );
+        registry.register(
+            "alert_log_errors",
+            "Alert events that could not be written to or read from the durable log",
+            alert_log_errors.clone(),
         );
         Self {
             turns,
@@ -107,6 +114,7 @@ impl Metrics {
             open_streams,
             subscribers,
             lagging_subscribers,
+            alert_log_errors,
             registry: Arc::new(registry),
         }
     }

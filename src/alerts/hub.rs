@@ -1,22 +1,33 @@
-//! In-memory alert fan-out. Publishing never blocks scoring: alerts go into a bounded broadcast
-//! ring; each subscriber reads at its own pace and one that falls more than the ring behind is
-//! told how many alerts it missed (and counted) rather than silently skipped.
-//! Durable history and resume-from-sequence come with the durable alert log.
+//! Alert fan-out over the durable log. `publish` assigns the next sequence number, appends the
+//! event to the [`AlertLog`], then sends it into a bounded broadcast ring, all under one lock, so
+//! the log and the ring see events in sequence order. Publishing never waits for subscribers.
+//!
+//! A subscriber reads the ring at its own pace. Resuming (`after_sequence`) or falling more than
+//! the ring behind, it reads the log from the last sequence it delivered until the log has nothing
+//! newer, then returns to the ring, skipping what it already delivered: no gap, no duplicate. The
+//! ring subscription is taken before the first log read, so an event is either in the log when it
+//! is read or arrives through the ring.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-use super::{Alert, Severity};
+use super::Severity;
+use super::log::{AlertLog, LogError, Query};
 use crate::metrics::{AlertLabels, Metrics};
+use crate::pb;
+
+/// Events read from the log per query while catching up.
+const REPLAY_PAGE: usize = 256;
 
 pub struct AlertHub {
-    /// Sequence numbers are assigned under this lock so that they reach the ring in order.
-    next_sequence: Mutex<u64>,
-    /// Bounded ring of recent alerts; senders never wait for receivers.
-    ring: broadcast::Sender<Arc<Alert>>,
+    log: Arc<AlertLog>,
+    /// The last sequence assigned; held across append and send.
+    last_sequence: Mutex<u64>,
+    /// Bounded ring of recent events; senders never wait for receivers.
+    ring: broadcast::Sender<Arc<pb::Alert>>,
     metrics: Metrics,
 }
 
@@ -30,56 +41,101 @@ pub struct AlertFilter {
 }
 
 impl AlertFilter {
-    pub fn matches(&self, alert: &Alert) -> bool {
+    pub fn matches(&self, alert: &pb::Alert) -> bool {
         let field = |allowed: &[String], value: &str| {
             allowed.is_empty() || allowed.iter().any(|a| a == value)
         };
-        field(&self.tenants, &alert.context.tenant)
-            && field(&self.queues, &alert.context.queue)
-            && field(&self.agent_ids, &alert.context.agent_id)
-            && self.min_severity.is_none_or(|min| alert.severity >= min)
+        let context = alert.context.as_ref();
+        let ctx = |f: fn(&pb::Context) -> &str| context.map_or("", f);
+        field(&self.tenants, ctx(|c| &c.tenant))
+            && field(&self.queues, ctx(|c| &c.queue))
+            && field(&self.agent_ids, ctx(|c| &c.agent_id))
+            && self
+                .min_severity
+                .is_none_or(|min| alert.severity >= min as i32)
     }
 }
 
-/// What a subscriber receives next.
+/// Why a subscription could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(
+        "after_sequence {after} is beyond the newest alert event ({last}); resubscribe without it"
+    )]
+    Ahead { after: u64, last: u64 },
+    #[error(
+        "events after sequence {after} up to {} were removed by retention; the oldest retained is {first}",
+        first - 1
+    )]
+    Expired { after: u64, first: u64 },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error("no alert with alert_id {0:?} (unknown, or removed by retention)")]
+    NotFound(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Why the feed ended.
 #[derive(Debug)]
 pub enum Delivery {
-    Alert(Arc<Alert>),
-    /// The subscriber fell behind; `missed` alerts (of any filter) were dropped for it.
-    Lagged {
-        missed: u64,
-        next_sequence: u64,
-    },
+    Alert(Arc<pb::Alert>),
+    /// The log could not be read while catching up.
+    Failed(LogError),
     Closed,
 }
 
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Alert>>,
+    rx: broadcast::Receiver<Arc<pb::Alert>>,
+    log: Arc<AlertLog>,
     filter: AlertFilter,
+    /// The last sequence delivered or passed over: nothing at or below it is delivered again.
+    cursor: u64,
+    catching_up: bool,
+    pending: VecDeque<Arc<pb::Alert>>,
     metrics: Metrics,
 }
 
 impl AlertHub {
-    pub fn new(buffer: usize, metrics: Metrics) -> Self {
+    pub fn new(log: AlertLog, buffer: usize, metrics: Metrics) -> Result<Self, LogError> {
         let (ring, _) = broadcast::channel(buffer);
-        Self {
-            next_sequence: Mutex::new(1),
+        Ok(Self {
+            last_sequence: Mutex::new(log.last_sequence()?),
+            log: Arc::new(log),
             ring,
             metrics,
-        }
+        })
     }
 
-    /// Assigns the next sequence number and timestamp and fans the alert out.
-    pub fn publish(&self, mut alert: Alert) -> Arc<Alert> {
-        let mut next = self.next_sequence.lock().unwrap_or_else(|p| p.into_inner());
-        alert.sequence = *next;
-        alert.created_at = SystemTime::now();
-        *next += 1;
+    pub fn log(&self) -> &AlertLog {
+        &self.log
+    }
+
+    /// Assigns the next sequence number and the time, appends the event to the log, then fans it
+    /// out. If the append fails the event is still sent live (and counted in
+    /// `emotion_alert_log_errors`): a supervisor watching now still sees it, a resume will not.
+    pub fn publish(&self, alert: pb::Alert) -> Arc<pb::Alert> {
+        let mut last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
+        self.publish_locked(&mut last, alert)
+    }
+
+    fn publish_locked(&self, last: &mut u64, mut alert: pb::Alert) -> Arc<pb::Alert> {
+        *last += 1;
+        alert.sequence = *last;
+        alert.created_at = Some(SystemTime::now().into());
+        if let Err(error) = self.log.append(&alert) {
+            self.metrics.alert_log_errors.inc();
+            tracing::error!(%error, sequence = alert.sequence, "alert event not logged");
+        }
         self.metrics
             .alerts
             .get_or_create(&AlertLabels {
-                severity: alert.severity.as_str(),
-                state: alert.state.as_str(),
+                severity: severity_str(alert.severity),
+                state: state_str(alert.state),
             })
             .inc();
         let alert = Arc::new(alert);
@@ -88,33 +144,118 @@ impl AlertHub {
         alert
     }
 
-    pub fn subscribe(&self, filter: AlertFilter) -> Subscription {
-        self.metrics.subscribers.inc();
-        Subscription {
-            rx: self.ring.subscribe(),
-            filter,
-            metrics: self.metrics.clone(),
+    /// Records that `by` took the alert: appends and publishes an ACKNOWLEDGED event copied from
+    /// the alert's latest event. Returns it and `true`, or the earlier acknowledgement and `false`.
+    /// Blocking (reads the log under the publishing lock, so two acknowledgements cannot race).
+    pub fn acknowledge(
+        &self,
+        alert_id: &str,
+        by: &str,
+        note: &str,
+    ) -> Result<(Arc<pb::Alert>, bool), AckError> {
+        let mut last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
+        let events = self.log.query(&Query {
+            alert_id: Some(alert_id.to_string()),
+            newest_first: true,
+            limit: 1,
+            ..Default::default()
+        })?;
+        let Some(latest) = events.into_iter().next() else {
+            return Err(AckError::NotFound(alert_id.to_string()));
+        };
+        let earlier = self.log.query(&Query {
+            alert_id: Some(alert_id.to_string()),
+            state: Some(pb::AlertState::Acknowledged.into()),
+            limit: 1,
+            ..Default::default()
+        })?;
+        if let Some(ack) = earlier.into_iter().next() {
+            return Ok((Arc::new(ack), false));
         }
+        let ack = pb::Alert {
+            state: pb::AlertState::Acknowledged.into(),
+            acknowledged_by: by.to_string(),
+            note: note.to_string(),
+            ..latest
+        };
+        Ok((self.publish_locked(&mut last, ack), true))
+    }
+
+    /// A live subscription, or with `after` one that first replays every retained event after it.
+    pub fn subscribe(
+        &self,
+        filter: AlertFilter,
+        after: Option<u64>,
+    ) -> Result<Subscription, SubscribeError> {
+        let (rx, last) = {
+            let last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
+            (self.ring.subscribe(), *last)
+        };
+        let cursor = match after {
+            None => last,
+            Some(after) if after > last => return Err(SubscribeError::Ahead { after, last }),
+            Some(after) => {
+                // 0 asks for everything retained, whatever that is.
+                if let Some(first) = self.log.first_sequence()?
+                    && after > 0
+                    && after + 1 < first
+                    && after < last
+                {
+                    return Err(SubscribeError::Expired { after, first });
+                }
+                after
+            }
+        };
+        self.metrics.subscribers.inc();
+        Ok(Subscription {
+            rx,
+            log: self.log.clone(),
+            filter,
+            cursor,
+            catching_up: cursor < last,
+            pending: VecDeque::new(),
+            metrics: self.metrics.clone(),
+        })
     }
 }
 
 impl Subscription {
-    /// The next alert matching the filter, a lag notice, or `Closed` when the hub is gone.
+    /// The next event matching the filter, in sequence order.
     pub async fn next(&mut self) -> Delivery {
         loop {
+            if let Some(alert) = self.pending.pop_front() {
+                self.cursor = alert.sequence;
+                return Delivery::Alert(alert);
+            }
+            if self.catching_up {
+                let log = self.log.clone();
+                let query = Query {
+                    filter: self.filter.clone(),
+                    after_sequence: Some(self.cursor),
+                    limit: REPLAY_PAGE,
+                    ..Default::default()
+                };
+                match tokio::task::spawn_blocking(move || log.query(&query)).await {
+                    Ok(Ok(page)) if page.is_empty() => self.catching_up = false,
+                    Ok(Ok(page)) => self.pending.extend(page.into_iter().map(Arc::new)),
+                    Ok(Err(error)) => {
+                        self.metrics.alert_log_errors.inc();
+                        return Delivery::Failed(error);
+                    }
+                    Err(_) => return Delivery::Closed,
+                }
+                continue;
+            }
             match self.rx.recv().await {
-                Ok(alert) if self.filter.matches(&alert) => return Delivery::Alert(alert),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Ok(alert) if alert.sequence <= self.cursor => continue,
+                Ok(alert) if self.filter.matches(&alert) => {
+                    self.cursor = alert.sequence;
+                    return Delivery::Alert(alert);
+                }
+                Ok(alert) => self.cursor = alert.sequence,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.metrics.lagging_subscribers.inc();
-                    let next_sequence = match self.rx.try_recv() {
-                        Ok(alert) => alert.sequence,
-                        Err(_) => 0,
-                    };
-                    return Delivery::Lagged {
-                        missed,
-                        next_sequence,
-                    };
+                    self.catching_up = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Delivery::Closed,
             }
@@ -128,72 +269,131 @@ impl Drop for Subscription {
     }
 }
 
+fn severity_str(s: i32) -> &'static str {
+    match pb::Severity::try_from(s) {
+        Ok(pb::Severity::Warning) => "warning",
+        Ok(pb::Severity::Critical) => "critical",
+        _ => "none",
+    }
+}
+
+fn state_str(s: i32) -> &'static str {
+    match pb::AlertState::try_from(s) {
+        Ok(pb::AlertState::Raised) => "raised",
+        Ok(pb::AlertState::Escalated) => "escalated",
+        Ok(pb::AlertState::Resolved) => "resolved",
+        Ok(pb::AlertState::Acknowledged) => "acknowledged",
+        _ => "unspecified",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::AlertState;
-    use crate::conversation::Context;
+    use crate::config::AlertLogConfig;
 
-    fn alert(queue: &str, severity: Severity) -> Alert {
-        Alert {
-            sequence: 0,
+    fn hub(dir: &std::path::Path, buffer: usize) -> AlertHub {
+        let log = AlertLog::open(&AlertLogConfig {
+            path: dir.join("alerts.sqlite3"),
+            ..Default::default()
+        })
+        .unwrap();
+        AlertHub::new(log, buffer, Metrics::new()).unwrap()
+    }
+
+    fn alert(queue: &str, severity: pb::Severity) -> pb::Alert {
+        pb::Alert {
             alert_id: "a".into(),
             conversation_id: "c".into(),
-            context: Context {
+            context: Some(pb::Context {
                 queue: queue.into(),
                 ..Default::default()
-            },
-            severity,
-            state: AlertState::Raised,
-            kind: "rolling_valence",
-            rolling_valence: -0.5,
-            threshold: -0.35,
-            evidence: vec![],
-            model_version: "m".into(),
-            created_at: SystemTime::UNIX_EPOCH,
-            turn_id: 1,
+            }),
+            severity: severity.into(),
+            state: pb::AlertState::Raised.into(),
+            ..Default::default()
         }
+    }
+
+    async fn take(sub: &mut Subscription, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for _ in 0..n {
+            match sub.next().await {
+                Delivery::Alert(a) => seqs.push(a.sequence),
+                other => panic!("{other:?}"),
+            }
+        }
+        seqs
     }
 
     #[tokio::test]
     async fn filters_and_sequences() {
-        let hub = AlertHub::new(16, Metrics::new());
-        let mut billing = hub.subscribe(AlertFilter {
-            queues: vec!["billing".into()],
-            ..Default::default()
-        });
-        let mut critical = hub.subscribe(AlertFilter {
-            min_severity: Some(Severity::Critical),
-            ..Default::default()
-        });
-        hub.publish(alert("sales", Severity::Warning));
-        hub.publish(alert("billing", Severity::Warning));
-        hub.publish(alert("sales", Severity::Critical));
-        match billing.next().await {
-            Delivery::Alert(a) => {
-                assert_eq!((a.sequence, a.context.queue.as_str()), (2, "billing"))
-            }
-            other => panic!("{other:?}"),
-        }
-        match critical.next().await {
-            Delivery::Alert(a) => assert_eq!((a.sequence, a.severity), (3, Severity::Critical)),
-            other => panic!("{other:?}"),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 16);
+        let mut billing = hub
+            .subscribe(
+                AlertFilter {
+                    queues: vec!["billing".into()],
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        let mut critical = hub
+            .subscribe(
+                AlertFilter {
+                    min_severity: Some(Severity::Critical),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        hub.publish(alert("sales", pb::Severity::Warning));
+        hub.publish(alert("billing", pb::Severity::Warning));
+        hub.publish(alert("sales", pb::Severity::Critical));
+        assert_eq!(take(&mut billing, 1).await, [2]);
+        assert_eq!(take(&mut critical, 1).await, [3]);
     }
 
     #[tokio::test]
-    async fn a_lagging_subscriber_is_told() {
-        let hub = AlertHub::new(4, Metrics::new());
-        let mut slow = hub.subscribe(AlertFilter::default());
+    async fn a_lagging_subscriber_catches_up_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 4);
+        let mut slow = hub.subscribe(AlertFilter::default(), None).unwrap();
         for _ in 0..10 {
-            hub.publish(alert("q", Severity::Warning));
+            hub.publish(alert("q", pb::Severity::Warning));
         }
-        match slow.next().await {
-            Delivery::Lagged {
-                missed,
-                next_sequence,
-            } => assert_eq!((missed, next_sequence), (6, 7)),
-            other => panic!("{other:?}"),
+        assert_eq!(take(&mut slow, 10).await, (1..=10).collect::<Vec<_>>());
+        hub.publish(alert("q", pb::Severity::Warning));
+        assert_eq!(take(&mut slow, 1).await, [11], "then live again");
+    }
+
+    #[tokio::test]
+    async fn resume_replays_then_goes_live_without_gap_or_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let hub = hub(dir.path(), 16);
+            for _ in 0..5 {
+                hub.publish(alert("q", pb::Severity::Warning));
+            }
         }
+        // A restarted hub on the same file continues the numbering.
+        let hub = hub(dir.path(), 16);
+        let mut resumed = hub.subscribe(AlertFilter::default(), Some(2)).unwrap();
+        for _ in 0..3 {
+            hub.publish(alert("q", pb::Severity::Warning));
+        }
+        assert_eq!(take(&mut resumed, 6).await, [3, 4, 5, 6, 7, 8]);
+        assert!(matches!(
+            hub.subscribe(AlertFilter::default(), Some(9)),
+            Err(SubscribeError::Ahead { after: 9, last: 8 })
+        ));
+        hub.log().apply_retention(None, 2).unwrap();
+        assert!(matches!(
+            hub.subscribe(AlertFilter::default(), Some(3)),
+            Err(SubscribeError::Expired { after: 3, first: 7 })
+        ));
+        let mut from_oldest = hub.subscribe(AlertFilter::default(), Some(6)).unwrap();
+        assert_eq!(take(&mut from_oldest, 2).await, [7, 8]);
     }
 }

@@ -2,11 +2,11 @@
 //! to subscribers ([`hub`]).
 
 pub mod hub;
+pub mod log;
 pub mod rules;
 
-use std::time::SystemTime;
-
 pub use hub::{AlertFilter, AlertHub, Subscription};
+pub use log::AlertLog;
 pub use rules::{AlertPolicy, AlertTracker, Transition};
 
 use crate::conversation::Context;
@@ -54,10 +54,9 @@ pub struct EvidenceTurn {
     pub top_emotions: Vec<(String, f32)>,
 }
 
-/// An alert event as published; `sequence` and `created_at` are set by the hub.
+/// An alert event decided by a conversation; the hub numbers, stamps, logs and publishes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    pub sequence: u64,
     pub alert_id: String,
     pub conversation_id: String,
     pub context: Context,
@@ -68,6 +67,5 @@ pub struct Alert {
     pub threshold: f32,
     pub evidence: Vec<EvidenceTurn>,
     pub model_version: String,
-    pub created_at: SystemTime,
     pub turn_id: u64,
 }

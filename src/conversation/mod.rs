@@ -475,7 +475,6 @@ impl Conversation {
             self.alert_events += 1;
             let labels = &scored.model.labels;
             Alert {
-                sequence: 0,
                 alert_id: t.alert_id,
                 conversation_id: conversation_id.to_string(),
                 context: self.context.clone(),
@@ -498,7 +497,6 @@ impl Conversation {
                     })
                     .collect(),
                 model_version: scored.model.tag.clone(),
-                created_at: self.updated_at,
                 turn_id,
             }
         });

@@ -187,7 +187,7 @@ fn evidence(e: &EvidenceTurn) -> pb::EvidenceTurn {
 
 pub fn alert(a: &Alert) -> pb::Alert {
     pb::Alert {
-        sequence: a.sequence,
+        sequence: 0,
         alert_id: a.alert_id.clone(),
         conversation_id: a.conversation_id.clone(),
         context: Some(context(&a.context)),
@@ -198,7 +198,9 @@ pub fn alert(a: &Alert) -> pb::Alert {
         threshold: a.threshold,
         evidence: a.evidence.iter().map(evidence).collect(),
         model_version: a.model_version.clone(),
-        created_at: Some(a.created_at.into()),
+        created_at: None,
         turn_id: a.turn_id,
+        acknowledged_by: String::new(),
+        note: String::new(),
     }
 }

@@ -190,7 +190,7 @@ fn handle_turn(app: &Arc<App>, turn: pb::TurnRequest) -> BoxFuture<'static, pb::
                         .complete(&conversation_id, turn_id, scores, Instant::now());
                 // Alerts first: a supervisor never learns of an alert later than the turn's sender.
                 for alert in completion.alerts.drain(..) {
-                    app.hub.publish(alert);
+                    app.hub.publish(convert::alert(&alert));
                 }
                 completion.deliver();
             });

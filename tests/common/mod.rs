@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use emotion_service::config::AlertLogConfig;
 use emotion_service::pb::alert_feed_client::AlertFeedClient;
 use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
 use emotion_service::{Config, Listeners, client, pb};
@@ -18,6 +19,8 @@ pub struct TestServer {
     pub metrics_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The alert log's directory when the test did not choose one.
+    _log_dir: Option<tempfile::TempDir>,
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {
@@ -32,7 +35,15 @@ pub fn config() -> Config {
 }
 
 impl TestServer {
-    pub async fn start(config: Config) -> Self {
+    /// Starts the server in this process; unless the test set `alert_log.path`, the alert log
+    /// goes to a fresh temporary directory removed with the server.
+    pub async fn start(mut config: Config) -> Self {
+        let mut log_dir = None;
+        if config.alert_log.path == AlertLogConfig::default().path {
+            let dir = tempfile::tempdir().unwrap();
+            config.alert_log.path = dir.path().join("alerts.sqlite3");
+            log_dir = Some(dir);
+        }
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = grpc.local_addr().unwrap();
@@ -53,6 +64,7 @@ impl TestServer {
             metrics_addr,
             stop: Some(stop),
             handle: Some(handle),
+            _log_dir: log_dir,
         }
     }
 
@@ -127,4 +139,100 @@ pub async fn next_alert(stream: &mut tonic::Streaming<pb::Alert>) -> pb::Alert {
         .expect("an alert within 10 s")
         .expect("the alert stream is open")
         .expect("not an error")
+}
+
+/// The server binary as a child process (what `kill -9` needs), on a free loopback port.
+pub struct ChildServer {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl ChildServer {
+    /// Starts `emotion serve` with `env` (EMOTION__* settings) and waits until it answers health.
+    pub async fn spawn(env: &[(&str, String)]) -> Self {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        Self::spawn_at(addr, env).await
+    }
+
+    /// The same on a given address (a restart where clients expect it).
+    pub async fn spawn_at(addr: SocketAddr, env: &[(&str, String)]) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_emotion"))
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--metrics-listen",
+                "",
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { addr, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = async {
+                let channel = tonic::transport::Endpoint::from_shared(server.url())
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()?;
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .ok()?;
+                (status.into_inner().status == 1).then_some(())
+            };
+            if ready.await.is_some() {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two strongly negative customer turns: the second raises a CRITICAL alert (min 2 customer turns).
+pub fn angry_call(conversation_id: &str) -> Vec<pb::TurnRequest> {
+    [
+        "This is absolutely terrible, I am furious with your service.",
+        "I am disgusted and angry, this is the worst experience ever.",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, text)| turn(conversation_id, i as u64 + 1, pb::Speaker::Customer, text))
+    .collect()
 }

@@ -1,0 +1,409 @@
+//! The durable alert log: an SQLite database in WAL mode holding every alert event, keyed by its
+//! sequence number. The hub appends an event here before any subscriber sees it; resuming
+//! subscribers, `ListAlerts` and acknowledgements read from it.
+//!
+//! Each event is stored as its protobuf encoding (`body`, with `sequence` left 0: the row's key is
+//! the truth) next to the columns that filters and retention need. `AUTOINCREMENT` keeps the
+//! largest sequence ever used in `sqlite_sequence`, so numbers are never reused, even after
+//! retention has deleted every row.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+
+use super::hub::AlertFilter;
+use crate::config::{AlertLogConfig, LogSync};
+use crate::pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("alert log {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("alert log {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("alert log: stored event {sequence} does not decode: {source}")]
+    Corrupt {
+        sequence: u64,
+        source: prost::DecodeError,
+    },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alert_events (
+    sequence        INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id        TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    tenant          TEXT NOT NULL,
+    queue           TEXT NOT NULL,
+    agent_id        TEXT NOT NULL,
+    severity        INTEGER NOT NULL,
+    state           INTEGER NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    body            BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_events_alert_id ON alert_events (alert_id, sequence);
+CREATE INDEX IF NOT EXISTS alert_events_conversation ON alert_events (conversation_id, sequence);
+CREATE INDEX IF NOT EXISTS alert_events_created ON alert_events (created_at_ms);
+";
+
+/// What to read: the subscriber's filter plus history-only conditions.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: AlertFilter,
+    pub alert_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    pub after_sequence: Option<u64>,
+    pub before_sequence: Option<u64>,
+    /// Only this state (as a `pb::AlertState` value).
+    pub state: Option<i32>,
+    pub newest_first: bool,
+    pub limit: usize,
+}
+
+pub struct AlertLog {
+    path: PathBuf,
+    sync: LogSync,
+    /// The one writing connection. The hub holds its own lock around append + fan-out.
+    writer: Mutex<Connection>,
+    /// Idle reading connections (WAL lets them read while the writer writes).
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl AlertLog {
+    /// Opens (creating it and its directory on first run) the log at `config.path`.
+    pub fn open(config: &AlertLogConfig) -> Result<Self, LogError> {
+        let path = config.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LogError::Io {
+                path: path.clone(),
+                message: format!("creating {}: {e}", dir.display()),
+            })?;
+        }
+        let log = Self {
+            writer: Mutex::new(Connection::open(&path).map_err(sqlite(&path))?),
+            readers: Mutex::new(Vec::new()),
+            sync: config.sync,
+            path,
+        };
+        {
+            let conn = log.writer.lock().unwrap_or_else(|p| p.into_inner());
+            log.configure(&conn)?;
+            conn.execute_batch(SCHEMA).map_err(sqlite(&log.path))?;
+        }
+        Ok(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self, conn: &Connection) -> Result<(), LogError> {
+        let sync = match self.sync {
+            LogSync::Normal => "NORMAL",
+            LogSync::Full => "FULL",
+        };
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(sqlite(&self.path))?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+        ))
+        .map_err(sqlite(&self.path))
+    }
+
+    /// The largest sequence ever appended (0 for a new log), retained or not.
+    pub fn last_sequence(&self) -> Result<u64, LogError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let seq: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'alert_events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite(&self.path))?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    /// The smallest retained sequence, if any event is retained.
+    pub fn first_sequence(&self) -> Result<Option<u64>, LogError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT MIN(sequence) FROM alert_events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|s| s.map(|s| s as u64))
+        })
+    }
+
+    /// Appends one event under its (caller-assigned, increasing) sequence number.
+    pub fn append(&self, alert: &pb::Alert) -> Result<(), LogError> {
+        let context = alert.context.clone().unwrap_or_default();
+        let mut body = alert.clone();
+        body.sequence = 0;
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.prepare_cached(
+            "INSERT INTO alert_events (sequence, alert_id, conversation_id, tenant, queue, agent_id,
+                 severity, state, created_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                alert.sequence as i64,
+                alert.alert_id,
+                alert.conversation_id,
+                context.tenant,
+                context.queue,
+                context.agent_id,
+                alert.severity,
+                alert.state,
+                timestamp_ms(alert.created_at.as_ref()),
+                body.encode_to_vec(),
+            ])
+        })
+        .map(|_| ())
+        .map_err(sqlite(&self.path))
+    }
+
+    /// Events matching `q`, in sequence order (oldest first unless `q.newest_first`).
+    pub fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
+        let mut sql = String::from("SELECT sequence, body FROM alert_events WHERE 1 = 1");
+        let mut args: Vec<Value> = Vec::new();
+        let mut any_of = |sql: &mut String, column: &str, values: &[String]| {
+            if !values.is_empty() {
+                sql.push_str(&format!(
+                    " AND {column} IN ({})",
+                    vec!["?"; values.len()].join(", ")
+                ));
+                args.extend(values.iter().cloned().map(Value::Text));
+            }
+        };
+        any_of(&mut sql, "tenant", &q.filter.tenants);
+        any_of(&mut sql, "queue", &q.filter.queues);
+        any_of(&mut sql, "agent_id", &q.filter.agent_ids);
+        let mut cond = |sql: &mut String, clause: &str, value: Value| {
+            sql.push_str(clause);
+            args.push(value);
+        };
+        if let Some(min) = q.filter.min_severity {
+            cond(&mut sql, " AND severity >= ?", Value::Integer(min as i64));
+        }
+        if let Some(id) = &q.alert_id {
+            cond(&mut sql, " AND alert_id = ?", Value::Text(id.clone()));
+        }
+        if let Some(id) = &q.conversation_id {
+            cond(
+                &mut sql,
+                " AND conversation_id = ?",
+                Value::Text(id.clone()),
+            );
+        }
+        if let Some(t) = q.since {
+            cond(&mut sql, " AND created_at_ms >= ?", Value::Integer(ms(t)));
+        }
+        if let Some(t) = q.until {
+            cond(&mut sql, " AND created_at_ms < ?", Value::Integer(ms(t)));
+        }
+        if let Some(s) = q.after_sequence {
+            cond(&mut sql, " AND sequence > ?", Value::Integer(s as i64));
+        }
+        if let Some(s) = q.before_sequence {
+            cond(&mut sql, " AND sequence < ?", Value::Integer(s as i64));
+        }
+        if let Some(state) = q.state {
+            cond(&mut sql, " AND state = ?", Value::Integer(state as i64));
+        }
+        sql.push_str(if q.newest_first {
+            " ORDER BY sequence DESC"
+        } else {
+            " ORDER BY sequence ASC"
+        });
+        sql.push_str(&format!(" LIMIT {}", q.limit.max(1)));
+
+        let rows: Vec<(i64, Vec<u8>)> = self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(sequence, body)| {
+                let mut alert =
+                    pb::Alert::decode(body.as_slice()).map_err(|source| LogError::Corrupt {
+                        sequence: sequence as u64,
+                        source,
+                    })?;
+                alert.sequence = sequence as u64;
+                Ok(alert)
+            })
+            .collect()
+    }
+
+    /// Deletes events older than `max_age` and all but the newest `max_events`. Returns how many.
+    pub fn apply_retention(
+        &self,
+        max_age: Option<Duration>,
+        max_events: u64,
+    ) -> Result<usize, LogError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut deleted = 0;
+        if let Some(age) = max_age {
+            let cutoff = ms(SystemTime::now()) - age.as_millis() as i64;
+            deleted += conn
+                .execute(
+                    "DELETE FROM alert_events WHERE created_at_ms < ?1",
+                    [cutoff],
+                )
+                .map_err(sqlite(&self.path))?;
+        }
+        deleted += conn
+            .execute(
+                "DELETE FROM alert_events WHERE sequence <= (
+                     SELECT sequence FROM alert_events ORDER BY sequence DESC LIMIT 1 OFFSET ?1)",
+                [max_events as i64],
+            )
+            .map_err(sqlite(&self.path))?;
+        Ok(deleted)
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LogError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sqlite(&self.path))?;
+                conn.busy_timeout(Duration::from_secs(5))
+                    .map_err(sqlite(&self.path))?;
+                conn
+            }
+        };
+        let result = f(&conn).map_err(sqlite(&self.path));
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < 4 {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> LogError + '_ {
+    move |source| LogError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Severity;
+
+    fn open(dir: &Path) -> AlertLog {
+        AlertLog::open(&AlertLogConfig {
+            path: dir.join("alerts.sqlite3"),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn event(sequence: u64, queue: &str, severity: pb::Severity) -> pb::Alert {
+        pb::Alert {
+            sequence,
+            alert_id: format!("a{sequence}"),
+            conversation_id: "c".into(),
+            context: Some(pb::Context {
+                queue: queue.into(),
+                ..Default::default()
+            }),
+            severity: severity.into(),
+            state: pb::AlertState::Raised.into(),
+            created_at: Some(SystemTime::now().into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_query_reopen_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        assert_eq!(log.last_sequence().unwrap(), 0);
+        for s in 1..=10 {
+            let queue = if s % 2 == 0 { "billing" } else { "sales" };
+            let sev = if s > 8 {
+                pb::Severity::Critical
+            } else {
+                pb::Severity::Warning
+            };
+            log.append(&event(s, queue, sev)).unwrap();
+        }
+        let billing = log
+            .query(&Query {
+                filter: AlertFilter {
+                    queues: vec!["billing".into()],
+                    ..Default::default()
+                },
+                after_sequence: Some(3),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        let seqs: Vec<u64> = billing.iter().map(|a| a.sequence).collect();
+        assert_eq!(seqs, [4, 6, 8, 10]);
+        assert_eq!(billing[0].alert_id, "a4");
+        let critical = log
+            .query(&Query {
+                filter: AlertFilter {
+                    min_severity: Some(Severity::Critical),
+                    ..Default::default()
+                },
+                newest_first: true,
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(critical[0].sequence, 10);
+        drop(log);
+
+        let log = open(dir.path());
+        assert_eq!(log.last_sequence().unwrap(), 10, "survives reopening");
+        assert_eq!(log.apply_retention(None, 3).unwrap(), 7);
+        assert_eq!(log.first_sequence().unwrap(), Some(8));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            log.apply_retention(Some(Duration::ZERO), 100).unwrap(),
+            3,
+            "everything is older than zero seconds"
+        );
+        assert_eq!(log.first_sequence().unwrap(), None);
+        assert_eq!(
+            log.last_sequence().unwrap(),
+            10,
+            "numbers are never reused after deletion"
+        );
+    }
+}
