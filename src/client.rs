@@ -11,6 +11,42 @@ use tokio_stream::StreamExt;
 use crate::pb;
 use crate::pb::alert_feed_client::AlertFeedClient;
 use crate::pb::emotion_analysis_client::EmotionAnalysisClient;
+use tonic::transport::Channel;
+
+/// Where a client command connects, and the bearer token it presents (when the server wants one).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Server {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+        }
+    }
+
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        tonic::transport::Endpoint::from_shared(self.url.clone())
+            .with_context(|| format!("server address {:?}", self.url))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.url))
+    }
+
+    /// `message` as a request carrying the token.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+}
 
 /// One line of a conversation file (JSON lines).
 #[derive(Debug, Clone, Deserialize)]
@@ -74,14 +110,15 @@ pub fn read_conversation_file(path: &Path) -> anyhow::Result<Vec<pb::TurnRequest
 }
 
 /// Streams the file's turns (pausing `delay` between them) and prints each result as it arrives.
-pub async fn stream_file(server: String, path: &Path, delay: Duration) -> anyhow::Result<()> {
+pub async fn stream_file(server: &Server, path: &Path, delay: Duration) -> anyhow::Result<()> {
     let turns = read_conversation_file(path)?;
     let expected = turns.len();
-    let mut client = EmotionAnalysisClient::connect(server.clone())
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
+    let mut client = EmotionAnalysisClient::new(server.channel().await?);
     let outbound = async_stream(turns, delay);
-    let mut results = client.stream_turns(outbound).await?.into_inner();
+    let mut results = client
+        .stream_turns(server.request(outbound))
+        .await?
+        .into_inner();
     let mut out = tokio::io::stdout();
     let mut received = 0;
     while let Some(result) = results.next().await {
@@ -176,14 +213,39 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
         .iter()
         .map(|e| {
             let top = e.top_emotions.first().map_or("", |t| t.label.as_str());
-            format!("#{} {:+.2} {}", e.turn_id, e.valence, top)
+            match e.excerpt.as_str() {
+                "" => format!("#{} {:+.2} {}", e.turn_id, e.valence, top),
+                text => format!("#{} {:+.2} {} {:?}", e.turn_id, e.valence, top, text),
+            }
         })
         .collect();
+    let dominant: Vec<&str> = a
+        .dominant_emotions
+        .iter()
+        .map(|e| e.label.as_str())
+        .collect();
+    let explain = if a.detail.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n      why: {} [{}; {:+.2} -> {:+.2}]{}",
+            a.detail,
+            dominant.join(", "),
+            a.trend_start,
+            a.trend_now,
+            if a.suggestion.is_empty() {
+                String::new()
+            } else {
+                format!("\n      next: {}", a.suggestion)
+            }
+        )
+    };
     format!(
-        "{on}[{}] {:<12} {:<8}{off} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2} vs {:+.2} at turn {}  evidence: {}  model {}  id {}{taken}\n",
+        "{on}[{}] {:<12} {:<8}{off} {} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2} vs {:+.2} at turn {}  evidence: {}  model {}  id {}{taken}{explain}\n",
         a.sequence,
         state,
         severity,
+        a.kind,
         a.conversation_id,
         ctx.tenant,
         ctx.queue,
@@ -199,7 +261,7 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
 
 /// How `watch` runs.
 pub struct WatchOptions {
-    pub server: String,
+    pub server: Server,
     pub request: pb::SubscribeAlertsRequest,
     /// Keeps the last printed sequence here, and starts after it when the file exists.
     pub state_file: Option<PathBuf>,
@@ -223,14 +285,20 @@ pub async fn watch(options: WatchOptions) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
         let result: Result<(), tonic::Status> = async {
-            let mut client = AlertFeedClient::connect(options.server.clone())
+            let channel = options
+                .server
+                .channel()
                 .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+            let mut client = AlertFeedClient::new(channel);
             let request = pb::SubscribeAlertsRequest {
                 after_sequence: last,
                 ..options.request.clone()
             };
-            let mut alerts = client.subscribe_alerts(request).await?.into_inner();
+            let mut alerts = client
+                .subscribe_alerts(options.server.request(request))
+                .await?
+                .into_inner();
             backoff = Duration::from_millis(250);
             while let Some(alert) = alerts.next().await {
                 let alert = alert?;
@@ -287,18 +355,19 @@ fn save_sequence(path: &Path, sequence: u64) -> std::io::Result<()> {
 
 /// Prints up to `limit` alert events matching `request`, newest first, paging as needed.
 pub async fn list_alerts(
-    server: String,
+    server: &Server,
     mut request: pb::ListAlertsRequest,
     limit: usize,
 ) -> anyhow::Result<()> {
-    let mut client = AlertFeedClient::connect(server.clone())
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
+    let mut client = AlertFeedClient::new(server.channel().await?);
     let mut out = tokio::io::stdout();
     let mut printed = 0;
     while printed < limit {
         request.page_size = (limit - printed).min(1000) as u32;
-        let page = client.list_alerts(request.clone()).await?.into_inner();
+        let page = client
+            .list_alerts(server.request(request.clone()))
+            .await?
+            .into_inner();
         for alert in &page.alerts {
             out.write_all(format_alert(alert).as_bytes()).await?;
         }
@@ -317,13 +386,14 @@ pub async fn list_alerts(
 
 /// Acknowledges an alert and prints the ACKNOWLEDGED event.
 pub async fn acknowledge(
-    server: String,
+    server: &Server,
     request: pb::AcknowledgeAlertRequest,
 ) -> anyhow::Result<()> {
-    let mut client = AlertFeedClient::connect(server.clone())
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
-    let ack = client.acknowledge_alert(request).await?.into_inner();
+    let mut client = AlertFeedClient::new(server.channel().await?);
+    let ack = client
+        .acknowledge_alert(server.request(request))
+        .await?
+        .into_inner();
     print!("{}", format_alert(&ack));
     Ok(())
 }

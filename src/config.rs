@@ -24,6 +24,40 @@ pub struct Config {
     pub scoring: ScoringConfig,
     pub alerts: AlertConfig,
     pub alert_log: AlertLogConfig,
+    pub auth: AuthConfig,
+    pub triggers: crate::alerts::triggers::TriggersConfig,
+    pub playbook: crate::alerts::explain::PlaybookConfig,
+}
+
+/// When bearer tokens are required.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// On when `server.listen` is not a loopback address.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token, by its SHA-256 (`emotion token` makes one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub role: crate::auth::Role,
+    /// Tenants the token is limited to; empty or absent: all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +145,10 @@ pub struct AlertConfig {
     pub evidence_turns: usize,
     /// Live alerts buffered for subscribers; one further behind catches up from the alert log.
     pub subscriber_buffer: usize,
+    /// How much turn text alerts carry: "masked" (PII replaced), "none" (as sent), "no_text".
+    pub redaction: crate::alerts::explain::Redaction,
+    /// Longest text excerpt per evidence turn, in characters.
+    pub excerpt_chars: usize,
 }
 
 /// How durable an append is (SQLite's `synchronous` in WAL mode).
@@ -223,6 +261,8 @@ impl Default for AlertConfig {
             cooldown_secs: 300,
             evidence_turns: 3,
             subscriber_buffer: 1_024,
+            redaction: crate::alerts::explain::Redaction::Masked,
+            excerpt_chars: 160,
         }
     }
 }
@@ -373,12 +413,29 @@ impl Config {
                 "alerts.subscriber_buffer and alerts.evidence_turns must be positive".into(),
             );
         }
+        if a.excerpt_chars > 2_000 {
+            return fail(format!(
+                "alerts.excerpt_chars must be at most 2000, got {}",
+                a.excerpt_chars
+            ));
+        }
+        self.triggers.validate().map_err(ConfigError::Invalid)?;
         if self.alert_log.path.as_os_str().is_empty() {
             return fail("alert_log.path must name a file".into());
         }
         if self.alert_log.retention_max_events == 0 {
             return fail("alert_log.retention_max_events must be positive".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.auth.tokens {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return fail(format!(
+                    "auth.tokens: every token needs a unique, non-empty name ({:?})",
+                    t.name
+                ));
+            }
+        }
+        crate::auth::Authenticator::new(&self.auth, self.server.listen.ip().is_loopback())?;
         Ok(())
     }
 
@@ -440,9 +497,14 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
-            "[batching]\nmax_batch = 8\n[alerts]\ncooldown_secs = 5\n",
+            "[batching]\nmax_batch = 8\n[alerts]\ncooldown_secs = 5\n\
+             [[auth.tokens]]\nname = \"sam\"\nrole = \"supervisor\"\nsha256 = \"",
         )
         .unwrap();
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str(&crate::auth::token_hash("t"));
+        text.push_str("\"\n");
+        std::fs::write(&file, text).unwrap();
         let env = [
             ("EMOTION__BATCHING__MAX_BATCH".to_string(), "16".to_string()),
             (
@@ -455,6 +517,31 @@ mod tests {
         assert_eq!(c.batching.max_batch, 16);
         assert_eq!(c.alerts.cooldown_secs, 5);
         assert_eq!(c.server.listen.port(), 6000);
+        assert_eq!(c.auth.tokens[0].role, crate::auth::Role::Supervisor);
+        // Beyond loopback without a token, the server refuses to start.
+        std::fs::write(&file, "[batching]\nmax_batch = 8\n").unwrap();
+        let env = [(
+            "EMOTION__SERVER__LISTEN".to_string(),
+            "0.0.0.0:6000".to_string(),
+        )];
+        let err = Config::load(Some(&file), env).unwrap_err().to_string();
+        assert!(err.contains("auth.tokens"), "{err}");
+    }
+
+    #[test]
+    fn the_readme_config_example_loads() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let len = readme[start..].find("```").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, &readme[start..start + len]).unwrap();
+        let c = Config::load(Some(&file), []).unwrap();
+        assert_eq!(
+            c.alerts.redaction,
+            crate::alerts::explain::Redaction::Masked
+        );
+        assert!(c.triggers.escalation.enabled);
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub enum RequestError {
     TooManyConversations(usize),
     #[error("{0} turn streams are open, the configured maximum")]
     TooManyStreams(usize),
+    #[error(
+        "this token may not write tenant {tenant:?} (context.tenant; a token limited to tenants must name one)"
+    )]
+    TenantNotAllowed { tenant: String },
+    #[error("conversation {conversation_id:?} belongs to another tenant")]
+    TenantConflict { conversation_id: String },
 }
 
 impl RequestError {
@@ -85,9 +91,10 @@ impl RequestError {
             | RequestError::TooLong { .. }
             | RequestError::TooMany { .. }
             | RequestError::OutOfRange { .. } => Code::InvalidArgument,
-            RequestError::OutOfOrder { .. } | RequestError::TurnsInFlight { .. } => {
-                Code::FailedPrecondition
-            }
+            RequestError::OutOfOrder { .. }
+            | RequestError::TurnsInFlight { .. }
+            | RequestError::TenantConflict { .. } => Code::FailedPrecondition,
+            RequestError::TenantNotAllowed { .. } => Code::PermissionDenied,
             RequestError::UnknownConversation(_) => Code::NotFound,
             RequestError::TooManyConversations(_) | RequestError::TooManyStreams(_) => {
                 Code::ResourceExhausted

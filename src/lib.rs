@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod conversation;
@@ -41,6 +42,7 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 
 use crate::alerts::{AlertHub, AlertLog};
+use crate::auth::Authenticator;
 use crate::conversation::{ConversationStore, StoreSettings};
 use crate::grpc::App;
 use crate::metrics::Metrics;
@@ -76,6 +78,15 @@ pub async fn run(
             .await?
             .context("loading the model")?
     };
+    let auth = Arc::new(Authenticator::new(
+        &config.auth,
+        listeners.grpc.local_addr()?.ip().is_loopback(),
+    )?);
+    if auth.enabled() {
+        tracing::info!(tokens = config.auth.tokens.len(), "bearer tokens required");
+    } else {
+        tracing::warn!("auth is off: any local caller may do anything");
+    }
     let log = AlertLog::open(&config.alert_log).context("opening the alert log")?;
     let hub = AlertHub::new(log, config.alerts.subscriber_buffer, metrics.clone())
         .context("reading the alert log")?;
@@ -86,6 +97,7 @@ pub async fn run(
         store: ConversationStore::new(StoreSettings::from(&config), metrics.clone()),
         hub,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
+        auth,
         loaded_at: SystemTime::now(),
         batcher,
         metrics: metrics.clone(),

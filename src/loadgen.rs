@@ -24,7 +24,7 @@ use crate::pb::emotion_analysis_client::EmotionAnalysisClient;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub server: String,
+    pub server: crate::client::Server,
     pub conversations: usize,
     pub streams: usize,
     pub duration: Duration,
@@ -136,16 +136,16 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         latencies_us: Vec::new(),
     }));
     for pending in &outstanding {
-        let mut client = EmotionAnalysisClient::connect(config.server.clone())
-            .await
-            .with_context(|| format!("connecting to {}", config.server))?;
+        let mut client = EmotionAnalysisClient::new(config.server.channel().await?);
+        let server = config.server.clone();
         let (tx, rx) = mpsc::channel::<pb::TurnRequest>(1024);
         senders.push(tx);
         let (pending, tally, ready) = (pending.clone(), tally.clone(), ready_tx.clone());
         // The call is opened inside the task: some servers (grpcio) send response headers only
         // with the first result, so the first turns must be sendable before the call returns.
         readers.push(tokio::spawn(async move {
-            let mut results = match client.stream_turns(ReceiverStream::new(rx)).await {
+            let outbound = server.request(ReceiverStream::new(rx));
+            let mut results = match client.stream_turns(outbound).await {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
                     tracing::error!(%status, "opening a turn stream failed");

@@ -30,6 +30,9 @@ enum Command {
     Alerts(AlertsArgs),
     /// Acknowledge an alert: record who takes it.
     Ack(AckArgs),
+    /// Create a bearer token: prints the token (give it to the client) and the [[auth.tokens]]
+    /// entry with its SHA-256 (put it in the server's config).
+    Token(TokenArgs),
     /// Load a running server: concurrent conversations over several streams, texts from a corpus;
     /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
     Loadgen(LoadgenArgs),
@@ -37,8 +40,8 @@ enum Command {
 
 #[derive(Args)]
 struct LoadgenArgs {
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Corpus: a GoEmotions TSV (first column) or one text per line.
     #[arg(long)]
     data: PathBuf,
@@ -61,6 +64,26 @@ struct LoadgenArgs {
     /// The server's process id, to report its resident memory and CPU use.
     #[arg(long)]
     server_pid: Option<u32>,
+}
+
+/// Where a client command connects.
+#[derive(Args)]
+struct ServerArgs {
+    /// The server's gRPC address.
+    #[arg(long = "server", default_value = "http://127.0.0.1:50051")]
+    url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "EMOTION_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    fn server(&self) -> client::Server {
+        client::Server {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -104,8 +127,8 @@ struct StreamArgs {
     /// Conversation file: JSON lines with conversation_id, turn_id, speaker, text
     /// (optional: acoustic_valence, tenant, queue, agent_id, language).
     file: PathBuf,
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Pause between turns, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -115,12 +138,13 @@ struct StreamArgs {
 enum MinSeverity {
     Warning,
     Critical,
+    Urgent,
 }
 
 #[derive(Args)]
 struct WatchArgs {
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     #[arg(long = "tenant")]
     tenants: Vec<String>,
     #[arg(long = "queue")]
@@ -148,8 +172,8 @@ enum ColorChoice {
 
 #[derive(Args)]
 struct AlertsArgs {
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     #[arg(long = "tenant")]
     tenants: Vec<String>,
     #[arg(long = "queue")]
@@ -172,14 +196,32 @@ struct AlertsArgs {
 
 #[derive(Args)]
 struct AckArgs {
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     alert_id: String,
     /// Who takes the alert.
     #[arg(long)]
     by: String,
     #[arg(long, default_value = "")]
     note: String,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// Limit the token to these tenants (repeatable); none: all tenants.
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Ingest,
+    Supervisor,
+    Admin,
 }
 
 fn parse_age(s: &str) -> Result<Duration, String> {
@@ -202,6 +244,7 @@ fn min_severity(choice: Option<MinSeverity>) -> pb::Severity {
         None => pb::Severity::None,
         Some(MinSeverity::Warning) => pb::Severity::Warning,
         Some(MinSeverity::Critical) => pb::Severity::Critical,
+        Some(MinSeverity::Urgent) => pb::Severity::Urgent,
     }
 }
 
@@ -229,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Score(args) => score(args).await,
         Command::Stream(args) => {
             client::stream_file(
-                args.server,
+                &args.server.server(),
                 &args.file,
                 Duration::from_millis(args.delay_ms),
             )
@@ -244,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
                 ColorChoice::Auto => std::io::stdout().is_terminal(),
             };
             client::watch(client::WatchOptions {
-                server: args.server,
+                server: args.server.server(),
                 request: pb::SubscribeAlertsRequest {
                     tenants: args.tenants,
                     queues: args.queues,
@@ -270,11 +313,29 @@ async fn main() -> anyhow::Result<()> {
                 alert_id: args.alert_id.unwrap_or_default(),
                 ..Default::default()
             };
-            client::list_alerts(args.server, request, args.limit).await
+            client::list_alerts(&args.server.server(), request, args.limit).await
+        }
+        Command::Token(args) => {
+            let token = emotion_service::auth::new_token()?;
+            let role = match args.role {
+                RoleArg::Ingest => "ingest",
+                RoleArg::Supervisor => "supervisor",
+                RoleArg::Admin => "admin",
+            };
+            println!(
+                "token (shown once; clients pass it with --token or EMOTION_TOKEN):\n  {token}\n"
+            );
+            println!("server config:\n[[auth.tokens]]");
+            println!("name = {:?}\nrole = {role:?}", args.name);
+            println!("sha256 = {:?}", emotion_service::auth::token_hash(&token));
+            if !args.tenants.is_empty() {
+                println!("tenants = {:?}", args.tenants);
+            }
+            Ok(())
         }
         Command::Ack(args) => {
             client::acknowledge(
-                args.server,
+                &args.server.server(),
                 pb::AcknowledgeAlertRequest {
                     alert_id: args.alert_id,
                     supervisor: args.by,
@@ -289,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
 async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     let texts = std::sync::Arc::new(loadgen::read_corpus(&args.data)?);
     let config = loadgen::LoadConfig {
-        server: args.server,
+        server: args.server.server(),
         conversations: args.conversations,
         streams: args.streams,
         duration: Duration::from_secs_f64(args.duration_secs),

@@ -47,6 +47,9 @@ async fn printed_sequences(
             .unwrap_or_else(|_| panic!("watch printed only {seqs:?}, waiting for {last}"))
             .unwrap()
             .expect("watch is running");
+        if line.starts_with(' ') {
+            continue; // an alert's explanation lines
+        }
         let seq = line
             .strip_prefix('[')
             .and_then(|l| l.split(']').next())

@@ -26,7 +26,7 @@ fn corpus() -> Arc<Vec<String>> {
 async fn load_generator_delivers_every_turn_exactly_once() {
     let server = TestServer::start(config()).await;
     let base = LoadConfig {
-        server: format!("http://{}", server.addr),
+        server: emotion_service::client::Server::new(format!("http://{}", server.addr)),
         conversations: 50,
         streams: 4,
         duration: Duration::from_secs(120),

@@ -125,7 +125,9 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
     let logs = captured_logs();
     let server = TestServer::start(config()).await;
     let mut client = server.client().await;
-    let secret = "my card number is 4111 1111 1111 1111, canary QXJ-turn-text-canary";
+    // Asks for a manager: an alert (with a masked excerpt) is raised from this text too.
+    let secret = "Let me speak to a manager! my card number is 4111 1111 1111 1111, mail \
+                  qxj.canary@example.com, canary QXJ-turn-text-canary";
     let results = stream_all(
         &mut client,
         vec![
@@ -148,6 +150,8 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
         "emotion_queue_depth",
         "emotion_subscribers 0",
         "emotion_lagging_subscribers_total 0",
+        "emotion_alerts_total{severity=\"critical\",state=\"raised\"} 1",
+        "emotion_alert_log_errors_total 0",
     ] {
         assert!(page.contains(line), "{line} missing from\n{page}");
     }
@@ -172,10 +176,13 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
         logs.contains("turn stream ended by a bad message"),
         "{logs}"
     );
-    assert!(
-        !logs.contains("QXJ-turn-text-canary"),
-        "turn text in the logs:\n{logs}"
-    );
+    for canary in [
+        "QXJ-turn-text-canary",
+        "qxj.canary@example.com",
+        "4111 1111",
+    ] {
+        assert!(!logs.contains(canary), "turn text in the logs:\n{logs}");
+    }
 }
 
 #[tokio::test]

@@ -147,11 +147,14 @@ impl AlertHub {
     /// Records that `by` took the alert: appends and publishes an ACKNOWLEDGED event copied from
     /// the alert's latest event. Returns it and `true`, or the earlier acknowledgement and `false`.
     /// Blocking (reads the log under the publishing lock, so two acknowledgements cannot race).
+    /// `tenants` limits which tenants' alerts the caller may take (empty: any); others are
+    /// reported as not found.
     pub fn acknowledge(
         &self,
         alert_id: &str,
         by: &str,
         note: &str,
+        tenants: &[String],
     ) -> Result<(Arc<pb::Alert>, bool), AckError> {
         let mut last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
         let events = self.log.query(&Query {
@@ -160,7 +163,10 @@ impl AlertHub {
             limit: 1,
             ..Default::default()
         })?;
-        let Some(latest) = events.into_iter().next() else {
+        let visible = |a: &pb::Alert| {
+            tenants.is_empty() || tenants.contains(&a.context.clone().unwrap_or_default().tenant)
+        };
+        let Some(latest) = events.into_iter().next().filter(visible) else {
             return Err(AckError::NotFound(alert_id.to_string()));
         };
         let earlier = self.log.query(&Query {
@@ -273,6 +279,7 @@ fn severity_str(s: i32) -> &'static str {
     match pb::Severity::try_from(s) {
         Ok(pb::Severity::Warning) => "warning",
         Ok(pb::Severity::Critical) => "critical",
+        Ok(pb::Severity::Urgent) => "urgent",
         _ => "none",
     }
 }

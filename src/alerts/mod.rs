@@ -1,9 +1,11 @@
 //! Supervisor alerts: the rules that decide when a conversation alerts ([`rules`]) and the fan-out
 //! to subscribers ([`hub`]).
 
+pub mod explain;
 pub mod hub;
 pub mod log;
 pub mod rules;
+pub mod triggers;
 
 pub use hub::{AlertFilter, AlertHub, Subscription};
 pub use log::AlertLog;
@@ -16,6 +18,8 @@ pub enum Severity {
     None,
     Warning,
     Critical,
+    /// Above CRITICAL: a distressed customer repeating themselves (by default).
+    Urgent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,7 @@ impl Severity {
             Severity::None => "none",
             Severity::Warning => "warning",
             Severity::Critical => "critical",
+            Severity::Urgent => "urgent",
         }
     }
 }
@@ -45,13 +50,16 @@ impl AlertState {
     }
 }
 
-/// One customer turn attached to an alert as evidence.
+/// One turn attached to an alert as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceTurn {
     pub turn_id: u64,
+    pub speaker: crate::conversation::Speaker,
     pub valence: f32,
     /// (label, probability), most probable first.
     pub top_emotions: Vec<(String, f32)>,
+    /// Redacted excerpt, if the policy allows text.
+    pub excerpt: Option<Box<str>>,
 }
 
 /// An alert event decided by a conversation; the hub numbers, stamps, logs and publishes it.
@@ -68,4 +76,10 @@ pub struct Alert {
     pub evidence: Vec<EvidenceTurn>,
     pub model_version: String,
     pub turn_id: u64,
+    pub detail: String,
+    /// (label, mean probability over the evidence), highest first.
+    pub dominant_emotions: Vec<(String, f32)>,
+    pub trend_start: f32,
+    pub trend_now: f32,
+    pub suggestion: String,
 }

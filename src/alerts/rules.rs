@@ -102,7 +102,7 @@ impl AlertTracker {
                     None => self.raise(policy, Severity::Critical, now),
                 }
             }
-            Severity::Warning | Severity::Critical if recovered => {
+            Severity::Warning | Severity::Critical | Severity::Urgent if recovered => {
                 self.level = None;
                 self.open.take().map(|open| Transition {
                     alert_id: open.id,
@@ -111,7 +111,7 @@ impl AlertTracker {
                     threshold: policy.warning + policy.hysteresis,
                 })
             }
-            Severity::Warning | Severity::Critical => None,
+            Severity::Warning | Severity::Critical | Severity::Urgent => None,
         }
     }
 
@@ -148,7 +148,7 @@ impl AlertTracker {
 }
 
 /// Unique within a process and across restarts: start time in ms, then a counter.
-fn new_alert_id() -> String {
+pub(crate) fn new_alert_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
     let start = START.get_or_init(|| {

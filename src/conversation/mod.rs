@@ -24,7 +24,10 @@ use tokio::sync::oneshot;
 
 pub use rolling::RollingScore;
 
-use crate::alerts::{Alert, AlertPolicy, AlertTracker, EvidenceTurn, Severity};
+use crate::alerts::explain::PlaybookConfig;
+use crate::alerts::rules::Transition;
+use crate::alerts::triggers::{TriggerPolicies, TriggerState, TurnFacts};
+use crate::alerts::{Alert, AlertPolicy, AlertState, AlertTracker, EvidenceTurn, Severity};
 use crate::config::Config;
 use crate::error::{InferenceError, RequestError};
 use crate::inference::{ModelSpec, Scores};
@@ -71,6 +74,17 @@ pub struct TurnInput {
     pub speaker: Speaker,
     pub acoustic_valence: Option<f32>,
     pub context: Option<Context>,
+    /// What the triggers and alert evidence need from the text.
+    pub signal: Option<TextSignal>,
+}
+
+/// Derived from a turn's text before it is admitted; the text itself is not kept.
+#[derive(Debug, Clone, Default)]
+pub struct TextSignal {
+    /// Lower case, punctuation as spaces (escalation phrases, repetition).
+    pub normalized: Box<str>,
+    /// The excerpt alerts may show, under the redaction policy.
+    pub excerpt: Option<Box<str>>,
 }
 
 /// A turn's final scores, as stored in history and returned to every sender of the turn.
@@ -124,6 +138,8 @@ pub struct StoreSettings {
     pub decay: f32,
     pub acoustic_weight: f32,
     pub policy: AlertPolicy,
+    pub triggers: Arc<TriggerPolicies>,
+    pub playbook: Arc<PlaybookConfig>,
 }
 
 impl From<&Config> for StoreSettings {
@@ -135,6 +151,8 @@ impl From<&Config> for StoreSettings {
             decay: RollingScore::decay_for(c.scoring.half_life_turns),
             acoustic_weight: c.scoring.acoustic_weight,
             policy: AlertPolicy::from(&c.alerts),
+            triggers: Arc::new(TriggerPolicies::new(&c.triggers)),
+            playbook: Arc::new(c.playbook.clone()),
         }
     }
 }
@@ -179,15 +197,18 @@ pub struct ConversationSummary {
 struct PendingTurn {
     speaker: Speaker,
     acoustic_valence: Option<f32>,
+    signal: Option<TextSignal>,
     outcome: Option<Result<Scores, InferenceError>>,
     waiters: Vec<oneshot::Sender<TurnOutcome>>,
 }
 
-/// Compact evidence kept for the last few customer turns: (turn_id, valence, top 3 label indexes).
+/// Compact evidence kept for a speaker's last few turns: (turn_id, valence, top 3 label indexes,
+/// the redacted excerpt).
 struct Evidence {
     turn_id: u64,
     valence: f32,
     top: [(u16, f32); 3],
+    excerpt: Option<Box<str>>,
 }
 
 struct Conversation {
@@ -200,7 +221,12 @@ struct Conversation {
     history: VecDeque<Arc<ScoredTurn>>,
     speakers: [RollingScore; 3],
     alert: AlertTracker,
+    triggers: TriggerState,
+    /// Recent customer and agent turns, for alert evidence.
     evidence: VecDeque<Evidence>,
+    agent_evidence: VecDeque<Evidence>,
+    /// Each speaker's rolling score after their first turn (the start of an alert's trend).
+    first_rolling: [f32; 3],
     alert_events: u32,
     min_customer_rolling: f32,
     customer_prob_sum: Vec<f32>,
@@ -239,8 +265,29 @@ impl ConversationStore {
         self.tracked.load(Ordering::Relaxed)
     }
 
-    pub fn admit(&self, turn: &TurnInput, now: Instant) -> Admission {
+    /// Admits a turn. `tenants` limits which tenants' conversations the sender may write (empty:
+    /// any); a conversation's tenant, once known, never changes.
+    pub fn admit(&self, turn: &mut TurnInput, tenants: &[String], now: Instant) -> Admission {
         let mut shard = self.shard(&turn.conversation_id);
+        let turn_tenant = turn.context.as_ref().map_or("", |c| c.tenant.as_str());
+        let known_tenant = shard
+            .get(&turn.conversation_id)
+            .map_or("", |c| c.context.tenant.as_str());
+        if !known_tenant.is_empty() && !turn_tenant.is_empty() && turn_tenant != known_tenant {
+            return Admission::Rejected(RequestError::TenantConflict {
+                conversation_id: turn.conversation_id.clone(),
+            });
+        }
+        let tenant = if known_tenant.is_empty() {
+            turn_tenant
+        } else {
+            known_tenant
+        };
+        if !tenants.is_empty() && !tenants.iter().any(|t| t == tenant) {
+            return Admission::Rejected(RequestError::TenantNotAllowed {
+                tenant: tenant.to_string(),
+            });
+        }
         if !shard.contains_key(&turn.conversation_id) {
             let max = self.settings.max_conversations;
             if self.tracked.fetch_add(1, Ordering::Relaxed) >= max {
@@ -281,6 +328,7 @@ impl ConversationStore {
             PendingTurn {
                 speaker: turn.speaker,
                 acoustic_valence: turn.acoustic_valence,
+                signal: turn.signal.take(),
                 outcome: None,
                 waiters: vec![tx],
             },
@@ -313,15 +361,15 @@ impl ConversationStore {
             let (turn_id, mut pending) = entry.remove_entry();
             let outcome = match pending.outcome.take().expect("checked above") {
                 Ok(scores) => {
-                    let (scored, alert) = conv.apply(
+                    let (scored, alerts) = conv.apply(
                         conversation_id,
                         turn_id,
-                        &pending,
+                        &mut pending,
                         scores,
                         &self.settings,
                         now,
                     );
-                    done.alerts.extend(alert);
+                    done.alerts.extend(alerts);
                     Ok(scored)
                 }
                 Err(e) => {
@@ -338,14 +386,15 @@ impl ConversationStore {
         done
     }
 
-    pub fn view(&self, conversation_id: &str) -> Option<ConversationView> {
+    /// A conversation's state, if tracked and of one of `tenants` (empty: any).
+    pub fn view(&self, conversation_id: &str, tenants: &[String]) -> Option<ConversationView> {
         let shard = self.shard(conversation_id);
-        let conv = shard.get(conversation_id)?;
+        let conv = shard.get(conversation_id).filter(|c| visible(c, tenants))?;
         Some(ConversationView {
             conversation_id: conversation_id.to_string(),
             context: conv.context.clone(),
             speakers: conv.speaker_states(),
-            alert_level: conv.alert.level(),
+            alert_level: conv.alert.level().max(conv.triggers.open_level()),
             last_turn_id: conv.last_turn_id.unwrap_or(0),
             turns: conv.history.iter().cloned().collect(),
             started_at: conv.started_at,
@@ -354,10 +403,15 @@ impl ConversationStore {
     }
 
     /// Ends a conversation: its summary, and its state released. Refused while turns are in flight.
-    pub fn end(&self, conversation_id: &str) -> Result<ConversationSummary, RequestError> {
+    pub fn end(
+        &self,
+        conversation_id: &str,
+        tenants: &[String],
+    ) -> Result<ConversationSummary, RequestError> {
         let mut shard = self.shard(conversation_id);
         let conv = shard
             .get(conversation_id)
+            .filter(|c| visible(c, tenants))
             .ok_or_else(|| RequestError::UnknownConversation(conversation_id.to_string()))?;
         if !conv.pending.is_empty() {
             return Err(RequestError::TurnsInFlight {
@@ -392,6 +446,10 @@ impl ConversationStore {
     }
 }
 
+fn visible(conv: &Conversation, tenants: &[String]) -> bool {
+    tenants.is_empty() || tenants.contains(&conv.context.tenant)
+}
+
 impl Conversation {
     fn new(now: Instant) -> Self {
         let wall = SystemTime::now();
@@ -405,7 +463,10 @@ impl Conversation {
             history: VecDeque::new(),
             speakers: [RollingScore::default(); 3],
             alert: AlertTracker::default(),
+            triggers: TriggerState::default(),
             evidence: VecDeque::new(),
+            agent_evidence: VecDeque::new(),
+            first_rolling: [0.0; 3],
             alert_events: 0,
             min_customer_rolling: f32::INFINITY,
             customer_prob_sum: Vec::new(),
@@ -417,11 +478,11 @@ impl Conversation {
         &mut self,
         conversation_id: &str,
         turn_id: u64,
-        pending: &PendingTurn,
+        pending: &mut PendingTurn,
         scores: Scores,
         settings: &StoreSettings,
         now: Instant,
-    ) -> (Arc<ScoredTurn>, Option<Alert>) {
+    ) -> (Arc<ScoredTurn>, Vec<Alert>) {
         let valence = match pending.acoustic_valence {
             Some(a) => {
                 (1.0 - settings.acoustic_weight) * scores.valence + settings.acoustic_weight * a
@@ -431,10 +492,14 @@ impl Conversation {
         .clamp(-1.0, 1.0);
         let speaker = pending.speaker;
         let rolling = self.speakers[speaker.index()].update(valence, settings.decay);
-        let mut transition = None;
-        if speaker == Speaker::Customer {
-            self.min_customer_rolling = self.min_customer_rolling.min(rolling);
-            self.add_customer_probs(&scores);
+        let speaker_turns = self.speakers[speaker.index()].turns();
+        if speaker_turns == 1 {
+            self.first_rolling[speaker.index()] = rolling;
+        }
+        let signal = pending.signal.take().unwrap_or_default();
+        let mut fired: Vec<(&'static str, Transition, String)> = Vec::new();
+        let rolling_open_before = self.alert.level() != Severity::None;
+        if speaker != Speaker::Bot {
             let ranked = scores.model.ranked(&scores.probs);
             let top = std::array::from_fn(|i| {
                 let label = ranked.get(i).copied().unwrap_or(0);
@@ -443,18 +508,48 @@ impl Conversation {
                     scores.probs.get(label).copied().unwrap_or(0.0),
                 )
             });
-            self.evidence.push_back(Evidence {
+            let ring = if speaker == Speaker::Customer {
+                &mut self.evidence
+            } else {
+                &mut self.agent_evidence
+            };
+            ring.push_back(Evidence {
                 turn_id,
                 valence,
                 top,
+                excerpt: signal.excerpt,
             });
-            if self.evidence.len() > settings.policy.evidence_turns {
-                self.evidence.pop_front();
+            if ring.len() > settings.policy.evidence_turns {
+                ring.pop_front();
             }
-            let customer_turns = self.speakers[Speaker::Customer.index()].turns();
-            transition = self
+        }
+        if speaker == Speaker::Customer {
+            self.min_customer_rolling = self.min_customer_rolling.min(rolling);
+            self.add_customer_probs(&scores);
+            if let Some(t) = self
                 .alert
-                .observe(&settings.policy, rolling, customer_turns, now);
+                .observe(&settings.policy, rolling, speaker_turns, now)
+            {
+                let detail = format!(
+                    "the customer's rolling score is {rolling:+.2} (threshold {:+.2})",
+                    t.threshold
+                );
+                fired.push(("rolling_valence", t, detail));
+            }
+        }
+        let set = settings
+            .triggers
+            .for_context(&self.context.tenant, &self.context.queue);
+        let facts = TurnFacts {
+            speaker,
+            rolling,
+            speaker_turns,
+            normalized: Some(&*signal.normalized).filter(|t| !t.is_empty()),
+            rolling_alert_open: rolling_open_before || self.alert.level() != Severity::None,
+            now,
+        };
+        for f in self.triggers.observe(set, &facts) {
+            fired.push((f.kind, f.transition, f.detail));
         }
         let scored = Arc::new(ScoredTurn {
             turn_id,
@@ -463,7 +558,7 @@ impl Conversation {
             text_valence: scores.valence,
             valence,
             rolling_valence: rolling,
-            alert_level: self.alert.level(),
+            alert_level: self.alert.level().max(self.triggers.open_level()),
             model: scores.model,
         });
         self.history.push_back(scored.clone());
@@ -471,36 +566,85 @@ impl Conversation {
             self.history.pop_front();
         }
         self.updated_at = SystemTime::now();
-        let alert = transition.map(|t| {
-            self.alert_events += 1;
-            let labels = &scored.model.labels;
-            Alert {
-                alert_id: t.alert_id,
-                conversation_id: conversation_id.to_string(),
-                context: self.context.clone(),
-                severity: t.severity,
-                state: t.state,
-                kind: "rolling_valence",
-                rolling_valence: rolling,
-                threshold: t.threshold,
-                evidence: self
-                    .evidence
-                    .iter()
-                    .map(|e| EvidenceTurn {
-                        turn_id: e.turn_id,
-                        valence: e.valence,
-                        top_emotions: e
-                            .top
-                            .iter()
-                            .filter_map(|&(i, p)| labels.get(i as usize).map(|l| (l.clone(), p)))
-                            .collect(),
-                    })
-                    .collect(),
-                model_version: scored.model.tag.clone(),
-                turn_id,
+        let alerts = fired
+            .into_iter()
+            .map(|(kind, t, detail)| {
+                self.alert_events += 1;
+                self.explain(conversation_id, kind, t, detail, speaker, &scored, settings)
+            })
+            .collect();
+        (scored, alerts)
+    }
+
+    /// An alert event with its explanation: evidence of the speaker concerned, their dominant
+    /// emotions, the trend, and the playbook's suggestion.
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &self,
+        conversation_id: &str,
+        kind: &'static str,
+        t: Transition,
+        detail: String,
+        speaker: Speaker,
+        scored: &ScoredTurn,
+        settings: &StoreSettings,
+    ) -> Alert {
+        let labels = &scored.model.labels;
+        let ring = if speaker == Speaker::Agent {
+            &self.agent_evidence
+        } else {
+            &self.evidence
+        };
+        let mut mass: BTreeMap<u16, f32> = BTreeMap::new();
+        for e in ring {
+            for &(i, p) in &e.top {
+                *mass.entry(i).or_default() += p / ring.len().max(1) as f32;
             }
-        });
-        (scored, alert)
+        }
+        let mut dominant: Vec<(String, f32)> = mass
+            .into_iter()
+            .filter_map(|(i, p)| labels.get(i as usize).map(|l| (l.clone(), p)))
+            .collect();
+        dominant.sort_by(|a, b| b.1.total_cmp(&a.1));
+        dominant.truncate(3);
+        let suggestion = match t.state {
+            AlertState::Resolved => String::new(),
+            _ => settings
+                .playbook
+                .suggest(kind, dominant.iter().map(|(l, _)| l.as_str()))
+                .to_string(),
+        };
+        Alert {
+            alert_id: t.alert_id,
+            conversation_id: conversation_id.to_string(),
+            context: self.context.clone(),
+            severity: t.severity,
+            state: t.state,
+            kind,
+            rolling_valence: scored.rolling_valence,
+            threshold: t.threshold,
+            evidence: ring
+                .iter()
+                .map(|e| EvidenceTurn {
+                    turn_id: e.turn_id,
+                    speaker,
+                    valence: e.valence,
+                    top_emotions: e
+                        .top
+                        .iter()
+                        .filter_map(|&(i, p)| labels.get(i as usize).map(|l| (l.clone(), p)))
+                        .collect(),
+                    excerpt: e.excerpt.clone(),
+                })
+                .collect(),
+            model_version: scored.model.tag.clone(),
+            turn_id: scored.turn_id,
+            detail,
+            dominant_emotions: dominant,
+            trend_start: self.first_rolling[speaker.index()],
+            trend_now: scored.rolling_valence,
+            suggestion,
+        }
     }
 
     fn add_customer_probs(&mut self, scores: &Scores) {
@@ -559,7 +703,7 @@ impl Conversation {
                 0.0
             },
             alert_events: self.alert_events,
-            final_alert_level: self.alert.level(),
+            final_alert_level: self.alert.level().max(self.triggers.open_level()),
             customer_emotions,
             started_at: self.started_at,
             ended_at: SystemTime::now(),

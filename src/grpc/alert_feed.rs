@@ -12,6 +12,7 @@ use super::{App, convert};
 use crate::alerts::AlertFilter;
 use crate::alerts::hub::{AckError, Delivery, SubscribeError};
 use crate::alerts::log::{LogError, Query};
+use crate::auth::{Identity, Role};
 use crate::error::RequestError;
 use crate::pb;
 use crate::pb::alert_feed_server::AlertFeed;
@@ -44,7 +45,7 @@ fn filter(
         field: "min_severity",
         actual: min_severity as f32,
         min: 0.0,
-        max: 2.0,
+        max: 3.0,
     })?;
     Ok(AlertFilter {
         tenants,
@@ -78,8 +79,10 @@ impl AlertFeed for AlertFeedService {
         &self,
         request: Request<pb::SubscribeAlertsRequest>,
     ) -> Result<Response<Self::SubscribeAlertsStream>, Status> {
+        let identity = Identity::require(&request, &[Role::Supervisor])?;
         let req = request.into_inner();
-        let filter = filter(req.tenants, req.queues, req.agent_ids, req.min_severity)?;
+        let tenants = identity.scope_tenants(req.tenants)?;
+        let filter = filter(tenants, req.queues, req.agent_ids, req.min_severity)?;
         let app = self.app.clone();
         let after = req.after_sequence;
         let subscribe = tokio::task::spawn_blocking(move || app.hub.subscribe(filter, after));
@@ -122,7 +125,9 @@ impl AlertFeed for AlertFeedService {
         &self,
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let identity = Identity::require(&request, &[Role::Supervisor])?;
         let req = request.into_inner();
+        let tenants = identity.scope_tenants(req.tenants)?;
         let page = match req.page_size {
             0 => DEFAULT_PAGE,
             n if n <= MAX_PAGE => n,
@@ -148,7 +153,7 @@ impl AlertFeed for AlertFeedService {
             .transpose()
         };
         let query = Query {
-            filter: filter(req.tenants, req.queues, req.agent_ids, req.min_severity)?,
+            filter: filter(tenants, req.queues, req.agent_ids, req.min_severity)?,
             alert_id: Some(req.alert_id).filter(|s| !s.is_empty()),
             conversation_id: Some(req.conversation_id).filter(|s| !s.is_empty()),
             since: time("since", req.since)?,
@@ -177,7 +182,12 @@ impl AlertFeed for AlertFeedService {
         &self,
         request: Request<pb::AcknowledgeAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let req = request.into_inner();
+        let identity = Identity::require(&request, &[Role::Supervisor])?;
+        let mut req = request.into_inner();
+        if identity.authenticated {
+            // Who took it is who called, not what the request says.
+            req.supervisor.clone_from(&identity.name);
+        }
         if req.alert_id.is_empty() {
             return Err(RequestError::Missing { field: "alert_id" }.into());
         }
@@ -192,8 +202,12 @@ impl AlertFeed for AlertFeedService {
         check_len("note", &req.note, MAX_NOTE_BYTES)?;
         let app = self.app.clone();
         let result = tokio::task::spawn_blocking(move || {
-            app.hub
-                .acknowledge(&req.alert_id, req.supervisor.trim(), &req.note)
+            app.hub.acknowledge(
+                &req.alert_id,
+                req.supervisor.trim(),
+                &req.note,
+                &identity.tenants,
+            )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;

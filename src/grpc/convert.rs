@@ -29,6 +29,7 @@ pub fn severity(s: Severity) -> pb::Severity {
         Severity::None => pb::Severity::None,
         Severity::Warning => pb::Severity::Warning,
         Severity::Critical => pb::Severity::Critical,
+        Severity::Urgent => pb::Severity::Urgent,
     }
 }
 
@@ -37,6 +38,7 @@ pub fn severity_from(value: i32) -> Option<Severity> {
         pb::Severity::None => Some(Severity::None),
         pb::Severity::Warning => Some(Severity::Warning),
         pb::Severity::Critical => Some(Severity::Critical),
+        pb::Severity::Urgent => Some(Severity::Urgent),
     }
 }
 
@@ -170,18 +172,23 @@ pub fn summary(s: &ConversationSummary) -> pb::ConversationSummary {
     }
 }
 
+fn scores(pairs: &[(String, f32)]) -> Vec<pb::EmotionScore> {
+    pairs
+        .iter()
+        .map(|(label, probability)| pb::EmotionScore {
+            label: label.clone(),
+            probability: *probability,
+        })
+        .collect()
+}
+
 fn evidence(e: &EvidenceTurn) -> pb::EvidenceTurn {
     pb::EvidenceTurn {
         turn_id: e.turn_id,
         valence: e.valence,
-        top_emotions: e
-            .top_emotions
-            .iter()
-            .map(|(label, probability)| pb::EmotionScore {
-                label: label.clone(),
-                probability: *probability,
-            })
-            .collect(),
+        top_emotions: scores(&e.top_emotions),
+        excerpt: e.excerpt.as_deref().unwrap_or_default().to_string(),
+        speaker: speaker(e.speaker).into(),
     }
 }
 
@@ -202,5 +209,10 @@ pub fn alert(a: &Alert) -> pb::Alert {
         turn_id: a.turn_id,
         acknowledged_by: String::new(),
         note: String::new(),
+        detail: a.detail.clone(),
+        dominant_emotions: scores(&a.dominant_emotions),
+        trend_start: a.trend_start,
+        trend_now: a.trend_now,
+        suggestion: a.suggestion.clone(),
     }
 }

@@ -16,8 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{App, convert};
+use crate::alerts::{explain, triggers};
+use crate::auth::{Identity, Role};
 use crate::config::LimitsConfig;
-use crate::conversation::{Admission, TurnInput, TurnOutcome};
+use crate::conversation::{Admission, Speaker, TextSignal, TurnInput, TurnOutcome};
 use crate::error::{InferenceError, RequestError};
 use crate::pb;
 use crate::pb::emotion_analysis_server::EmotionAnalysis;
@@ -42,6 +44,7 @@ impl EmotionAnalysis for EmotionService {
         &self,
         request: Request<Streaming<pb::TurnRequest>>,
     ) -> Result<Response<Self::StreamTurnsStream>, Status> {
+        let identity = Identity::require(&request, &[Role::Ingest])?;
         let limits = &self.app.config.limits;
         let permit = self
             .app
@@ -69,7 +72,7 @@ impl EmotionAnalysis for EmotionService {
                     }
                     message = inbound.message(), if input_open && in_flight.len() < max_in_flight => {
                         match message {
-                            Ok(Some(turn)) => in_flight.push_back(handle_turn(&app, turn)),
+                            Ok(Some(turn)) => in_flight.push_back(handle_turn(&app, &identity, turn)),
                             Ok(None) => input_open = false,
                             Err(status) => {
                                 input_open = false;
@@ -93,6 +96,7 @@ impl EmotionAnalysis for EmotionService {
         &self,
         request: Request<pb::ScoreTextsRequest>,
     ) -> Result<Response<pb::ScoreTextsResponse>, Status> {
+        Identity::require(&request, &[Role::Ingest])?;
         let texts = request.into_inner().texts;
         let limits = &self.app.config.limits;
         if texts.is_empty() {
@@ -140,12 +144,13 @@ impl EmotionAnalysis for EmotionService {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
+        let identity = Identity::require(&request, &[Role::Ingest, Role::Supervisor])?;
         let id = request.into_inner().conversation_id;
         validate_conversation_id(&id, &self.app.config.limits)?;
         let view = self
             .app
             .store
-            .view(&id)
+            .view(&id, &identity.tenants)
             .ok_or(RequestError::UnknownConversation(id))?;
         Ok(Response::new(convert::conversation(&view)))
     }
@@ -154,22 +159,37 @@ impl EmotionAnalysis for EmotionService {
         &self,
         request: Request<pb::EndConversationRequest>,
     ) -> Result<Response<pb::ConversationSummary>, Status> {
+        let identity = Identity::require(&request, &[Role::Ingest])?;
         let id = request.into_inner().conversation_id;
         validate_conversation_id(&id, &self.app.config.limits)?;
-        let summary = self.app.store.end(&id)?;
+        let summary = self.app.store.end(&id, &identity.tenants)?;
         Ok(Response::new(convert::summary(&summary)))
     }
 }
 
 /// One turn's way to its result: validated, admitted (or answered from history), scored on the
 /// batcher by a task of its own (so it completes even if the stream goes away), then converted.
-fn handle_turn(app: &Arc<App>, turn: pb::TurnRequest) -> BoxFuture<'static, pb::TurnResult> {
-    let input = match validate_turn(&turn, &app.config.limits) {
+fn handle_turn(
+    app: &Arc<App>,
+    identity: &Identity,
+    turn: pb::TurnRequest,
+) -> BoxFuture<'static, pb::TurnResult> {
+    let mut input = match validate_turn(&turn, &app.config.limits) {
         Ok(input) => input,
         Err(e) => return rejected(app, turn.conversation_id, turn.turn_id, e),
     };
+    if input.speaker != Speaker::Bot {
+        let alerts = &app.config.alerts;
+        input.signal = Some(TextSignal {
+            normalized: triggers::normalize(&turn.text).into_boxed_str(),
+            excerpt: explain::excerpt(&turn.text, alerts.redaction, alerts.excerpt_chars),
+        });
+    }
     let metrics = app.metrics.clone();
-    match app.store.admit(&input, Instant::now()) {
+    match app
+        .store
+        .admit(&mut input, &identity.tenants, Instant::now())
+    {
         Admission::Rejected(e) => rejected(app, input.conversation_id, input.turn_id, e),
         Admission::Answered(scored) => {
             metrics.turn("duplicate");
@@ -297,5 +317,6 @@ pub fn validate_turn(
         speaker,
         acoustic_valence: turn.acoustic_valence,
         context: turn.context.clone().map(convert::context_from),
+        signal: None,
     })
 }

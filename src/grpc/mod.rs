@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
+use tonic::service::interceptor::InterceptedService;
 
 pub use emotion::validate_turn;
 
 use crate::alerts::AlertHub;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::conversation::ConversationStore;
 use crate::inference::Batcher;
@@ -29,6 +31,7 @@ pub struct App {
     /// One permit per open StreamTurns call; none left means RESOURCE_EXHAUSTED.
     pub streams: Arc<Semaphore>,
     pub loaded_at: SystemTime,
+    pub auth: Arc<Authenticator>,
 }
 
 /// The routes of every service, with message size limits applied.
@@ -38,6 +41,8 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Every service but health checks the caller's token (when auth is on) before its handler.
+    let auth = app.auth.interceptor();
     let emotion = pb::emotion_analysis_server::EmotionAnalysisServer::new(
         emotion::EmotionService::new(app.clone()),
     )
@@ -49,8 +54,10 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
     let admin =
         pb::model_admin_server::ModelAdminServer::new(model_admin::ModelAdminService::new(app))
             .max_decoding_message_size(max);
-    Ok(tonic::service::Routes::new(emotion)
-        .add_service(alerts)
-        .add_service(admin)
-        .add_service(reflection))
+    Ok(
+        tonic::service::Routes::new(InterceptedService::new(emotion, auth.clone()))
+            .add_service(InterceptedService::new(alerts, auth.clone()))
+            .add_service(InterceptedService::new(admin, auth.clone()))
+            .add_service(InterceptedService::new(reflection, auth)),
+    )
 }

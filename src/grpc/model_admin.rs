@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::App;
+use crate::auth::{Identity, Role};
 use crate::pb;
 use crate::pb::model_admin_server::ModelAdmin;
 
@@ -22,8 +23,9 @@ impl ModelAdminService {
 impl ModelAdmin for ModelAdminService {
     async fn get_model(
         &self,
-        _: Request<pb::GetModelRequest>,
+        request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
+        Identity::require(&request, &[Role::Ingest, Role::Supervisor])?;
         let spec = self.app.batcher.spec();
         Ok(Response::new(pb::ModelInfo {
             name: spec.name.clone(),

@@ -1,0 +1,780 @@
+//! Alert triggers beyond the customer's rolling threshold ([`super::rules`]), each configurable per
+//! tenant and queue:
+//!
+//! - `escalation_request`: the customer asks for a human, a manager, to cancel, or threatens legal
+//!   action (phrase lists per language); raised at once, whatever the score;
+//! - `repetition`: the same customer text (normalized) `count` times within `window_secs`;
+//! - `sustained_negativity`: the customer's rolling score below `threshold` (milder than the
+//!   rolling WARNING) for `turns` customer turns in a row or for `secs` seconds, while no rolling
+//!   alert is open (that one already tells); resolves above the threshold plus `hysteresis`;
+//! - `agent_strain`: the agent's own rolling score at or below `threshold`; resolves likewise.
+//!
+//! A conversation keeps a small [`TriggerState`]; [`TriggerState::observe`] is fed every scored
+//! turn and returns what fired.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::{Transition, new_alert_id};
+use super::{AlertState, Severity};
+use crate::conversation::Speaker;
+
+/// A severity as written in the config.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityName {
+    Warning,
+    Critical,
+    Urgent,
+}
+
+impl From<SeverityName> for Severity {
+    fn from(s: SeverityName) -> Self {
+        match s {
+            SeverityName::Warning => Severity::Warning,
+            SeverityName::Critical => Severity::Critical,
+            SeverityName::Urgent => Severity::Urgent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationTrigger {
+    pub enabled: bool,
+    pub severity: SeverityName,
+    /// No second escalation alert for the same conversation within this many seconds.
+    pub cooldown_secs: u64,
+    /// Phrases by language tag; all languages' lists are checked (a caller may not set one).
+    /// Matched on normalized text: lower case, punctuation as spaces, whole words for Latin script.
+    pub phrases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepetitionTrigger {
+    pub enabled: bool,
+    pub severity: SeverityName,
+    /// The same normalized customer text this many times ...
+    pub count: u32,
+    /// ... within this many seconds.
+    pub window_secs: u64,
+    /// Shorter normalized texts ("yes", "ok") never count as repetition.
+    pub min_chars: usize,
+    pub cooldown_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SustainedTrigger {
+    pub enabled: bool,
+    pub severity: SeverityName,
+    pub threshold: f32,
+    /// Customer turns in a row below the threshold ...
+    pub turns: u32,
+    /// ... or seconds since the score first went below it, whichever comes first.
+    pub secs: u64,
+    pub hysteresis: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentStrainTrigger {
+    pub enabled: bool,
+    pub severity: SeverityName,
+    pub threshold: f32,
+    pub min_agent_turns: u32,
+    pub hysteresis: f32,
+}
+
+/// Replaces whole trigger sections for a tenant, a queue, or a tenant's queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerOverride {
+    /// Empty: any tenant.
+    pub tenant: String,
+    /// Empty: any queue.
+    pub queue: String,
+    pub escalation: Option<EscalationTrigger>,
+    pub repetition: Option<RepetitionTrigger>,
+    pub sustained: Option<SustainedTrigger>,
+    pub agent_strain: Option<AgentStrainTrigger>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggersConfig {
+    pub escalation: EscalationTrigger,
+    pub repetition: RepetitionTrigger,
+    pub sustained: SustainedTrigger,
+    pub agent_strain: AgentStrainTrigger,
+    /// The most specific match wins: tenant and queue, then tenant, then queue.
+    pub overrides: Vec<TriggerOverride>,
+}
+
+fn phrases(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for EscalationTrigger {
+    fn default() -> Self {
+        let mut phrases_by_language = BTreeMap::new();
+        phrases_by_language.insert(
+            "en".into(),
+            phrases(&[
+                "speak to a manager",
+                "speak to your manager",
+                "talk to a manager",
+                "talk to your supervisor",
+                "speak to a supervisor",
+                "get me a manager",
+                "a real person",
+                "a human being",
+                "speak to a human",
+                "talk to a human",
+                "cancel my account",
+                "cancel my subscription",
+                "close my account",
+                "my lawyer",
+                "my attorney",
+                "legal action",
+                "take you to court",
+                "sue you",
+                "file a complaint",
+            ]),
+        );
+        phrases_by_language.insert(
+            "zh".into(),
+            phrases(&[
+                "转人工",
+                "人工客服",
+                "人工服务",
+                "投诉",
+                "12315",
+                "找你们领导",
+                "律师",
+            ]),
+        );
+        Self {
+            enabled: true,
+            severity: SeverityName::Critical,
+            cooldown_secs: 300,
+            phrases: phrases_by_language,
+        }
+    }
+}
+
+impl Default for RepetitionTrigger {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: SeverityName::Urgent,
+            count: 3,
+            window_secs: 600,
+            min_chars: 8,
+            cooldown_secs: 300,
+        }
+    }
+}
+
+impl Default for SustainedTrigger {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: SeverityName::Warning,
+            threshold: -0.2,
+            turns: 4,
+            secs: 120,
+            hysteresis: 0.1,
+        }
+    }
+}
+
+impl Default for AgentStrainTrigger {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: SeverityName::Warning,
+            threshold: -0.3,
+            min_agent_turns: 3,
+            hysteresis: 0.1,
+        }
+    }
+}
+
+impl TriggersConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let sets = std::iter::once(("triggers".to_string(), self.resolved(None))).chain(
+            self.overrides.iter().map(|o| {
+                (
+                    format!(
+                        "triggers.overrides (tenant {:?}, queue {:?})",
+                        o.tenant, o.queue
+                    ),
+                    self.resolved(Some(o)),
+                )
+            }),
+        );
+        for (name, set) in sets {
+            let r = &set.repetition;
+            if r.enabled && (r.count < 2 || r.window_secs == 0) {
+                return Err(format!(
+                    "{name}: repetition.count must be at least 2 and window_secs positive"
+                ));
+            }
+            let s = &set.sustained;
+            if s.enabled && (!(-1.0..=1.0).contains(&s.threshold) || s.turns == 0) {
+                return Err(format!(
+                    "{name}: sustained.threshold must be in [-1, 1] and turns positive"
+                ));
+            }
+            let a = &set.agent_strain;
+            if a.enabled && !(-1.0..=1.0).contains(&a.threshold) {
+                return Err(format!("{name}: agent_strain.threshold must be in [-1, 1]"));
+            }
+            if set.escalation.enabled
+                && set
+                    .escalation
+                    .phrases
+                    .values()
+                    .flatten()
+                    .any(|p| normalize(p).is_empty())
+            {
+                return Err(format!("{name}: escalation.phrases has an empty phrase"));
+            }
+        }
+        for o in &self.overrides {
+            if o.tenant.is_empty() && o.queue.is_empty() {
+                return Err("triggers.overrides: each needs a tenant, a queue, or both".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn resolved(&self, o: Option<&TriggerOverride>) -> TriggerSet {
+        let pick = |o: Option<&TriggerOverride>| o.cloned().unwrap_or_default();
+        let o = pick(o);
+        TriggerSet::new(
+            o.escalation.unwrap_or_else(|| self.escalation.clone()),
+            o.repetition.unwrap_or_else(|| self.repetition.clone()),
+            o.sustained.unwrap_or_else(|| self.sustained.clone()),
+            o.agent_strain.unwrap_or_else(|| self.agent_strain.clone()),
+        )
+    }
+}
+
+/// The triggers in force for one (tenant, queue), with phrases normalized once.
+#[derive(Debug, Clone)]
+pub struct TriggerSet {
+    pub escalation: EscalationTrigger,
+    pub repetition: RepetitionTrigger,
+    pub sustained: SustainedTrigger,
+    pub agent_strain: AgentStrainTrigger,
+    /// Normalized phrases.
+    normalized_phrases: Vec<String>,
+}
+
+impl TriggerSet {
+    fn new(
+        escalation: EscalationTrigger,
+        repetition: RepetitionTrigger,
+        sustained: SustainedTrigger,
+        agent_strain: AgentStrainTrigger,
+    ) -> Self {
+        let normalized_phrases = escalation
+            .phrases
+            .values()
+            .flatten()
+            .map(|p| normalize(p))
+            .filter(|n| !n.is_empty())
+            .collect();
+        Self {
+            escalation,
+            repetition,
+            sustained,
+            agent_strain,
+            normalized_phrases,
+        }
+    }
+
+    /// The configured phrase found in `normalized` text, if any.
+    pub fn escalation_phrase(&self, normalized: &str) -> Option<&str> {
+        if !self.escalation.enabled {
+            return None;
+        }
+        self.normalized_phrases
+            .iter()
+            .find(|p| contains_word(normalized, p))
+            .map(String::as_str)
+    }
+}
+
+/// Trigger sets by (tenant, queue), resolved once at start.
+#[derive(Debug)]
+pub struct TriggerPolicies {
+    base: Arc<TriggerSet>,
+    by_both: HashMap<(String, String), Arc<TriggerSet>>,
+    by_tenant: HashMap<String, Arc<TriggerSet>>,
+    by_queue: HashMap<String, Arc<TriggerSet>>,
+}
+
+impl TriggerPolicies {
+    pub fn new(config: &TriggersConfig) -> Self {
+        let mut p = Self {
+            base: Arc::new(config.resolved(None)),
+            by_both: HashMap::new(),
+            by_tenant: HashMap::new(),
+            by_queue: HashMap::new(),
+        };
+        for o in &config.overrides {
+            let set = Arc::new(config.resolved(Some(o)));
+            match (o.tenant.is_empty(), o.queue.is_empty()) {
+                (false, false) => {
+                    p.by_both.insert((o.tenant.clone(), o.queue.clone()), set);
+                }
+                (false, true) => {
+                    p.by_tenant.insert(o.tenant.clone(), set);
+                }
+                (true, false) => {
+                    p.by_queue.insert(o.queue.clone(), set);
+                }
+                (true, true) => {}
+            }
+        }
+        p
+    }
+
+    pub fn for_context(&self, tenant: &str, queue: &str) -> &TriggerSet {
+        if self.by_both.is_empty() && self.by_tenant.is_empty() && self.by_queue.is_empty() {
+            return &self.base;
+        }
+        self.by_both
+            .get(&(tenant.to_string(), queue.to_string()))
+            .or_else(|| self.by_tenant.get(tenant))
+            .or_else(|| self.by_queue.get(queue))
+            .unwrap_or(&self.base)
+    }
+}
+
+/// Whether `phrase` occurs in `text` not glued to Latin letters or digits on either side ("my
+/// lawyer" is not in "my lawyers", "12315" is in "打12315"; CJK text has no spaces to wait for).
+fn contains_word(text: &str, phrase: &str) -> bool {
+    let glued = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.match_indices(phrase).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + phrase.len()..].chars().next();
+        let starts_ascii = phrase
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        let ends_ascii = phrase
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        !((starts_ascii && glued(before)) || (ends_ascii && glued(after)))
+    })
+}
+
+/// Lower case, every character that is not a letter or digit as a space, spaces collapsed.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with(' ') {
+            out.push(' ');
+        }
+    }
+    if out.ends_with(' ') {
+        out.pop();
+    }
+    out
+}
+
+/// A 64-bit fingerprint of normalized text (for repetition; the text itself is not kept).
+pub fn fingerprint(normalized: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    normalized.hash(&mut h);
+    h.finish()
+}
+
+/// What the conversation knows about the turn just applied.
+pub struct TurnFacts<'a> {
+    pub speaker: Speaker,
+    /// The speaker's rolling score after the turn, and their number of turns.
+    pub rolling: f32,
+    pub speaker_turns: u32,
+    /// The turn's normalized text (customer and agent turns).
+    pub normalized: Option<&'a str>,
+    /// Whether a rolling-threshold alert was open before this turn or is open after it.
+    pub rolling_alert_open: bool,
+    pub now: Instant,
+}
+
+/// An alert event a trigger decided on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    pub kind: &'static str,
+    pub transition: Transition,
+    /// What set it off, in words: the phrase, the repeat count, the duration.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    id: String,
+    severity: Severity,
+}
+
+/// Per-conversation trigger state. Small: it lives in every tracked conversation.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerState {
+    escalation_at: Option<Instant>,
+    /// (fingerprint, when) of recent customer turns within the repetition window.
+    recent: VecDeque<(u64, Instant)>,
+    repetition_at: Option<Instant>,
+    /// Since when, and for how many customer turns, the score has been below the threshold.
+    below: Option<(Instant, u32)>,
+    sustained: Option<Open>,
+    strain: Option<Open>,
+}
+
+impl TriggerState {
+    /// The highest severity of an open sustained-negativity or agent-strain incident.
+    pub fn open_level(&self) -> Severity {
+        [&self.sustained, &self.strain]
+            .into_iter()
+            .flatten()
+            .map(|o| o.severity)
+            .max()
+            .unwrap_or(Severity::None)
+    }
+
+    pub fn observe(&mut self, set: &TriggerSet, facts: &TurnFacts<'_>) -> Vec<Fired> {
+        let mut fired = Vec::new();
+        match facts.speaker {
+            Speaker::Customer => {
+                if let Some(text) = facts.normalized {
+                    fired.extend(self.escalation(set, text, facts.now));
+                    fired.extend(self.repetition(set, text, facts.now));
+                }
+                fired.extend(self.sustained(set, facts));
+            }
+            Speaker::Agent => fired.extend(self.agent_strain(set, facts)),
+            Speaker::Bot => {}
+        }
+        fired
+    }
+
+    fn escalation(&mut self, set: &TriggerSet, text: &str, now: Instant) -> Option<Fired> {
+        let phrase = set.escalation_phrase(text)?;
+        let cooldown = Duration::from_secs(set.escalation.cooldown_secs);
+        if self
+            .escalation_at
+            .is_some_and(|t| now.duration_since(t) < cooldown)
+        {
+            return None;
+        }
+        self.escalation_at = Some(now);
+        Some(Fired {
+            kind: "escalation_request",
+            transition: raised(set.escalation.severity.into(), 0.0),
+            detail: format!("the customer said {phrase:?}"),
+        })
+    }
+
+    fn repetition(&mut self, set: &TriggerSet, text: &str, now: Instant) -> Option<Fired> {
+        let r = &set.repetition;
+        if !r.enabled || text.chars().count() < r.min_chars {
+            return None;
+        }
+        let window = Duration::from_secs(r.window_secs);
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(_, t)| now.duration_since(t) > window)
+        {
+            self.recent.pop_front();
+        }
+        let print = fingerprint(text);
+        self.recent.push_back((print, now));
+        // Bounded: only `count` copies of anything are ever needed.
+        let cap = (r.count as usize).saturating_mul(4).max(8);
+        while self.recent.len() > cap {
+            self.recent.pop_front();
+        }
+        let times = self.recent.iter().filter(|(p, _)| *p == print).count() as u32;
+        let cooldown = Duration::from_secs(r.cooldown_secs);
+        if times < r.count
+            || self
+                .repetition_at
+                .is_some_and(|t| now.duration_since(t) < cooldown)
+        {
+            return None;
+        }
+        self.repetition_at = Some(now);
+        Some(Fired {
+            kind: "repetition",
+            transition: raised(r.severity.into(), 0.0),
+            detail: format!(
+                "the customer sent the same message {times} times within {} s",
+                r.window_secs
+            ),
+        })
+    }
+
+    fn sustained(&mut self, set: &TriggerSet, facts: &TurnFacts<'_>) -> Option<Fired> {
+        let s = &set.sustained;
+        if !s.enabled {
+            return None;
+        }
+        if facts.rolling_alert_open {
+            // The rolling alert speaks for this stretch; count afresh once it has closed.
+            self.below = None;
+            return None;
+        }
+        if facts.rolling < s.threshold {
+            let (since, turns) = self.below.get_or_insert((facts.now, 0));
+            *turns += 1;
+            let (since, turns) = (*since, *turns);
+            let lasted = facts.now.duration_since(since);
+            if self.sustained.is_none()
+                && (turns >= s.turns || lasted >= Duration::from_secs(s.secs))
+            {
+                let transition = raised(s.severity.into(), s.threshold);
+                self.sustained = Some(Open {
+                    id: transition.alert_id.clone(),
+                    severity: transition.severity,
+                });
+                return Some(Fired {
+                    kind: "sustained_negativity",
+                    transition,
+                    detail: format!(
+                        "the customer's rolling score has been below {:+.2} for {turns} turns ({} s)",
+                        s.threshold,
+                        lasted.as_secs()
+                    ),
+                });
+            }
+            return None;
+        }
+        if facts.rolling > s.threshold + s.hysteresis {
+            self.below = None;
+            return self.sustained.take().map(|open| Fired {
+                kind: "sustained_negativity",
+                transition: resolved(open, s.threshold + s.hysteresis),
+                detail: "the customer's rolling score recovered".into(),
+            });
+        }
+        None
+    }
+
+    fn agent_strain(&mut self, set: &TriggerSet, facts: &TurnFacts<'_>) -> Option<Fired> {
+        let a = &set.agent_strain;
+        if !a.enabled || facts.speaker_turns < a.min_agent_turns {
+            return None;
+        }
+        if facts.rolling <= a.threshold && self.strain.is_none() {
+            let transition = raised(a.severity.into(), a.threshold);
+            self.strain = Some(Open {
+                id: transition.alert_id.clone(),
+                severity: transition.severity,
+            });
+            return Some(Fired {
+                kind: "agent_strain",
+                transition,
+                detail: format!(
+                    "the agent's own rolling score is {:+.2}, at or below {:+.2}",
+                    facts.rolling, a.threshold
+                ),
+            });
+        }
+        if facts.rolling > a.threshold + a.hysteresis {
+            return self.strain.take().map(|open| Fired {
+                kind: "agent_strain",
+                transition: resolved(open, a.threshold + a.hysteresis),
+                detail: "the agent's rolling score recovered".into(),
+            });
+        }
+        None
+    }
+}
+
+fn raised(severity: Severity, threshold: f32) -> Transition {
+    Transition {
+        alert_id: new_alert_id(),
+        state: AlertState::Raised,
+        severity,
+        threshold,
+    }
+}
+
+fn resolved(open: Open, threshold: f32) -> Transition {
+    Transition {
+        alert_id: open.id,
+        state: AlertState::Resolved,
+        severity: open.severity,
+        threshold,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> TriggerSet {
+        TriggersConfig::default().resolved(None)
+    }
+
+    fn customer(text: Option<&str>, rolling: f32, turns: u32, now: Instant) -> TurnFacts<'_> {
+        TurnFacts {
+            speaker: Speaker::Customer,
+            rolling,
+            speaker_turns: turns,
+            normalized: text,
+            rolling_alert_open: false,
+            now,
+        }
+    }
+
+    #[test]
+    fn normalizes_and_finds_phrases_as_words() {
+        assert_eq!(
+            normalize("  I want to SPEAK to a Manager!!! "),
+            "i want to speak to a manager"
+        );
+        let s = set();
+        assert_eq!(
+            s.escalation_phrase(&normalize("Can I speak to a manager, please?")),
+            Some("speak to a manager")
+        );
+        assert_eq!(
+            s.escalation_phrase(&normalize("我要转人工")),
+            Some("转人工")
+        );
+        assert_eq!(
+            s.escalation_phrase(&normalize("打12315投诉你们")),
+            Some("投诉")
+        );
+        assert_eq!(
+            s.escalation_phrase(&normalize("我要打12315")),
+            Some("12315")
+        );
+        assert_eq!(
+            s.escalation_phrase(&normalize("call 0123156")),
+            None,
+            "inside a number"
+        );
+        assert_eq!(
+            s.escalation_phrase(&normalize("my lawyers")),
+            None,
+            "whole words"
+        );
+        assert_eq!(s.escalation_phrase(&normalize("thanks, that helps")), None);
+    }
+
+    #[test]
+    fn each_trigger_fires_once_and_resolves() {
+        let s = set();
+        let now = Instant::now();
+        let mut t = TriggerState::default();
+        let esc = normalize("Get me a real person now");
+        let fired = t.observe(&s, &customer(Some(&esc), 0.2, 1, now));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            (fired[0].kind, fired[0].transition.severity),
+            ("escalation_request", Severity::Critical)
+        );
+        assert!(
+            t.observe(&s, &customer(Some(&esc), 0.2, 2, now)).is_empty(),
+            "cooldown"
+        );
+
+        let mut t = TriggerState::default();
+        let same = normalize("My card was charged twice!");
+        let kinds: Vec<_> = (0..4)
+            .flat_map(|i| t.observe(&s, &customer(Some(&same), 0.0, i + 1, now)))
+            .map(|f| (f.kind, f.transition.severity))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("repetition", Severity::Urgent)],
+            "third time, once"
+        );
+
+        let mut t = TriggerState::default();
+        let scores = [-0.25, -0.3, -0.28, -0.3, -0.32, 0.0];
+        let got: Vec<_> = scores
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &r)| t.observe(&s, &customer(None, r, i as u32 + 1, now)))
+            .map(|f| (f.kind, f.transition.state))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sustained_negativity", AlertState::Raised),
+                ("sustained_negativity", AlertState::Resolved)
+            ]
+        );
+        // Or by time: two turns far apart.
+        let mut t = TriggerState::default();
+        assert!(t.observe(&s, &customer(None, -0.5, 1, now)).is_empty());
+        let later = now + Duration::from_secs(121);
+        assert_eq!(t.observe(&s, &customer(None, -0.5, 2, later)).len(), 1);
+
+        let mut t = TriggerState::default();
+        let agent = |rolling, turns| TurnFacts {
+            speaker: Speaker::Agent,
+            rolling,
+            speaker_turns: turns,
+            normalized: None,
+            rolling_alert_open: false,
+            now,
+        };
+        assert!(t.observe(&s, &agent(-0.5, 2)).is_empty(), "min agent turns");
+        let raised = t.observe(&s, &agent(-0.5, 3));
+        assert_eq!(raised[0].kind, "agent_strain");
+        assert_eq!(t.open_level(), Severity::Warning);
+        assert_eq!(
+            t.observe(&s, &agent(0.0, 4))[0].transition.state,
+            AlertState::Resolved
+        );
+    }
+
+    #[test]
+    fn overrides_pick_the_most_specific() {
+        let mut c = TriggersConfig::default();
+        c.overrides.push(TriggerOverride {
+            tenant: "acme".into(),
+            repetition: Some(RepetitionTrigger {
+                count: 5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.overrides.push(TriggerOverride {
+            tenant: "acme".into(),
+            queue: "vip".into(),
+            escalation: Some(EscalationTrigger {
+                enabled: false,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.validate().unwrap();
+        let p = TriggerPolicies::new(&c);
+        assert_eq!(p.for_context("acme", "billing").repetition.count, 5);
+        assert!(!p.for_context("acme", "vip").escalation.enabled);
+        assert_eq!(
+            p.for_context("acme", "vip").repetition.count,
+            3,
+            "whole sections replace"
+        );
+        assert_eq!(p.for_context("globex", "billing").repetition.count, 3);
+    }
+}
