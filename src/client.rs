@@ -241,7 +241,7 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
         )
     };
     format!(
-        "{on}[{}] {:<12} {:<8}{off} {} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2} vs {:+.2} at turn {}  evidence: {}  model {}  id {}{taken}{explain}\n",
+        "{on}[{}] {:<12} {:<8}{off} {} {} (tenant {:?}, queue {:?}, agent {:?}) rolling {:+.2}{} at turn {}  evidence: {}  model {}  id {}{taken}{explain}\n",
         a.sequence,
         state,
         severity,
@@ -251,7 +251,11 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
         ctx.queue,
         ctx.agent_id,
         a.rolling_valence,
-        a.threshold,
+        match a.kind.as_str() {
+            // Phrase and repetition triggers have no threshold.
+            "escalation_request" | "repetition" => String::new(),
+            _ => format!(" vs {:+.2}", a.threshold),
+        },
         a.turn_id,
         evidence.join("; "),
         a.model_version,

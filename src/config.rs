@@ -83,6 +83,16 @@ pub struct ModelConfig {
     /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
     /// On 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads under load (BENCHMARKS.md).
     pub inference_workers: usize,
+    /// The `emotion` binary that validates a candidate model in a child process; default: this
+    /// executable.
+    pub checker: Option<PathBuf>,
+    /// Seconds a candidate's validation (gate included) may take.
+    pub check_timeout_secs: u64,
+    /// Quality gate for LoadModel: a labelled TSV (GoEmotions format) both models are evaluated
+    /// on; the candidate is refused if its macro-F1 is more than `gate_max_drop` below the live
+    /// model's. Unset: no gate.
+    pub gate_data: Option<PathBuf>,
+    pub gate_max_drop: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -211,6 +221,10 @@ impl Default for ModelConfig {
             onnxruntime: None,
             intra_threads: 0,
             inference_workers: 2,
+            checker: None,
+            check_timeout_secs: 300,
+            gate_data: None,
+            gate_max_drop: 0.02,
         }
     }
 }

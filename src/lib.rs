@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod conversation;
 pub mod error;
+pub mod eval;
 pub mod grpc;
 pub mod inference;
 pub mod loadgen;
@@ -32,7 +33,7 @@ pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -45,6 +46,7 @@ use crate::alerts::{AlertHub, AlertLog};
 use crate::auth::Authenticator;
 use crate::conversation::{ConversationStore, StoreSettings};
 use crate::grpc::App;
+use crate::inference::swap::ModelManager;
 use crate::metrics::Metrics;
 
 /// Generated protobuf and gRPC code for `emotion.v1`.
@@ -98,7 +100,7 @@ pub async fn run(
         hub,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         auth,
-        loaded_at: SystemTime::now(),
+        models: ModelManager::new(batcher.clone(), config.clone()),
         batcher,
         metrics: metrics.clone(),
         config,

@@ -30,6 +30,13 @@ enum Command {
     Alerts(AlertsArgs),
     /// Acknowledge an alert: record who takes it.
     Ack(AckArgs),
+    /// Validate a model directory (what LoadModel runs in a child process): graph inputs and
+    /// outputs, labels, tokenizer, a smoke inference, and with --gate-data both models' macro-F1.
+    /// Prints one JSON line; exits non-zero with the reason otherwise.
+    CheckModel(CheckModelArgs),
+    /// Evaluate a model on a labelled TSV through the serving inference path: macro/micro-F1
+    /// and a per-label table.
+    Eval(EvalArgs),
     /// Create a bearer token: prints the token (give it to the client) and the [[auth.tokens]]
     /// entry with its SHA-256 (put it in the server's config).
     Token(TokenArgs),
@@ -207,6 +214,29 @@ struct AckArgs {
 }
 
 #[derive(Args)]
+struct CheckModelArgs {
+    dir: PathBuf,
+    /// libonnxruntime.so to load.
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Labelled TSV to evaluate the candidate and the live model on.
+    #[arg(long, requires = "live")]
+    gate_data: Option<PathBuf>,
+    /// The live model's directory (with --gate-data).
+    #[arg(long)]
+    live: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// GoEmotions-format TSV: text, comma-separated label ids (indexes into the model's labels).
+    #[arg(long)]
+    data: PathBuf,
+}
+
+#[derive(Args)]
 struct TokenArgs {
     #[arg(long)]
     name: String,
@@ -314,6 +344,26 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             client::list_alerts(&args.server.server(), request, args.limit).await
+        }
+        Command::CheckModel(args) => {
+            let mut config = Config::default();
+            config.model.onnxruntime = args.onnxruntime;
+            let gate = args.gate_data.as_deref().zip(args.live.as_deref());
+            let report =
+                emotion_service::inference::swap::check_model(config, &args.dir, gate).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let config = load_config(&args.model)?;
+            let batcher =
+                tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new()))
+                    .await??;
+            let examples =
+                emotion_service::eval::read_tsv(&args.data, batcher.spec().labels.len())?;
+            let report = emotion_service::eval::evaluate(&batcher, &examples).await?;
+            print!("{}", report.table());
+            Ok(())
         }
         Command::Token(args) => {
             let token = emotion_service::auth::new_token()?;

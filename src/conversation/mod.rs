@@ -209,6 +209,16 @@ struct Evidence {
     valence: f32,
     top: [(u16, f32); 3],
     excerpt: Option<Box<str>>,
+    /// Whose label indexes `top` holds (a swap may change the label set mid-conversation).
+    model: Arc<ModelSpec>,
+}
+
+impl Evidence {
+    fn top_labels(&self) -> impl Iterator<Item = (&str, f32)> {
+        self.top
+            .iter()
+            .filter_map(|&(i, p)| self.model.labels.get(i as usize).map(|l| (l.as_str(), p)))
+    }
 }
 
 struct Conversation {
@@ -518,6 +528,7 @@ impl Conversation {
                 valence,
                 top,
                 excerpt: signal.excerpt,
+                model: scores.model.clone(),
             });
             if ring.len() > settings.policy.evidence_turns {
                 ring.pop_front();
@@ -589,22 +600,19 @@ impl Conversation {
         scored: &ScoredTurn,
         settings: &StoreSettings,
     ) -> Alert {
-        let labels = &scored.model.labels;
         let ring = if speaker == Speaker::Agent {
             &self.agent_evidence
         } else {
             &self.evidence
         };
-        let mut mass: BTreeMap<u16, f32> = BTreeMap::new();
+        let mut mass: BTreeMap<&str, f32> = BTreeMap::new();
         for e in ring {
-            for &(i, p) in &e.top {
-                *mass.entry(i).or_default() += p / ring.len().max(1) as f32;
+            for (label, p) in e.top_labels() {
+                *mass.entry(label).or_default() += p / ring.len().max(1) as f32;
             }
         }
-        let mut dominant: Vec<(String, f32)> = mass
-            .into_iter()
-            .filter_map(|(i, p)| labels.get(i as usize).map(|l| (l.clone(), p)))
-            .collect();
+        let mut dominant: Vec<(String, f32)> =
+            mass.into_iter().map(|(l, p)| (l.to_string(), p)).collect();
         dominant.sort_by(|a, b| b.1.total_cmp(&a.1));
         dominant.truncate(3);
         let suggestion = match t.state {
@@ -629,11 +637,7 @@ impl Conversation {
                     turn_id: e.turn_id,
                     speaker,
                     valence: e.valence,
-                    top_emotions: e
-                        .top
-                        .iter()
-                        .filter_map(|&(i, p)| labels.get(i as usize).map(|l| (l.clone(), p)))
-                        .collect(),
+                    top_emotions: e.top_labels().map(|(l, p)| (l.to_string(), p)).collect(),
                     excerpt: e.excerpt.clone(),
                 })
                 .collect(),

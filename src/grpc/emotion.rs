@@ -21,6 +21,8 @@ use crate::auth::{Identity, Role};
 use crate::config::LimitsConfig;
 use crate::conversation::{Admission, Speaker, TextSignal, TurnInput, TurnOutcome};
 use crate::error::{InferenceError, RequestError};
+use crate::inference::Scores;
+use crate::inference::shadow::{Compared, Shadow};
 use crate::pb;
 use crate::pb::emotion_analysis_server::EmotionAnalysis;
 
@@ -200,11 +202,29 @@ fn handle_turn(
         Admission::Admitted(rx) => {
             let app = app.clone();
             let (conversation_id, turn_id) = (input.conversation_id.clone(), input.turn_id);
+            let customer = input.speaker == Speaker::Customer;
+            let shadow = app.models.shadow().filter(|s| s.samples(&conversation_id));
+            if let Some(s) = shadow.as_ref().filter(|_| customer) {
+                s.expect(&conversation_id, turn_id); // in admission order
+            }
             tokio::spawn(async move {
+                let started = Instant::now();
                 let scores = match app.batcher.submit(&turn.text).await {
                     Ok(pending) => pending.wait().await,
                     Err(e) => Err(e),
                 };
+                if let Some(shadow) = shadow {
+                    let key = (conversation_id.clone(), turn_id, customer);
+                    match &scores {
+                        Ok(live) => {
+                            let live = (live.clone(), started.elapsed());
+                            tokio::spawn(shadow_score(app.clone(), shadow, turn.text, live, key));
+                        }
+                        Err(_) => {
+                            shadow.skipped(&conversation_id, turn_id, customer, Instant::now())
+                        }
+                    }
+                }
                 let mut completion =
                     app.store
                         .complete(&conversation_id, turn_id, scores, Instant::now());
@@ -241,6 +261,34 @@ async fn finish(
             )
         }
     }
+}
+
+/// Scores a sampled turn with the shadow model and records how it compares; never answers anyone.
+async fn shadow_score(
+    app: Arc<App>,
+    shadow: Arc<Shadow>,
+    text: String,
+    (live, live_latency): (Scores, std::time::Duration),
+    (conversation_id, turn_id, customer): (String, u64, bool),
+) {
+    let started = Instant::now();
+    let scored = match app.batcher.try_submit_to(shadow.model.clone(), &text) {
+        Ok(pending) => pending.wait().await.ok(),
+        Err(_) => None,
+    };
+    let Some(scores) = scored else {
+        return shadow.skipped(&conversation_id, turn_id, customer, Instant::now());
+    };
+    shadow.record(Compared {
+        conversation_id: &conversation_id,
+        turn_id,
+        customer,
+        live: &live,
+        live_latency,
+        shadow: &scores,
+        shadow_latency: started.elapsed(),
+        now: Instant::now(),
+    });
 }
 
 fn rejected(

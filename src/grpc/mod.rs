@@ -6,7 +6,6 @@ mod emotion;
 mod model_admin;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
@@ -18,6 +17,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::conversation::ConversationStore;
 use crate::inference::Batcher;
+use crate::inference::swap::ModelManager;
 use crate::metrics::Metrics;
 use crate::pb;
 
@@ -30,7 +30,7 @@ pub struct App {
     pub metrics: Metrics,
     /// One permit per open StreamTurns call; none left means RESOURCE_EXHAUSTED.
     pub streams: Arc<Semaphore>,
-    pub loaded_at: SystemTime,
+    pub models: ModelManager,
     pub auth: Arc<Authenticator>,
 }
 

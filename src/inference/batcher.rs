@@ -1,15 +1,20 @@
-//! Dynamic micro-batching across all callers: one bounded queue in front of inference threads,
-//! each owning an [`Engine`] (`model.inference_workers`, default 1). A thread takes the first
-//! waiting text, gathers more until the batch is full or the first one has waited `max_wait`, runs
-//! them as length-bucketed padded calls, and replies to each.
+//! Dynamic micro-batching across all callers: one bounded queue in front of inference threads
+//! (`model.inference_workers`). A thread takes the first waiting text, gathers more until the batch
+//! is full or the first one has waited `max_wait`, runs them as length-bucketed padded calls, and
+//! replies to each.
 //!
 //! Tokenisation happens on the caller's side, before queueing, so the inference thread only runs
 //! the graph. Batches are formed in arrival order (FIFO), so one conversation's turns are scored in
 //! the order they were submitted.
+//!
+//! Models swap without stopping anything: a [`LoadedModel`] holds its tokenizer and one ONNX
+//! Runtime session per worker, and every queued text carries the model it was tokenized for. A
+//! swap only changes which model new texts get; texts already queued or running finish on theirs,
+//! and a model is freed when nothing refers to it any more.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -19,8 +24,33 @@ use super::text::TextEncoder;
 use crate::error::InferenceError;
 use crate::metrics::Metrics;
 
+/// A model ready to serve: its spec, its tokenizer, and one session per inference worker.
+pub struct LoadedModel {
+    pub spec: Arc<ModelSpec>,
+    pub encoder: TextEncoder,
+    engines: Vec<Mutex<Engine>>,
+    pub loaded_at: SystemTime,
+}
+
+impl LoadedModel {
+    /// `engines` must number the batcher's inference workers.
+    pub fn new(spec: Arc<ModelSpec>, encoder: TextEncoder, engines: Vec<Engine>) -> Self {
+        Self {
+            spec,
+            encoder,
+            engines: engines.into_iter().map(Mutex::new).collect(),
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.engines.len()
+    }
+}
+
 struct Job {
     ids: Vec<u32>,
+    model: Arc<LoadedModel>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Scores, InferenceError>>,
 }
@@ -39,8 +69,9 @@ pub struct BatchPolicy {
 pub struct Batcher {
     /// Bounded: `send_async` waits for room (stream backpressure), `try_send` fails fast (unary).
     queue: flume::Sender<Job>,
-    encoder: Arc<TextEncoder>,
-    spec: Arc<ModelSpec>,
+    /// The model new texts are tokenized for and scored by.
+    current: Arc<RwLock<Arc<LoadedModel>>>,
+    workers: usize,
     capacity: usize,
     metrics: Metrics,
     /// Batches the inference thread has run (for benchmarks and tests).
@@ -57,18 +88,14 @@ impl Pending {
 }
 
 impl Batcher {
-    /// Starts the inference thread. It stops once every `Batcher` clone is dropped and the queue
-    /// has drained.
-    pub fn start(
-        engines: Vec<Engine>,
-        encoder: Arc<TextEncoder>,
-        policy: BatchPolicy,
-        metrics: Metrics,
-    ) -> Self {
+    /// Starts one inference thread per engine of `model`. They stop once every `Batcher` clone is
+    /// dropped and the queue has drained.
+    pub fn start(model: LoadedModel, policy: BatchPolicy, metrics: Metrics) -> Self {
         let (queue, jobs) = flume::bounded::<Job>(policy.queue_capacity);
-        let spec = engines.first().expect("at least one engine").spec().clone();
+        let workers = model.workers();
+        assert!(workers > 0, "at least one engine");
         let batches = Arc::new(AtomicU64::new(0));
-        for (i, engine) in engines.into_iter().enumerate() {
+        for i in 0..workers {
             let (jobs, policy, metrics, batches) = (
                 jobs.clone(),
                 policy.clone(),
@@ -77,13 +104,13 @@ impl Batcher {
             );
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || run_worker(engine, jobs, policy, metrics, batches))
+                .spawn(move || run_worker(i, jobs, policy, metrics, batches))
                 .expect("spawning an inference thread");
         }
         Self {
             queue,
-            encoder,
-            spec,
+            current: Arc::new(RwLock::new(Arc::new(model))),
+            workers,
             capacity: policy.queue_capacity,
             metrics,
             batches,
@@ -94,12 +121,36 @@ impl Batcher {
         self.batches.load(Ordering::Relaxed)
     }
 
-    pub fn spec(&self) -> &Arc<ModelSpec> {
-        &self.spec
+    /// The model in service now.
+    pub fn model(&self) -> Arc<LoadedModel> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn job(&self, text: &str) -> Result<(Job, Pending), InferenceError> {
-        let ids = self
+    pub fn spec(&self) -> Arc<ModelSpec> {
+        self.model().spec.clone()
+    }
+
+    /// Inference workers: a model to swap in needs one engine for each.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Puts `model` in service for every text submitted from now on; returns the one it replaces.
+    pub fn swap(&self, model: Arc<LoadedModel>) -> Arc<LoadedModel> {
+        assert_eq!(
+            model.workers(),
+            self.workers,
+            "one engine per inference worker"
+        );
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *current, model)
+    }
+
+    fn job(&self, model: Arc<LoadedModel>, text: &str) -> Result<(Job, Pending), InferenceError> {
+        let ids = model
             .encoder
             .encode(text)
             .map_err(|e| InferenceError::Runtime(format!("tokenizer: {e}")))?;
@@ -107,6 +158,7 @@ impl Batcher {
         Ok((
             Job {
                 ids,
+                model,
                 enqueued: Instant::now(),
                 reply,
             },
@@ -114,9 +166,19 @@ impl Batcher {
         ))
     }
 
-    /// Queues a text, waiting for room in the queue (backpressure for streams).
+    /// Queues a text for the model in service, waiting for room in the queue (backpressure for
+    /// streams).
     pub async fn submit(&self, text: &str) -> Result<Pending, InferenceError> {
-        let (job, pending) = self.job(text)?;
+        self.submit_to(self.model(), text).await
+    }
+
+    /// Queues a text for a given model (shadow scoring, evaluation of a candidate).
+    pub async fn submit_to(
+        &self,
+        model: Arc<LoadedModel>,
+        text: &str,
+    ) -> Result<Pending, InferenceError> {
+        let (job, pending) = self.job(model, text)?;
         self.queue
             .send_async(job)
             .await
@@ -127,7 +189,16 @@ impl Batcher {
 
     /// Queues a text or fails at once with `QueueFull` (unary calls).
     pub fn try_submit(&self, text: &str) -> Result<Pending, InferenceError> {
-        let (job, pending) = self.job(text)?;
+        self.try_submit_to(self.model(), text)
+    }
+
+    /// The same for a given model.
+    pub fn try_submit_to(
+        &self,
+        model: Arc<LoadedModel>,
+        text: &str,
+    ) -> Result<Pending, InferenceError> {
+        let (job, pending) = self.job(model, text)?;
         self.queue.try_send(job).map_err(|e| match e {
             flume::TrySendError::Full(_) => InferenceError::QueueFull {
                 capacity: self.capacity,
@@ -145,7 +216,7 @@ impl Batcher {
 }
 
 fn run_worker(
-    mut engine: Engine,
+    worker: usize,
     jobs: flume::Receiver<Job>,
     policy: BatchPolicy,
     metrics: Metrics,
@@ -166,22 +237,31 @@ fn run_worker(
             }
         }
         metrics.queue_depth.set(jobs.len() as i64);
-        // Length bucketing: sorted by length, the batch runs as sub-batches of at most
-        // `max_batch_tokens` padded tokens, so short texts are not padded to a long one's length.
-        // Safe for ordering: the conversation store applies results in turn order regardless.
-        batch.sort_by_key(|j| j.ids.len());
+        // Length bucketing: sorted by model, then length, the batch runs as sub-batches of one
+        // model and at most `max_batch_tokens` padded tokens, so short texts are not padded to a
+        // long one's length. Safe for ordering: the conversation store applies results in turn
+        // order regardless.
+        batch.sort_by_key(|j| (Arc::as_ptr(&j.model) as usize, j.ids.len()));
         let mut results = Vec::with_capacity(batch.len());
         let mut start = 0;
         while start < batch.len() {
+            let model = batch[start].model.clone();
             let mut end = start + 1;
             while end < batch.len()
+                && Arc::ptr_eq(&batch[end].model, &model)
                 && (end + 1 - start) * batch[end].ids.len() <= policy.max_batch_tokens
             {
                 end += 1;
             }
             let ids: Vec<&[u32]> = batch[start..end].iter().map(|j| j.ids.as_slice()).collect();
             let started = Instant::now();
-            match engine.run(&ids) {
+            // Only this worker uses engine `worker` of any model: the lock is never contended.
+            let mut engine = model.engines[worker]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let outcome = engine.run(&ids);
+            drop(engine);
+            match outcome {
                 Ok(scores) => results.extend(scores.into_iter().map(Ok)),
                 Err(e) => {
                     tracing::error!(error = %e, size = ids.len(), "inference batch failed");

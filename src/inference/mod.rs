@@ -5,11 +5,13 @@ pub mod batcher;
 pub mod engine;
 pub mod model_dir;
 pub mod runtime;
+pub mod shadow;
+pub mod swap;
 pub mod text;
 
 use std::sync::Arc;
 
-pub use batcher::{BatchPolicy, Batcher, Pending};
+pub use batcher::{BatchPolicy, Batcher, LoadedModel, Pending};
 pub use engine::{Engine, Scores};
 pub use model_dir::{ModelSpec, ProblemType};
 pub use text::TextEncoder;
@@ -20,9 +22,21 @@ use crate::metrics::Metrics;
 
 /// Loads and checks the configured model, then starts its inference threads.
 pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
+    let model = load(config, &config.model.dir)?;
+    let policy = BatchPolicy {
+        max_batch: config.batching.max_batch,
+        max_batch_tokens: config.batching.max_batch_tokens,
+        max_wait: config.max_wait(),
+        queue_capacity: config.batching.queue_capacity,
+    };
+    Ok(Batcher::start(model, policy, metrics))
+}
+
+/// Loads and checks the model in `dir` with one session per configured inference worker.
+pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, ModelError> {
     let env = runtime::environment(config.model.onnxruntime.as_deref())?;
-    let spec = Arc::new(ModelSpec::load(&config.model.dir)?);
-    let encoder = Arc::new(TextEncoder::load(&spec)?);
+    let spec = Arc::new(ModelSpec::load(dir)?);
+    let encoder = TextEncoder::load(&spec)?;
     let workers = config.model.inference_workers;
     let threads = match config.model.intra_threads {
         0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / workers).max(1),
@@ -31,13 +45,7 @@ pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
     let engines = (0..workers)
         .map(|_| Engine::load(env, spec.clone(), &encoder, threads))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy = BatchPolicy {
-        max_batch: config.batching.max_batch,
-        max_batch_tokens: config.batching.max_batch_tokens,
-        max_wait: config.max_wait(),
-        queue_capacity: config.batching.queue_capacity,
-    };
-    Ok(Batcher::start(engines, encoder, policy, metrics))
+    Ok(LoadedModel::new(spec, encoder, engines))
 }
 
 impl ModelSpec {

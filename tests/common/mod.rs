@@ -1,6 +1,8 @@
 //! Test helpers: a real server on 127.0.0.1:0 with the shipped model, and real tonic clients.
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
