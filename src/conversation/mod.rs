@@ -87,6 +87,16 @@ pub struct TextSignal {
     pub excerpt: Option<Box<str>>,
 }
 
+impl TextSignal {
+    /// What triggers and alert evidence need from a customer's or agent's text (none for bots).
+    pub fn of(text: &str, speaker: Speaker, alerts: &crate::config::AlertConfig) -> Option<Self> {
+        (speaker != Speaker::Bot).then(|| Self {
+            normalized: crate::alerts::triggers::normalize(text).into_boxed_str(),
+            excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars),
+        })
+    }
+}
+
 /// A turn's final scores, as stored in history and returned to every sender of the turn.
 #[derive(Debug, Clone)]
 pub struct ScoredTurn {

@@ -16,7 +16,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{App, convert};
-use crate::alerts::{explain, triggers};
 use crate::auth::{Identity, Role};
 use crate::config::LimitsConfig;
 use crate::conversation::{Admission, Speaker, TextSignal, TurnInput, TurnOutcome};
@@ -180,13 +179,7 @@ fn handle_turn(
         Ok(input) => input,
         Err(e) => return rejected(app, turn.conversation_id, turn.turn_id, e),
     };
-    if input.speaker != Speaker::Bot {
-        let alerts = &app.config.alerts;
-        input.signal = Some(TextSignal {
-            normalized: triggers::normalize(&turn.text).into_boxed_str(),
-            excerpt: explain::excerpt(&turn.text, alerts.redaction, alerts.excerpt_chars),
-        });
-    }
+    input.signal = TextSignal::of(&turn.text, input.speaker, &app.config.alerts);
     let metrics = app.metrics.clone();
     match app
         .store
