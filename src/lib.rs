@@ -21,6 +21,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod backtest;
 pub mod client;
 pub mod config;
 pub mod conversation;

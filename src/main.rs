@@ -37,6 +37,10 @@ enum Command {
     /// Evaluate a model on a labelled TSV through the serving inference path: macro/micro-F1
     /// and a per-label table.
     Eval(EvalArgs),
+    /// Replay recorded conversations (JSON lines, as for `stream`) through the model and the
+    /// alert rules; list the alerts that would have fired, and with --compare-model and/or
+    /// --compare-config what a new model or new rules would change.
+    Backtest(BacktestArgs),
     /// Create a bearer token: prints the token (give it to the client) and the [[auth.tokens]]
     /// entry with its SHA-256 (put it in the server's config).
     Token(TokenArgs),
@@ -237,6 +241,22 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct BacktestArgs {
+    /// The model and rules to replay with (--config, --model, --onnxruntime).
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Conversations: JSON lines (conversation_id, turn_id, speaker, text, ...).
+    #[arg(long)]
+    data: PathBuf,
+    /// Replay again with this model directory and compare.
+    #[arg(long)]
+    compare_model: Option<PathBuf>,
+    /// Replay again with the rules of this config file and compare.
+    #[arg(long)]
+    compare_config: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct TokenArgs {
     #[arg(long)]
     name: String,
@@ -354,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Backtest(args) => backtest(args).await,
         Command::Eval(args) => {
             let config = load_config(&args.model)?;
             let batcher =
@@ -395,6 +416,50 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    use emotion_service::backtest::replay;
+    let turns = client::read_conversation_file(&args.data)?;
+    let config = load_config(&args.model)?;
+    let start = |config: Config| async move {
+        let batcher =
+            tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new())).await??;
+        anyhow::Ok(batcher)
+    };
+    let batcher = start(config.clone()).await?;
+    let label = |b: &inference::Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
+    let first = replay(label(&batcher, "these rules"), &config, &batcher, &turns).await?;
+    print!("{}", first.report());
+    let mut second_config = config.clone();
+    let mut rules = "the same rules";
+    if let Some(file) = &args.compare_config {
+        let other = Config::load(Some(file), std::env::vars())?;
+        second_config.alerts = other.alerts;
+        second_config.triggers = other.triggers;
+        second_config.scoring = other.scoring;
+        rules = "the compared rules";
+    }
+    if args.compare_model.is_none() && args.compare_config.is_none() {
+        return Ok(());
+    }
+    let second_batcher = match &args.compare_model {
+        Some(dir) => {
+            let mut c = config.clone();
+            c.model.dir.clone_from(dir);
+            start(c).await?
+        }
+        None => batcher.clone(),
+    };
+    let second = replay(
+        label(&second_batcher, rules),
+        &second_config,
+        &second_batcher,
+        &turns,
+    )
+    .await?;
+    print!("\n{}\n{}", second.report(), first.diff(&second));
+    Ok(())
 }
 
 async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {

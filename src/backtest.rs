@@ -1,0 +1,169 @@
+//! Backtest: replay recorded conversations through the serving path (validation, conversation
+//! store, model, rolling scores, every trigger) and list the alerts that would have fired; with a
+//! second model or rule set, what would change.
+//!
+//! Turns are replayed in file order, one at a time, at replay speed: time-based conditions
+//! (cooldowns, the repetition window, sustained negativity's `secs`) see replay time, not the
+//! time of the recording.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::alerts::{Alert, AlertState, Severity};
+use crate::config::Config;
+use crate::conversation::{Admission, ConversationStore, StoreSettings, TextSignal};
+use crate::grpc::validate_turn;
+use crate::inference::Batcher;
+use crate::metrics::Metrics;
+use crate::pb;
+
+/// What a replay produced.
+pub struct Replay {
+    pub label: String,
+    pub turns: usize,
+    pub rejected: Vec<String>,
+    pub alerts: Vec<Alert>,
+}
+
+/// Replays `turns` with `config`'s rules through `batcher`'s model.
+pub async fn replay(
+    label: impl Into<String>,
+    config: &Config,
+    batcher: &Batcher,
+    turns: &[pb::TurnRequest],
+) -> anyhow::Result<Replay> {
+    let store = ConversationStore::new(StoreSettings::from(config), Metrics::new());
+    let mut out = Replay {
+        label: label.into(),
+        turns: turns.len(),
+        rejected: Vec::new(),
+        alerts: Vec::new(),
+    };
+    for turn in turns {
+        let mut input = match validate_turn(turn, &config.limits) {
+            Ok(input) => input,
+            Err(e) => {
+                out.rejected
+                    .push(format!("{} #{}: {e}", turn.conversation_id, turn.turn_id));
+                continue;
+            }
+        };
+        input.signal = TextSignal::of(&turn.text, input.speaker, &config.alerts);
+        match store.admit(&mut input, &[], Instant::now()) {
+            Admission::Admitted(_) => {}
+            Admission::Rejected(e) => {
+                out.rejected
+                    .push(format!("{} #{}: {e}", turn.conversation_id, turn.turn_id));
+                continue;
+            }
+            Admission::Answered(_) | Admission::Joined(_) => continue, // a repeated line
+        }
+        let scores = batcher.submit(&turn.text).await?.wait().await;
+        if let Err(e) = &scores {
+            bail!("scoring {} #{}: {e}", turn.conversation_id, turn.turn_id);
+        }
+        let mut completion =
+            store.complete(&input.conversation_id, input.turn_id, scores, Instant::now());
+        out.alerts.append(&mut completion.alerts);
+        completion.deliver();
+    }
+    Ok(out)
+}
+
+/// An alert's identity for comparing replays: conversation, trigger, state, severity.
+type Key = (String, &'static str, &'static str, Severity);
+
+fn key(a: &Alert) -> Key {
+    (
+        a.conversation_id.clone(),
+        a.kind,
+        a.state.as_str(),
+        a.severity,
+    )
+}
+
+fn line(a: &Alert) -> String {
+    format!(
+        "{:<24} turn {:>4}  {:<20} {:<9} {:<8} rolling {:+.2}  {}",
+        a.conversation_id,
+        a.turn_id,
+        a.kind,
+        a.state.as_str().to_uppercase(),
+        a.severity.as_str().to_uppercase(),
+        a.rolling_valence,
+        a.detail
+    )
+}
+
+fn index(r: &Replay) -> BTreeMap<Key, Vec<&Alert>> {
+    let mut m: BTreeMap<Key, Vec<&Alert>> = BTreeMap::new();
+    for a in &r.alerts {
+        m.entry(key(a)).or_default().push(a);
+    }
+    m
+}
+
+impl Replay {
+    /// Every alert, in order, then a count by trigger.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "{}: {} turns, {} rejected, {} alert events\n",
+            self.label,
+            self.turns,
+            self.rejected.len(),
+            self.alerts.len()
+        );
+        for r in &self.rejected {
+            s.push_str(&format!("  rejected {r}\n"));
+        }
+        for a in &self.alerts {
+            s.push_str(&format!("  {}\n", line(a)));
+        }
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in self.alerts.iter().filter(|a| a.state == AlertState::Raised) {
+            *by_kind.entry(a.kind).or_default() += 1;
+        }
+        let counts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s.push_str(&format!("  raised: {}\n", counts.join(", ")));
+        s
+    }
+
+    /// What `other` fires that this does not, what it no longer fires, and what moves turns.
+    pub fn diff(&self, other: &Replay) -> String {
+        let (a, b) = (index(self), index(other));
+        let mut s = format!("{} -> {}:\n", self.label, other.label);
+        let mut same = 0;
+        for (k, xs) in &a {
+            match b.get(k) {
+                None => {
+                    for x in xs {
+                        s.push_str(&format!("  - no longer: {}\n", line(x)));
+                    }
+                }
+                Some(ys) => {
+                    for (x, y) in xs.iter().zip(ys) {
+                        if x.turn_id == y.turn_id {
+                            same += 1;
+                        } else {
+                            s.push_str(&format!(
+                                "  ~ moved: {} {} {}: turn {} -> {}\n",
+                                k.0, k.1, k.2, x.turn_id, y.turn_id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (k, ys) in &b {
+            if !a.contains_key(k) {
+                for y in ys {
+                    s.push_str(&format!("  + new:       {}\n", line(y)));
+                }
+            }
+        }
+        s.push_str(&format!("  unchanged: {same}\n"));
+        s
+    }
+}
