@@ -64,8 +64,12 @@ pub async fn replay(
         if let Err(e) = &scores {
             bail!("scoring {} #{}: {e}", turn.conversation_id, turn.turn_id);
         }
-        let mut completion =
-            store.complete(&input.conversation_id, input.turn_id, scores, Instant::now());
+        let mut completion = store.complete(
+            &input.conversation_id,
+            input.turn_id,
+            scores,
+            Instant::now(),
+        );
         out.alerts.append(&mut completion.alerts);
         completion.deliver();
     }

@@ -37,6 +37,9 @@ enum Command {
     /// Evaluate a model on a labelled TSV through the serving inference path: macro/micro-F1
     /// and a per-label table.
     Eval(EvalArgs),
+    /// Model administration on a running server: show, load (validated), roll back, shadow.
+    #[command(subcommand)]
+    Model(ModelCmd),
     /// Replay recorded conversations (JSON lines, as for `stream`) through the model and the
     /// alert rules; list the alerts that would have fired, and with --compare-model and/or
     /// --compare-config what a new model or new rules would change.
@@ -240,6 +243,42 @@ struct EvalArgs {
     data: PathBuf,
 }
 
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// The model in service.
+    Show(AdminArgs),
+    /// Validate the model directory PATH (on the server's file system) and swap it in.
+    Load {
+        #[command(flatten)]
+        admin: AdminArgs,
+        path: String,
+        #[arg(long)]
+        skip_quality_gate: bool,
+    },
+    /// Back to the model before the last swap.
+    Rollback(AdminArgs),
+    /// Score SHARE of the conversations with the model at PATH beside the live one.
+    ShadowStart {
+        #[command(flatten)]
+        admin: AdminArgs,
+        path: String,
+        #[arg(long, default_value_t = 0.1)]
+        share: f64,
+    },
+    /// How the shadow compares with the live model.
+    ShadowReport(AdminArgs),
+    /// Put the shadow model in service.
+    ShadowPromote(AdminArgs),
+    /// End shadow scoring.
+    ShadowStop(AdminArgs),
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
 #[derive(Args)]
 struct BacktestArgs {
     /// The model and rules to replay with (--config, --model, --onnxruntime).
@@ -375,6 +414,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backtest(args) => backtest(args).await,
+        Command::Model(cmd) => model_admin(cmd).await,
         Command::Eval(args) => {
             let config = load_config(&args.model)?;
             let batcher =
@@ -418,17 +458,129 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+async fn model_admin(cmd: ModelCmd) -> anyhow::Result<()> {
+    use emotion_service::pb::model_admin_client::ModelAdminClient;
+    let admin = match &cmd {
+        ModelCmd::Show(a)
+        | ModelCmd::Rollback(a)
+        | ModelCmd::ShadowReport(a)
+        | ModelCmd::ShadowPromote(a)
+        | ModelCmd::ShadowStop(a) => a,
+        ModelCmd::Load { admin, .. } | ModelCmd::ShadowStart { admin, .. } => admin,
+    };
+    let server = admin.server.server();
+    let mut client = ModelAdminClient::new(server.channel().await?);
+    let info = |m: pb::ModelInfo| {
+        let mut s = format!(
+            "{}@{}  {} labels ({})  sha256 {}  {}",
+            m.name,
+            m.version,
+            m.labels.len(),
+            m.problem_type,
+            &m.sha256[..12.min(m.sha256.len())],
+            m.path
+        );
+        if !m.replaced_version.is_empty() {
+            s.push_str(&format!("\n  replaced {}", m.replaced_version));
+        }
+        if let Some(g) = m.quality_gate {
+            s.push_str(&format!(
+                "\n  quality gate on {}: macro-F1 {:.4} vs live {:.4} (max drop {})",
+                g.data, g.candidate_macro_f1, g.live_macro_f1, g.max_drop
+            ));
+        }
+        s
+    };
+    let report = |r: pb::ShadowReport| {
+        format!(
+            "shadow {} beside {} on {:.0}% of conversations: {} turns compared\n  \
+             valence correlation {:.4}, mean |diff| {:.4}\n  top label agreement {:.1}%\n  \
+             alert decisions agree on {:.1}% of {} customer turns\n  \
+             latency p50/p99 ms: live {:.1}/{:.1}, shadow {:.1}/{:.1}\n  dropped {}",
+            r.shadow_version,
+            r.live_version,
+            100.0 * r.share,
+            r.turns_compared,
+            r.valence_correlation,
+            r.mean_abs_valence_diff,
+            100.0 * r.top_label_agreement,
+            100.0 * r.alert_decision_agreement,
+            r.alert_decisions,
+            r.live_p50_ms,
+            r.live_p99_ms,
+            r.shadow_p50_ms,
+            r.shadow_p99_ms,
+            r.dropped
+        )
+    };
+    let out = match cmd {
+        ModelCmd::Show(_) => info(
+            client
+                .get_model(server.request(pb::GetModelRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::Load {
+            path,
+            skip_quality_gate,
+            ..
+        } => info(
+            client
+                .load_model(server.request(pb::LoadModelRequest {
+                    path,
+                    skip_quality_gate,
+                }))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::Rollback(_) => info(
+            client
+                .rollback_model(server.request(pb::RollbackModelRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::ShadowStart { path, share, .. } => report(
+            client
+                .start_shadow(server.request(pb::StartShadowRequest { path, share }))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::ShadowReport(_) => report(
+            client
+                .get_shadow_report(server.request(pb::GetShadowReportRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::ShadowPromote(_) => info(
+            client
+                .promote_shadow(server.request(pb::PromoteShadowRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        ModelCmd::ShadowStop(_) => report(
+            client
+                .stop_shadow(server.request(pb::StopShadowRequest {}))
+                .await?
+                .into_inner(),
+        ),
+    };
+    println!("{out}");
+    Ok(())
+}
+
 async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     use emotion_service::backtest::replay;
     let turns = client::read_conversation_file(&args.data)?;
     let config = load_config(&args.model)?;
     let start = |config: Config| async move {
         let batcher =
-            tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new())).await??;
+            tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new()))
+                .await??;
         anyhow::Ok(batcher)
     };
     let batcher = start(config.clone()).await?;
-    let label = |b: &inference::Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
+    let label =
+        |b: &inference::Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
     let first = replay(label(&batcher, "these rules"), &config, &batcher, &turns).await?;
     print!("{}", first.report());
     let mut second_config = config.clone();

@@ -9,7 +9,12 @@ use emotion_service::{Config, client, inference};
 #[tokio::test(flavor = "multi_thread")]
 async fn replays_the_samples_and_shows_what_other_rules_change() {
     let mut turns = Vec::new();
-    for f in ["calm-call", "escalating-call", "escalation-request", "repetition"] {
+    for f in [
+        "calm-call",
+        "escalating-call",
+        "escalation-request",
+        "repetition",
+    ] {
         turns.extend(
             client::read_conversation_file(&common::repo_path(&format!("examples/{f}.jsonl")))
                 .unwrap(),
@@ -26,7 +31,14 @@ async fn replays_the_samples_and_shows_what_other_rules_change() {
     let fired: Vec<(&str, u64, &str, &str)> = base
         .alerts
         .iter()
-        .map(|a| (a.conversation_id.as_str(), a.turn_id, a.kind, a.state.as_str()))
+        .map(|a| {
+            (
+                a.conversation_id.as_str(),
+                a.turn_id,
+                a.kind,
+                a.state.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         fired,
@@ -43,7 +55,9 @@ async fn replays_the_samples_and_shows_what_other_rules_change() {
     stricter.alerts.warning_threshold = -0.25;
     stricter.alerts.critical_threshold = -0.5;
     stricter.triggers.escalation.enabled = false;
-    let other = replay("stricter", &stricter, &batcher, &turns).await.unwrap();
+    let other = replay("stricter", &stricter, &batcher, &turns)
+        .await
+        .unwrap();
     let diff = base.diff(&other);
     assert!(diff.contains("raised: turn 12 -> 10"), "{diff}");
     assert!(diff.contains("- no longer: call-escalation-1"), "{diff}");
