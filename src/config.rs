@@ -93,6 +93,10 @@ pub struct ModelConfig {
     /// model's. Unset: no gate.
     pub gate_data: Option<PathBuf>,
     pub gate_max_drop: f64,
+    /// A folder to watch: a subdirectory in which a file named `READY` appears is loaded as with
+    /// LoadModel (validated, gated), once. Unset: no watching.
+    pub watch_dir: Option<PathBuf>,
+    pub watch_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -225,6 +229,8 @@ impl Default for ModelConfig {
             check_timeout_secs: 300,
             gate_data: None,
             gate_max_drop: 0.02,
+            watch_dir: None,
+            watch_interval_secs: 10,
         }
     }
 }

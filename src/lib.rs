@@ -121,6 +121,9 @@ pub async fn run(
     }
     tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
     tokio::spawn(alert_retention(app.clone(), stopped(stop_rx.clone())));
+    if let Some(dir) = app.config.model.watch_dir.clone() {
+        tokio::spawn(watch_models(app.clone(), dir, stopped(stop_rx.clone())));
+    }
 
     let addr = listeners.grpc.local_addr()?;
     let server = tonic::transport::Server::builder()
@@ -174,6 +177,45 @@ async fn evict_idle(app: Arc<App>, stopped: impl Future<Output = ()>) {
                 }
             }
             _ = &mut stopped => return,
+        }
+    }
+}
+
+/// Loads each subdirectory of `dir` in which a `READY` file appears (once per READY file's
+/// modification time), through the same validation and gate as LoadModel.
+async fn watch_models(app: Arc<App>, dir: std::path::PathBuf, stopped: impl Future<Output = ()>) {
+    let every = Duration::from_secs(app.config.model.watch_interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    let mut seen: std::collections::HashMap<std::path::PathBuf, std::time::SystemTime> =
+        std::collections::HashMap::new();
+    tokio::pin!(stopped);
+    tracing::info!(dir = %dir.display(), "watching for models (a READY file marks one)");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut ready: Vec<(std::time::SystemTime, std::path::PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let marker = e.path().join("READY");
+                let at = std::fs::metadata(&marker).and_then(|m| m.modified()).ok()?;
+                Some((at, e.path()))
+            })
+            .filter(|(at, path)| seen.get(path) != Some(at))
+            .collect();
+        ready.sort();
+        for (at, path) in ready {
+            seen.insert(path.clone(), at);
+            match app.models.load(&path, false).await {
+                Ok(s) => {
+                    tracing::info!(model = %s.model.spec.tag, path = %path.display(), "watched model loaded")
+                }
+                Err(error) => tracing::error!(%error, "watched model refused"),
+            }
         }
     }
 }

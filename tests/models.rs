@@ -464,3 +464,27 @@ async fn shadow_scoring_reports_agreement_on_a_known_stream_then_promotes() {
     assert_eq!(serving(&server).await, LIVE);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_model_dropped_into_the_watched_folder_is_loaded_once_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = swap_config();
+    config.model.watch_dir = Some(dir.path().to_path_buf());
+    config.model.watch_interval_secs = 1;
+    let server = TestServer::start(config).await;
+    // Not yet marked READY: ignored. A broken one marked READY: refused, the live model stays.
+    shipped_copy(&dir.path().join("b-next"), "watched", None);
+    std::fs::create_dir_all(dir.path().join("a-broken")).unwrap();
+    std::fs::write(dir.path().join("a-broken/READY"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(serving(&server).await, LIVE);
+    std::fs::write(dir.path().join("b-next/READY"), "").unwrap();
+    for _ in 0..100 {
+        if serving(&server).await == "goemotions-minilm-l6@watched" {
+            server.stop().await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the READY model was not loaded");
+}
