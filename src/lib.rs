@@ -101,7 +101,7 @@ pub async fn run(
         hub,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         auth,
-        models: ModelManager::new(batcher.clone(), config.clone()),
+        models: ModelManager::new(batcher.clone(), config.clone(), metrics.clone()),
         batcher,
         metrics: metrics.clone(),
         config,

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub subscribers: Gauge,
     pub lagging_subscribers: Counter,
     pub alert_log_errors: Counter,
+    pub shadow_turns: Family<OutcomeLabel, Counter>,
+    pub shadow_valence_correlation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub shadow_top_label_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub shadow_alert_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub model_swaps: Counter,
     registry: Arc<Registry>,
 }
 
@@ -56,6 +61,11 @@ impl Metrics {
         let subscribers = Gauge::default();
         let lagging_subscribers = Counter::default();
         let alert_log_errors = Counter::default();
+        let shadow_turns = Family::<OutcomeLabel, Counter>::default();
+        let shadow_valence_correlation = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let shadow_top_label_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let shadow_alert_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let model_swaps = Counter::default();
 
         let mut registry = Registry::with_prefix("emotion");
         registry.register("turns", "Turns answered, by outcome", turns.clone());
@@ -104,6 +114,31 @@ impl Metrics {
             "Alert events that could not be written to or read from the durable log",
             alert_log_errors.clone(),
         );
+        registry.register(
+            "shadow_turns",
+            "Turns sent to the shadow model, by outcome (compared, skipped)",
+            shadow_turns.clone(),
+        );
+        registry.register(
+            "shadow_valence_correlation",
+            "Pearson correlation of live and shadow turn valence so far",
+            shadow_valence_correlation.clone(),
+        );
+        registry.register(
+            "shadow_top_label_agreement",
+            "Share of compared turns with the same top label",
+            shadow_top_label_agreement.clone(),
+        );
+        registry.register(
+            "shadow_alert_agreement",
+            "Share of compared customer turns with the same rolling-threshold alert level",
+            shadow_alert_agreement.clone(),
+        );
+        registry.register(
+            "model_swaps",
+            "Models put into service (LoadModel, RollbackModel, PromoteShadow, watched folder)",
+            model_swaps.clone(),
+        );
         Self {
             turns,
             batch_size,
@@ -115,6 +150,11 @@ impl Metrics {
             subscribers,
             lagging_subscribers,
             alert_log_errors,
+            shadow_turns,
+            shadow_valence_correlation,
+            shadow_top_label_agreement,
+            shadow_alert_agreement,
+            model_swaps,
             registry: Arc::new(registry),
         }
     }

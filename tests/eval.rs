@@ -1,5 +1,7 @@
 //! `eval` goes through the serving inference path and reproduces the training report.
 
+mod common;
+
 use std::path::PathBuf;
 
 use emotion_service::metrics::Metrics;
@@ -11,12 +13,7 @@ fn repo(rel: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eval_on_goemotions_test_matches_the_training_report() {
-    let data = repo("../shared/datasets/goemotions/test.tsv");
-    assert!(
-        data.exists(),
-        "GoEmotions is expected beside the repository at {}",
-        data.display()
-    );
+    let data = common::goemotions("test.tsv");
     let config = Config::default();
     let batcher = tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new()))
         .await

@@ -251,8 +251,7 @@ async fn malformed_candidates_are_refused_and_the_live_model_keeps_serving() {
 async fn the_quality_gate_refuses_a_worse_model_and_passes_an_equal_one() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate.tsv");
-    let test = std::fs::read_to_string(repo_path("../shared/datasets/goemotions/test.tsv"))
-        .expect("GoEmotions beside the repository");
+    let test = std::fs::read_to_string(common::goemotions("test.tsv")).unwrap();
     let sample: Vec<&str> = test.lines().take(400).collect();
     std::fs::write(&gate, sample.join("\n")).unwrap();
     let same = dir.path().join("same");

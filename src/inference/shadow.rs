@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{LoadedModel, Scores};
 use crate::alerts::{AlertPolicy, AlertTracker};
 use crate::conversation::RollingScore;
+use crate::metrics::{Metrics, OutcomeLabel};
 
 /// Latencies kept for the percentiles (the most recent).
 const LATENCY_WINDOW: usize = 10_000;
@@ -29,6 +30,7 @@ pub struct Shadow {
     decay: f32,
     policy: AlertPolicy,
     stats: Mutex<Stats>,
+    metrics: Metrics,
 }
 
 #[derive(Default)]
@@ -94,7 +96,13 @@ pub struct Compared<'a> {
 }
 
 impl Shadow {
-    pub fn new(model: Arc<LoadedModel>, share: f64, decay: f32, policy: AlertPolicy) -> Self {
+    pub fn new(
+        model: Arc<LoadedModel>,
+        share: f64,
+        decay: f32,
+        policy: AlertPolicy,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             model,
             share,
@@ -102,7 +110,16 @@ impl Shadow {
             decay,
             policy,
             stats: Mutex::new(Stats::default()),
+            metrics,
         }
+    }
+
+    fn publish(&self, st: &Stats) {
+        let m = &self.metrics;
+        m.shadow_valence_correlation.set(correlation(st));
+        m.shadow_top_label_agreement.set(ratio(st.top_agree, st.n));
+        m.shadow_alert_agreement
+            .set(ratio(st.alert_agree, st.alert_decisions));
     }
 
     /// Whether this conversation is in the sample.
@@ -131,6 +148,10 @@ impl Shadow {
     pub fn skipped(&self, conversation_id: &str, turn_id: u64, customer: bool, now: Instant) {
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         st.dropped += 1;
+        self.metrics
+            .shadow_turns
+            .get_or_create(&OutcomeLabel { outcome: "skipped" })
+            .inc();
         if customer {
             self.arrive(&mut st, conversation_id, turn_id, None, now);
         }
@@ -207,28 +228,24 @@ impl Shadow {
                 c.now,
             );
         }
+        self.metrics
+            .shadow_turns
+            .get_or_create(&OutcomeLabel {
+                outcome: "compared",
+            })
+            .inc();
+        self.publish(st);
     }
 
     pub fn report(&self, live_version: &str) -> ShadowReport {
         let st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let n = st.n as f64;
-        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let correlation = {
-            let cov = st.sum_xy / n - (st.sum_x / n) * (st.sum_y / n);
-            let vx = st.sum_xx / n - (st.sum_x / n).powi(2);
-            let vy = st.sum_yy / n - (st.sum_y / n).powi(2);
-            if st.n < 2 || vx <= 0.0 || vy <= 0.0 {
-                0.0
-            } else {
-                (cov / (vx.sqrt() * vy.sqrt())).clamp(-1.0, 1.0)
-            }
-        };
         ShadowReport {
             live_version: live_version.to_string(),
             shadow_version: self.model.spec.tag.clone(),
             share: self.share,
             turns_compared: st.n,
-            valence_correlation: correlation,
+            valence_correlation: correlation(&st),
             mean_abs_valence_diff: if st.n == 0 { 0.0 } else { st.sum_abs_diff / n },
             top_label_agreement: ratio(st.top_agree, st.n),
             alert_decisions: st.alert_decisions,
@@ -239,6 +256,23 @@ impl Shadow {
             shadow_p99_ms: percentile(&st.shadow_ms, 0.99),
             dropped: st.dropped,
         }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Pearson correlation of the live and shadow valences so far (0 until defined).
+fn correlation(st: &Stats) -> f64 {
+    let n = st.n as f64;
+    let cov = st.sum_xy / n - (st.sum_x / n) * (st.sum_y / n);
+    let vx = st.sum_xx / n - (st.sum_x / n).powi(2);
+    let vy = st.sum_yy / n - (st.sum_y / n).powi(2);
+    if st.n < 2 || vx <= 0.0 || vy <= 0.0 {
+        0.0
+    } else {
+        (cov / (vx.sqrt() * vy.sqrt())).clamp(-1.0, 1.0)
     }
 }
 

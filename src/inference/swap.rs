@@ -14,6 +14,7 @@ use super::{Batcher, LoadedModel};
 use crate::alerts::AlertPolicy;
 use crate::config::Config;
 use crate::conversation::RollingScore;
+use crate::metrics::Metrics;
 
 /// What `emotion check-model` prints (one JSON line) when a candidate passes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +61,7 @@ pub struct Swapped {
 pub struct ModelManager {
     batcher: Batcher,
     config: Config,
+    metrics: Metrics,
     previous: Mutex<Option<Arc<LoadedModel>>>,
     shadow: Mutex<Option<Arc<Shadow>>>,
     /// One change at a time: a second LoadModel waits for the first.
@@ -67,10 +69,11 @@ pub struct ModelManager {
 }
 
 impl ModelManager {
-    pub fn new(batcher: Batcher, config: Config) -> Self {
+    pub fn new(batcher: Batcher, config: Config, metrics: Metrics) -> Self {
         Self {
             batcher,
             config,
+            metrics,
             previous: Mutex::new(None),
             shadow: Mutex::new(None),
             changing: tokio::sync::Mutex::new(()),
@@ -119,6 +122,7 @@ impl ModelManager {
             .map_err(|e| rejected(e.to_string()))?;
         let model = Arc::new(model);
         let replaced = self.batcher.swap(model.clone());
+        self.metrics.model_swaps.inc();
         tracing::info!(from = %replaced.spec.tag, to = %model.spec.tag, "model swapped");
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(replaced.clone());
         Ok(Swapped {
@@ -158,6 +162,7 @@ impl ModelManager {
             share,
             RollingScore::decay_for(self.config.scoring.half_life_turns),
             AlertPolicy::from(&self.config.alerts),
+            self.metrics.clone(),
         ));
         tracing::info!(shadow = %shadow.model.spec.tag, share, "shadow scoring started");
         *self.shadow.lock().unwrap_or_else(|p| p.into_inner()) = Some(shadow.clone());
@@ -178,6 +183,7 @@ impl ModelManager {
         let _one_at_a_time = self.changing.lock().await;
         let shadow = self.stop_shadow()?;
         let replaced = self.batcher.swap(shadow.model.clone());
+        self.metrics.model_swaps.inc();
         tracing::info!(from = %replaced.spec.tag, to = %shadow.model.spec.tag, "shadow promoted");
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(replaced.clone());
         Ok(Swapped {
@@ -193,6 +199,7 @@ impl ModelManager {
         let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
         let model = previous.take().ok_or(SwapError::NoPrevious)?;
         let replaced = self.batcher.swap(model.clone());
+        self.metrics.model_swaps.inc();
         tracing::info!(from = %replaced.spec.tag, to = %model.spec.tag, "model rolled back");
         *previous = Some(replaced.clone());
         Ok(Swapped {

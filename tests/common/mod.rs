@@ -29,6 +29,21 @@ pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// A file of the GoEmotions data set: `$GOEMOTIONS_DIR`, else `../shared/datasets/goemotions`
+/// beside the repository (where CI has it).
+pub fn goemotions(file: &str) -> PathBuf {
+    let dir = std::env::var_os("GOEMOTIONS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_path("../shared/datasets/goemotions"));
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: put GoEmotions beside the repository or set GOEMOTIONS_DIR",
+        path.display()
+    );
+    path
+}
+
 /// Defaults, with a short shutdown grace so tests end quickly.
 pub fn config() -> Config {
     let mut config = Config::default();
