@@ -171,3 +171,51 @@ impl Replay {
         s
     }
 }
+
+/// Replays `turns` with `config`, then, with another model directory and/or another config's
+/// rules (alerts, triggers, scoring), again; returns the reports and what changed.
+pub async fn compare(
+    config: Config,
+    turns: &[pb::TurnRequest],
+    compare_model: Option<&std::path::Path>,
+    compare_rules: Option<Config>,
+) -> anyhow::Result<String> {
+    let start = |config: Config| async move {
+        let batcher =
+            tokio::task::spawn_blocking(move || crate::inference::start(&config, Metrics::new()))
+                .await??;
+        anyhow::Ok(batcher)
+    };
+    let label = |b: &Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
+    let batcher = start(config.clone()).await?;
+    let first = replay(label(&batcher, "these rules"), &config, &batcher, turns).await?;
+    let mut out = first.report();
+    if compare_model.is_none() && compare_rules.is_none() {
+        return Ok(out);
+    }
+    let mut second_config = config.clone();
+    let mut rules = "the same rules";
+    if let Some(other) = compare_rules {
+        second_config.alerts = other.alerts;
+        second_config.triggers = other.triggers;
+        second_config.scoring = other.scoring;
+        rules = "the compared rules";
+    }
+    let second_batcher = match compare_model {
+        Some(dir) => {
+            let mut c = config.clone();
+            c.model.dir = dir.to_path_buf();
+            start(c).await?
+        }
+        None => batcher.clone(),
+    };
+    let second = replay(
+        label(&second_batcher, rules),
+        &second_config,
+        &second_batcher,
+        turns,
+    )
+    .await?;
+    out.push_str(&format!("\n{}\n{}", second.report(), first.diff(&second)));
+    Ok(out)
+}

@@ -470,49 +470,7 @@ async fn model_admin(cmd: ModelCmd) -> anyhow::Result<()> {
     };
     let server = admin.server.server();
     let mut client = ModelAdminClient::new(server.channel().await?);
-    let info = |m: pb::ModelInfo| {
-        let mut s = format!(
-            "{}@{}  {} labels ({})  sha256 {}  {}",
-            m.name,
-            m.version,
-            m.labels.len(),
-            m.problem_type,
-            &m.sha256[..12.min(m.sha256.len())],
-            m.path
-        );
-        if !m.replaced_version.is_empty() {
-            s.push_str(&format!("\n  replaced {}", m.replaced_version));
-        }
-        if let Some(g) = m.quality_gate {
-            s.push_str(&format!(
-                "\n  quality gate on {}: macro-F1 {:.4} vs live {:.4} (max drop {})",
-                g.data, g.candidate_macro_f1, g.live_macro_f1, g.max_drop
-            ));
-        }
-        s
-    };
-    let report = |r: pb::ShadowReport| {
-        format!(
-            "shadow {} beside {} on {:.0}% of conversations: {} turns compared\n  \
-             valence correlation {:.4}, mean |diff| {:.4}\n  top label agreement {:.1}%\n  \
-             alert decisions agree on {:.1}% of {} customer turns\n  \
-             latency p50/p99 ms: live {:.1}/{:.1}, shadow {:.1}/{:.1}\n  dropped {}",
-            r.shadow_version,
-            r.live_version,
-            100.0 * r.share,
-            r.turns_compared,
-            r.valence_correlation,
-            r.mean_abs_valence_diff,
-            100.0 * r.top_label_agreement,
-            100.0 * r.alert_decision_agreement,
-            r.alert_decisions,
-            r.live_p50_ms,
-            r.live_p99_ms,
-            r.shadow_p50_ms,
-            r.shadow_p99_ms,
-            r.dropped
-        )
-    };
+    use client::admin::{model_info as info, shadow_report as report};
     let out = match cmd {
         ModelCmd::Show(_) => info(
             client
@@ -569,48 +527,20 @@ async fn model_admin(cmd: ModelCmd) -> anyhow::Result<()> {
 }
 
 async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
-    use emotion_service::backtest::replay;
     let turns = client::read_conversation_file(&args.data)?;
     let config = load_config(&args.model)?;
-    let start = |config: Config| async move {
-        let batcher =
-            tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new()))
-                .await??;
-        anyhow::Ok(batcher)
+    let compare_config = match &args.compare_config {
+        Some(file) => Some(Config::load(Some(file), std::env::vars())?),
+        None => None,
     };
-    let batcher = start(config.clone()).await?;
-    let label =
-        |b: &inference::Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
-    let first = replay(label(&batcher, "these rules"), &config, &batcher, &turns).await?;
-    print!("{}", first.report());
-    let mut second_config = config.clone();
-    let mut rules = "the same rules";
-    if let Some(file) = &args.compare_config {
-        let other = Config::load(Some(file), std::env::vars())?;
-        second_config.alerts = other.alerts;
-        second_config.triggers = other.triggers;
-        second_config.scoring = other.scoring;
-        rules = "the compared rules";
-    }
-    if args.compare_model.is_none() && args.compare_config.is_none() {
-        return Ok(());
-    }
-    let second_batcher = match &args.compare_model {
-        Some(dir) => {
-            let mut c = config.clone();
-            c.model.dir.clone_from(dir);
-            start(c).await?
-        }
-        None => batcher.clone(),
-    };
-    let second = replay(
-        label(&second_batcher, rules),
-        &second_config,
-        &second_batcher,
+    let report = emotion_service::backtest::compare(
+        config,
         &turns,
+        args.compare_model.as_deref(),
+        compare_config,
     )
     .await?;
-    print!("\n{}\n{}", second.report(), first.diff(&second));
+    print!("{report}");
     Ok(())
 }
 
