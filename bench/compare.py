@@ -76,7 +76,7 @@ def loadgen(port: int, pid: int, data: Path, conversations: int, streams: int, s
 def start(name: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     if name == "service":
         port = 50071
-        cmd = [str(EMOTION), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", ""]
+        cmd = [str(EMOTION), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--web-listen", ""]
     else:
         port = 50061
         cmd = [sys.executable, str(ROOT / "bench/python/server.py"), "--listen", f"127.0.0.1:{port}"]

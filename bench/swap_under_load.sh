@@ -8,7 +8,7 @@ DATA=$(realpath "${2:-../shared/datasets/goemotions/test.tsv}")
 B=$(realpath target/release/emotion)
 WORK=$(mktemp -d)
 cd "$WORK"
-$B serve --listen 127.0.0.1:50095 --metrics-listen 127.0.0.1:9495 > serve.log 2>&1 &
+$B serve --listen 127.0.0.1:50095 --metrics-listen 127.0.0.1:9495 --web-listen "" > serve.log 2>&1 &
 PID=$!
 sleep 5
 $B loadgen --server http://127.0.0.1:50095 --data "$DATA" --conversations 1000 --streams 8 \

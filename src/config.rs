@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address; an empty string disables the endpoint.
     pub metrics_listen: String,
+    /// Supervisor dashboard (HTTP) listen address; an empty string disables it.
+    pub web_listen: String,
     /// Seconds in-flight streams get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -210,6 +212,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: "127.0.0.1:9464".into(),
+            web_listen: "127.0.0.1:8080".into(),
             shutdown_grace_secs: 10,
         }
     }
@@ -346,6 +349,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
         self.metrics_addr()?;
+        self.web_addr()?;
         if self.model.inference_workers == 0 || self.model.inference_workers > 64 {
             return fail(format!(
                 "model.inference_workers must be in 1..=64, got {}",
@@ -461,18 +465,26 @@ impl Config {
 
     /// The metrics endpoint's address, `None` when disabled.
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match self.server.metrics_listen.trim() {
-            "" => Ok(None),
-            addr => addr.parse().map(Some).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "server.metrics_listen `{addr}` is not an address: {e}"
-                ))
-            }),
-        }
+        optional_addr("server.metrics_listen", &self.server.metrics_listen)
+    }
+
+    /// The dashboard's address, `None` when disabled.
+    pub fn web_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("server.web_listen", &self.server.web_listen)
     }
 
     pub fn max_wait(&self) -> Duration {
         Duration::from_micros(self.batching.max_wait_us)
+    }
+}
+
+fn optional_addr(field: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.trim() {
+        "" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("{field} `{addr}` is not an address: {e}"))),
     }
 }
 

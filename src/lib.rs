@@ -12,6 +12,8 @@
 //!                        ▼                                  ▼
 //!                  TurnResult to the stream          alerts::AlertHub ──► SubscribeAlerts
 //!                                                    (AlertLog, SQLite)     ListAlerts, Ack
+//!                                                           │
+//!                  web (HTTP): the supervisor dashboard ◄───┘ SSE feed, conversations, heatmap
 //! ```
 //!
 //! [`run`] serves everything on given listeners until a shutdown future resolves; `main.rs` only
@@ -31,6 +33,7 @@ pub mod grpc;
 pub mod inference;
 pub mod loadgen;
 pub mod metrics;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ pub mod pb {
 pub struct Listeners {
     pub grpc: TcpListener,
     pub metrics: Option<TcpListener>,
+    /// The supervisor dashboard.
+    pub web: Option<TcpListener>,
 }
 
 /// Loads the model and serves gRPC (and metrics) until `shutdown` resolves, then reports
@@ -81,9 +86,13 @@ pub async fn run(
             .await?
             .context("loading the model")?
     };
+    let web_is_loopback = match &listeners.web {
+        Some(web) => web.local_addr()?.ip().is_loopback(),
+        None => true,
+    };
     let auth = Arc::new(Authenticator::new(
         &config.auth,
-        listeners.grpc.local_addr()?.ip().is_loopback(),
+        listeners.grpc.local_addr()?.ip().is_loopback() && web_is_loopback,
     )?);
     if auth.enabled() {
         tracing::info!(tokens = config.auth.tokens.len(), "bearer tokens required");
@@ -104,6 +113,8 @@ pub async fn run(
         models: ModelManager::new(batcher.clone(), config.clone(), metrics.clone()),
         batcher,
         metrics: metrics.clone(),
+        serving: std::sync::atomic::AtomicBool::new(true),
+        started_at: std::time::SystemTime::now(),
         config,
     });
 
@@ -118,6 +129,10 @@ pub async fn run(
     if let Some(listener) = listeners.metrics {
         tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
         tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
+    }
+    if let Some(listener) = listeners.web {
+        tracing::info!(addr = %listener.local_addr()?, "supervisor dashboard on http://{}/", listener.local_addr()?);
+        tokio::spawn(web::serve(app.clone(), listener, stop_rx.clone()));
     }
     tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
     tokio::spawn(alert_retention(app.clone(), stopped(stop_rx.clone())));
@@ -139,6 +154,8 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: NOT_SERVING, draining");
     set_health(&health, ServingStatus::NotServing).await;
+    app.serving
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     match tokio::time::timeout(grace, server).await {

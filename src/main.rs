@@ -123,6 +123,9 @@ struct ServeArgs {
     /// Prometheus listen address, or "" to disable [default 127.0.0.1:9464].
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Supervisor dashboard listen address, or "" to disable [default 127.0.0.1:8080].
+    #[arg(long)]
+    web_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -592,19 +595,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(metrics) = args.metrics_listen {
         config.server.metrics_listen = metrics;
     }
+    if let Some(web) = args.web_listen {
+        config.server.web_listen = web;
+    }
     config.validate()?;
-    let grpc = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    };
+    let grpc = bind(config.server.listen).await?;
     let metrics = match config.metrics_addr()? {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    emotion_service::run(config, Listeners { grpc, metrics }, shutdown_signal()).await
+    let web = match config.web_addr()? {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let listeners = Listeners { grpc, metrics, web };
+    emotion_service::run(config, listeners, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -3,26 +3,16 @@
 
 mod common;
 
-use common::{TestServer, angry_call, config, next_alert};
-use emotion_service::auth::{Role, token_hash};
-use emotion_service::config::{AuthMode, TokenConfig};
+use common::{TestServer, angry_call, config, next_alert, token, with};
+use emotion_service::auth::Role;
+use emotion_service::config::AuthMode;
 use emotion_service::pb;
 use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
 use tokio_stream::StreamExt;
-use tonic::Request;
 
 const INGEST_ACME: &str = "tok-ingest-acme";
 const SUP_ACME: &str = "tok-sup-acme";
 const ADMIN: &str = "tok-admin";
-
-fn token(name: &str, role: Role, tenants: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        sha256: token_hash(&format!("tok-{name}")),
-        role,
-        tenants: tenants.iter().map(|t| t.to_string()).collect(),
-    }
-}
 
 async fn server() -> TestServer {
     let mut config = config();
@@ -33,13 +23,6 @@ async fn server() -> TestServer {
         token("admin", Role::Admin, &[]),
     ];
     TestServer::start(config).await
-}
-
-fn with<T>(token: &str, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 fn in_tenant(mut turns: Vec<pb::TurnRequest>, tenant: &str) -> Vec<pb::TurnRequest> {

@@ -21,6 +21,17 @@ pub enum Redaction {
     NoText,
 }
 
+impl Redaction {
+    /// As configured (`alerts.redaction`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Redaction::None => "none",
+            Redaction::Masked => "masked",
+            Redaction::NoText => "no_text",
+        }
+    }
+}
+
 fn patterns() -> &'static [(Regex, &'static str)] {
     static PATTERNS: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
     PATTERNS.get_or_init(|| {

@@ -115,6 +115,11 @@ impl AlertHub {
         &self.log
     }
 
+    /// The sequence of the newest event published (or found in the log at start).
+    pub fn last_sequence(&self) -> u64 {
+        *self.last_sequence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Assigns the next sequence number and the time, appends the event to the log, then fans it
     /// out. If the append fails the event is still sent live (and counted in
     /// `emotion_alert_log_errors`): a supervisor watching now still sees it, a resume will not.

@@ -11,6 +11,8 @@
 //! State is sharded behind plain mutexes, never held across an `.await`. Idle conversations are
 //! evicted after the TTL; the number tracked is capped.
 
+pub mod heatmap;
+mod overview;
 pub mod rolling;
 
 use std::collections::hash_map::DefaultHasher;
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
+pub use heatmap::Heatmap;
+pub use overview::AtRisk;
 pub use rolling::RollingScore;
 
 use crate::alerts::explain::PlaybookConfig;
@@ -83,8 +87,8 @@ pub struct TurnInput {
 pub struct TextSignal {
     /// Lower case, punctuation as spaces (escalation phrases, repetition).
     pub normalized: Box<str>,
-    /// The excerpt alerts may show, under the redaction policy.
-    pub excerpt: Option<Box<str>>,
+    /// The excerpt alerts and the dashboard may show, under the redaction policy.
+    pub excerpt: Option<Arc<str>>,
 }
 
 impl TextSignal {
@@ -92,7 +96,8 @@ impl TextSignal {
     pub fn of(text: &str, speaker: Speaker, alerts: &crate::config::AlertConfig) -> Option<Self> {
         (speaker != Speaker::Bot).then(|| Self {
             normalized: crate::alerts::triggers::normalize(text).into_boxed_str(),
-            excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars),
+            excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars)
+                .map(Arc::from),
         })
     }
 }
@@ -108,6 +113,8 @@ pub struct ScoredTurn {
     pub rolling_valence: f32,
     pub alert_level: Severity,
     pub model: Arc<ModelSpec>,
+    /// The text as `alerts.redaction` allows (shared with the alert evidence); none for bots.
+    pub excerpt: Option<Arc<str>>,
 }
 
 pub type TurnOutcome = Result<Arc<ScoredTurn>, InferenceError>;
@@ -218,7 +225,7 @@ struct Evidence {
     turn_id: u64,
     valence: f32,
     top: [(u16, f32); 3],
-    excerpt: Option<Box<str>>,
+    excerpt: Option<Arc<str>>,
     /// Whose label indexes `top` holds (a swap may change the label set mid-conversation).
     model: Arc<ModelSpec>,
 }
@@ -259,6 +266,8 @@ pub struct ConversationStore {
     tracked: AtomicUsize,
     settings: StoreSettings,
     metrics: Metrics,
+    /// Customer valence per queue and 5 minutes, for the dashboard.
+    heatmap: Heatmap,
 }
 
 const SHARDS: usize = 32;
@@ -270,7 +279,12 @@ impl ConversationStore {
             tracked: AtomicUsize::new(0),
             settings,
             metrics,
+            heatmap: Heatmap::default(),
         }
+    }
+
+    pub fn heatmap(&self) -> &Heatmap {
+        &self.heatmap
     }
 
     fn shard(&self, conversation_id: &str) -> MutexGuard<'_, HashMap<String, Conversation>> {
@@ -390,6 +404,19 @@ impl ConversationStore {
                         now,
                     );
                     done.alerts.extend(alerts);
+                    if scored.speaker == Speaker::Customer {
+                        let top = (scored.probs.iter().enumerate())
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map(|(i, _)| i);
+                        self.heatmap.record(
+                            &conv.context.tenant,
+                            &conv.context.queue,
+                            conv.updated_at,
+                            scored.valence,
+                            top.and_then(|i| scored.model.labels.get(i))
+                                .map_or("", |l| l.as_str()),
+                        );
+                    }
                     Ok(scored)
                 }
                 Err(e) => {
@@ -537,7 +564,7 @@ impl Conversation {
                 turn_id,
                 valence,
                 top,
-                excerpt: signal.excerpt,
+                excerpt: signal.excerpt.clone(),
                 model: scores.model.clone(),
             });
             if ring.len() > settings.policy.evidence_turns {
@@ -581,6 +608,7 @@ impl Conversation {
             rolling_valence: rolling,
             alert_level: self.alert.level().max(self.triggers.open_level()),
             model: scores.model,
+            excerpt: signal.excerpt,
         });
         self.history.push_back(scored.clone());
         if self.history.len() > settings.max_history {
@@ -648,7 +676,7 @@ impl Conversation {
                     speaker,
                     valence: e.valence,
                     top_emotions: e.top_labels().map(|(l, p)| (l.to_string(), p)).collect(),
-                    excerpt: e.excerpt.clone(),
+                    excerpt: e.excerpt.as_deref().map(Box::from),
                 })
                 .collect(),
             model_version: scored.model.tag.clone(),

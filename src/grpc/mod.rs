@@ -32,6 +32,9 @@ pub struct App {
     pub streams: Arc<Semaphore>,
     pub models: ModelManager,
     pub auth: Arc<Authenticator>,
+    /// False once shutdown began (health NOT_SERVING).
+    pub serving: std::sync::atomic::AtomicBool,
+    pub started_at: std::time::SystemTime,
 }
 
 /// The routes of every service, with message size limits applied.

@@ -1,13 +1,15 @@
 //! Test helpers: a real server on 127.0.0.1:0 with the shipped model, and real tonic clients.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod onnx;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use emotion_service::config::AlertLogConfig;
+use emotion_service::auth::{Role, token_hash};
+use emotion_service::config::{AlertLogConfig, TokenConfig};
 use emotion_service::pb::alert_feed_client::AlertFeedClient;
 use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
 use emotion_service::{Config, Listeners, client, pb};
@@ -19,6 +21,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The supervisor dashboard.
+    pub web_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// The alert log's directory when the test did not choose one.
@@ -44,6 +48,24 @@ pub fn goemotions(file: &str) -> PathBuf {
     path
 }
 
+/// A configured token named `name` whose secret is `tok-{name}`.
+pub fn token(name: &str, role: Role, tenants: &[&str]) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: token_hash(&format!("tok-{name}")),
+        role,
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+/// `message` with `authorization: Bearer {token}`.
+pub fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
 /// Defaults, with a short shutdown grace so tests end quickly.
 pub fn config() -> Config {
     let mut config = Config::default();
@@ -63,14 +85,17 @@ impl TestServer {
         }
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = grpc.local_addr().unwrap();
         let metrics_addr = metrics.local_addr().unwrap();
+        let web_addr = web.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(emotion_service::run(
             config,
             Listeners {
                 grpc,
                 metrics: Some(metrics),
+                web: Some(web),
             },
             async {
                 let _ = stopped.await;
@@ -79,6 +104,7 @@ impl TestServer {
         Self {
             addr,
             metrics_addr,
+            web_addr,
             stop: Some(stop),
             handle: Some(handle),
             _log_dir: log_dir,
@@ -161,6 +187,8 @@ pub async fn next_alert(stream: &mut tonic::Streaming<pb::Alert>) -> pb::Alert {
 /// The server binary as a child process (what `kill -9` needs), on a free loopback port.
 pub struct ChildServer {
     pub addr: SocketAddr,
+    /// The dashboard's address, when started with one.
+    pub web_addr: Option<SocketAddr>,
     child: std::process::Child,
 }
 
@@ -174,8 +202,18 @@ impl ChildServer {
         Self::spawn_at(addr, env).await
     }
 
-    /// The same on a given address (a restart where clients expect it).
+    /// The same on a given address (a restart where clients expect it), without the dashboard.
     pub async fn spawn_at(addr: SocketAddr, env: &[(&str, String)]) -> Self {
+        Self::spawn_with_web(addr, None, env).await
+    }
+
+    /// The same with the dashboard on `web_addr`.
+    pub async fn spawn_with_web(
+        addr: SocketAddr,
+        web_addr: Option<SocketAddr>,
+        env: &[(&str, String)],
+    ) -> Self {
+        let web = web_addr.map(|a| a.to_string()).unwrap_or_default();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_emotion"))
             .args([
                 "serve",
@@ -183,13 +221,19 @@ impl ChildServer {
                 &addr.to_string(),
                 "--metrics-listen",
                 "",
+                "--web-listen",
+                &web,
             ])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let server = Self { addr, child };
+        let server = Self {
+            addr,
+            web_addr,
+            child,
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let ready = async {

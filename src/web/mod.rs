@@ -1,0 +1,202 @@
+//! The supervisor dashboard: one page and a small JSON + Server-Sent Events API on its own HTTP
+//! port (`server.web_listen`), over the same domain as the gRPC services.
+//!
+//! ```text
+//!  GET  /                        the page (HTML, JS and CSS embedded in the binary, no CDN)
+//!  POST /api/session             {token} -> HttpOnly cookie; DELETE signs out
+//!  GET  /api/status              who am I, model version, health
+//!  GET  /api/alerts              history (newest first) and the log's last sequence
+//!  GET  /api/alerts/stream       SSE: one `alert` event per log event, `id:` = its sequence
+//!  POST /api/alerts/{id}/ack     acknowledge (records the token's name)
+//!  GET  /api/conversations       live conversations ranked by risk, with trajectories
+//!  GET  /api/conversations/{id}  turns and scores (text as `alerts.redaction` allows)
+//!  GET  /api/heatmap             queue x 5-minute buckets of mean customer valence
+//! ```
+//!
+//! Why SSE: the feed is one-way, SSE is plain HTTP/1.1 (through any proxy that passes a long
+//! response), and the browser's EventSource reconnects by itself sending `Last-Event-ID`, which
+//! is the alert log's sequence: the server replays from the log exactly what was missed, the same
+//! path as gRPC `SubscribeAlerts(after_sequence)`. EventSource cannot send headers, so the page
+//! signs in once and the token travels in an HttpOnly, SameSite=Strict cookie; API clients may
+//! send `Authorization: Bearer` instead. Same tokens and roles as gRPC (supervisor or admin).
+
+mod api;
+mod feed;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+use crate::auth::{Identity, Role};
+use crate::grpc::App;
+
+/// The cookie holding the signed-in token.
+const COOKIE: &str = "emotion_token";
+
+/// What every handler gets.
+#[derive(Clone)]
+struct Web {
+    app: Arc<App>,
+    /// Becomes true at shutdown: open SSE streams end so the server can drain.
+    stopping: watch::Receiver<bool>,
+}
+
+/// Serves the dashboard on `listener` until `stopping` turns true.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let web = Web {
+        app,
+        stopping: stopping.clone(),
+    };
+    let router = Router::new()
+        .route("/", get(|| asset("text/html", PAGE)))
+        .route("/app.js", get(|| asset("text/javascript", SCRIPT)))
+        .route("/app.css", get(|| asset("text/css", STYLE)))
+        .route("/api/session", post(api::sign_in).delete(api::sign_out))
+        .route("/api/status", get(api::status))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/alerts/stream", get(feed::stream))
+        .route("/api/alerts/{id}/ack", post(api::acknowledge))
+        .route("/api/conversations", get(api::conversations))
+        .route("/api/conversations/{id}", get(api::conversation))
+        .route("/api/heatmap", get(api::heatmap))
+        .with_state(web);
+    let mut stopping = stopping;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+const PAGE: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(match content_type {
+                    "text/html" => "text/html; charset=utf-8",
+                    "text/css" => "text/css; charset=utf-8",
+                    _ => "text/javascript; charset=utf-8",
+                }),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                ),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// An API error: an HTTP status and a message naming what was wrong, as `{"error": ...}`.
+#[derive(Debug)]
+struct WebError(StatusCode, String);
+
+impl WebError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(serde_json::json!({ "error": self.1 }));
+        (self.0, body).into_response()
+    }
+}
+
+impl From<tonic::Status> for WebError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let status = match s.code() {
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, s.message().to_string())
+    }
+}
+
+impl From<crate::error::RequestError> for WebError {
+    fn from(e: crate::error::RequestError) -> Self {
+        tonic::Status::from(e).into()
+    }
+}
+
+/// The token of a request: `Authorization: Bearer`, else the sign-in cookie.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    if let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(h.to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| format!("Bearer {v}"))
+}
+
+impl Web {
+    /// The caller, if authenticated (or auth is off) and in one of `roles` (admin always is).
+    fn identity(&self, headers: &HeaderMap, roles: &[Role]) -> Result<Arc<Identity>, WebError> {
+        let id = self.app.auth.authenticate(bearer(headers).as_deref())?;
+        if id.role == Role::Admin || roles.contains(&id.role) {
+            return Ok(id);
+        }
+        Err(WebError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} has role {}; the dashboard needs supervisor or admin",
+                id.name,
+                id.role.as_str()
+            ),
+        ))
+    }
+
+    /// Runs blocking work (SQLite) off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&App) -> T + Send + 'static,
+    ) -> Result<T, WebError> {
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || work(&app))
+            .await
+            .map_err(|e| WebError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
+}

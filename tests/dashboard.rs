@@ -1,0 +1,605 @@
+//! The supervisor dashboard in a real headless Chromium, against the real server and model, with
+//! auth on: sign-in is required, the alert of the escalating sample call appears within a second
+//! of the triggering turn's result, it is acknowledged from the keyboard, and a reload shows it
+//! acknowledged; the conversation and the heatmap show the call. Screenshots are kept under
+//! `target/test-artifacts/`. Without a browser: the API refuses callers without a token and the
+//! SSE feed resumes from `Last-Event-ID`.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::browser::{Browser, http};
+use common::{ChildServer, TestServer, config, conversation, repo_path, token, with};
+use emotion_service::auth::Role;
+use emotion_service::config::AuthMode;
+use emotion_service::pb;
+use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_stream::StreamExt;
+
+const ENTER: &str = "\u{E007}";
+
+async fn server() -> TestServer {
+    let mut config = config();
+    config.auth.mode = AuthMode::On;
+    config.auth.tokens = vec![
+        token("feeder", Role::Ingest, &[]),
+        token("sam", Role::Supervisor, &[]),
+        token("globex-lead", Role::Supervisor, &["globex"]),
+    ];
+    TestServer::start(config).await
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_in_a_real_browser() {
+    let server = server().await;
+    let web = server.web_addr.port();
+    let base = format!("http://{}", server.web_addr);
+    let browser = Browser::start().await;
+    let artifacts = repo_path("target/test-artifacts");
+
+    // Signed out: the page asks for a token and shows no data; a wrong token is refused.
+    browser.goto(&base).await;
+    browser
+        .wait_for(
+            "the sign-in form",
+            Duration::from_secs(10),
+            "return !document.getElementById('signin').hidden",
+            json!([]),
+        )
+        .await;
+    let hidden = browser
+        .eval(
+            "return [document.getElementById('dashboard').hidden, \
+             document.querySelectorAll('.alert').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, json!([true, 0]), "no dashboard before signing in");
+    browser.type_into("#token", "tok-nobody").await;
+    browser.click("#signin-form button[type=submit]").await;
+    let error = browser
+        .wait_for(
+            "the sign-in error",
+            Duration::from_secs(5),
+            "return document.getElementById('signin-error').textContent || null",
+            json!([]),
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("not known"), "{error}");
+    browser
+        .eval("document.getElementById('token').value = ''", json!([]))
+        .await;
+    browser.type_into("#token", "tok-feeder").await;
+    browser.click("#signin-form button[type=submit]").await;
+    let error = browser
+        .wait_for(
+            "the role error",
+            Duration::from_secs(5),
+            "const t = document.getElementById('signin-error').textContent; \
+             return t.includes('role') ? t : null",
+            json!([]),
+        )
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("has role ingest"),
+        "{error}"
+    );
+
+    // Signed in as a supervisor: the feed goes live.
+    browser
+        .eval("document.getElementById('token').value = ''", json!([]))
+        .await;
+    browser
+        .type_into("#token", &format!("tok-sam{ENTER}"))
+        .await;
+    browser
+        .wait_for(
+            "the live feed",
+            Duration::from_secs(10),
+            "return document.body.dataset.feed === 'live'",
+            json!([]),
+        )
+        .await;
+    let health = browser
+        .wait_for(
+            "the health indicator",
+            Duration::from_secs(10),
+            "const h = document.getElementById('health'); \
+             return h.dataset.health === 'SERVING' ? h.textContent : null",
+            json!([]),
+        )
+        .await;
+    assert!(
+        health.as_str().unwrap().contains("goemotions-minilm-l6@"),
+        "model version shown: {health}"
+    );
+    let who = browser
+        .eval(
+            "return document.getElementById('who').textContent",
+            json!([]),
+        )
+        .await;
+    assert!(who.as_str().unwrap().starts_with("sam"), "{who}");
+
+    // Stream the escalating call turn by turn; time the alert from the triggering turn's result.
+    let conversation_id = "web-escalating-1";
+    let turns = conversation("examples/escalating-call.jsonl", conversation_id);
+    let customer_turns = turns
+        .iter()
+        .filter(|t| t.speaker == pb::Speaker::Customer as i32)
+        .count();
+    let mut client = EmotionAnalysisClient::new(server.channel().await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut results = client
+        .stream_turns(with(
+            "tok-feeder",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let selector = format!(".alert[data-conversation=\"{conversation_id}\"]");
+    let mut alert = None;
+    for turn in turns.clone() {
+        tx.send(turn).await.unwrap();
+        let result = results.next().await.unwrap().unwrap();
+        assert!(result.error.is_none(), "{result:?}");
+        if alert.is_some() || result.alert_level == pb::Severity::None as i32 {
+            continue;
+        }
+        let (result_at, result_ms) = (Instant::now(), now_ms());
+        let found = browser
+            .wait_for(
+                "the alert on the page",
+                Duration::from_secs(5),
+                "const a = document.querySelector(arguments[0]); \
+                 return a ? [a.dataset.alertId, Number(a.dataset.receivedAt), a.dataset.severity] : null",
+                json!([selector]),
+            )
+            .await;
+        let seen_after = result_at.elapsed();
+        let rendered_after_ms = found[1].as_i64().unwrap() - result_ms as i64;
+        println!(
+            "turn {}: alert {} on the page {seen_after:?} after the result (rendered {rendered_after_ms} ms after it)",
+            result.turn_id, found[0]
+        );
+        assert!(
+            seen_after < Duration::from_secs(1),
+            "the alert took {seen_after:?} to appear"
+        );
+        alert = Some(found[0].as_str().unwrap().to_string());
+    }
+    drop(tx);
+    let alert_id = alert.expect("the escalating call raises an alert");
+    let card = format!(".alert[data-alert-id=\"{alert_id}\"]");
+
+    // Acknowledge from the keyboard: a note, then Enter in the note field submits.
+    browser
+        .type_into(
+            &format!("{card} .ack input"),
+            &format!("calling the customer back{ENTER}"),
+        )
+        .await;
+    let status = browser
+        .wait_for(
+            "the acknowledged state",
+            Duration::from_secs(5),
+            "const a = document.querySelector(arguments[0]); \
+             return a && a.dataset.acknowledged === 'true' ? a.querySelector('.status').textContent : null",
+            json!([card]),
+        )
+        .await;
+    assert!(
+        status.as_str().unwrap().contains("Acknowledged by sam"),
+        "{status}"
+    );
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .contains("calling the customer back")
+    );
+
+    // The log recorded it, with the token's name.
+    let mut feed = pb::alert_feed_client::AlertFeedClient::new(server.channel().await);
+    let history = feed
+        .list_alerts(with(
+            "tok-sam",
+            pb::ListAlertsRequest {
+                alert_id: alert_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = history
+        .alerts
+        .iter()
+        .find(|a| a.state == pb::AlertState::Acknowledged as i32)
+        .expect("an ACKNOWLEDGED event in the log");
+    assert_eq!(ack.acknowledged_by, "sam");
+
+    // The conversation ranks with its trajectory; a click opens its turns.
+    let row = format!("#conv-rows tr[data-conversation-id=\"{conversation_id}\"]");
+    let points = browser
+        .wait_for(
+            "the conversation row with its trajectory",
+            Duration::from_secs(5),
+            "const r = document.querySelector(arguments[0]); \
+             const p = r && r.querySelector('svg polyline'); \
+             return p ? p.getAttribute('points').split(' ').length : null",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(points.as_u64().unwrap() as usize, customer_turns);
+    browser.click(&format!("{row} button")).await;
+    let rows = browser
+        .wait_for(
+            "the conversation's turns",
+            Duration::from_secs(5),
+            "const rows = document.querySelectorAll('#conv-dialog[open] #turns tbody tr'); \
+             return rows.length ? [...rows].map(r => r.textContent) : null",
+            json!([]),
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), turns.len(), "every turn listed");
+    assert!(
+        rows.iter()
+            .any(|r| r.as_str().unwrap().contains("I am so angry right now")),
+        "turn text shown under the masked policy"
+    );
+    browser
+        .screenshot(&artifacts.join("conversation.png"))
+        .await;
+    browser.click("#conv-close").await;
+
+    // The heatmap has the call's customer turns in the billing queue, with a dominant emotion.
+    let cells = browser
+        .wait_for(
+            "heatmap cells",
+            Duration::from_secs(15),
+            "const cs = [...document.querySelectorAll('#heat-grid td.has[data-queue=\"billing\"]')]; \
+             return cs.length ? cs.map(c => [c.dataset.turns, c.dataset.dominant, c.title]) : null",
+            json!([]),
+        )
+        .await;
+    let cells = cells.as_array().unwrap();
+    let counted: usize = cells
+        .iter()
+        .map(|c| c[0].as_str().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, customer_turns, "{cells:?}");
+    assert!(cells[0][2].as_str().unwrap().contains("dominant"));
+    browser.screenshot(&artifacts.join("dashboard.png")).await;
+
+    // A reload (the cookie keeps the session) shows the alert acknowledged, from the log.
+    browser.refresh().await;
+    let status = browser
+        .wait_for(
+            "the acknowledged alert after a reload",
+            Duration::from_secs(10),
+            "const a = document.querySelector(arguments[0]); \
+             return a && document.body.dataset.feed === 'live' && a.dataset.acknowledged === 'true' \
+               ? a.querySelector('.status').textContent : null",
+            json!([card]),
+        )
+        .await;
+    assert!(status.as_str().unwrap().contains("Acknowledged by sam"));
+    browser
+        .screenshot(&artifacts.join("dashboard-reloaded.png"))
+        .await;
+    println!("screenshots in {}", artifacts.display());
+
+    // Signing out ends the session: the page asks for a token again, the API refuses.
+    browser.click("#sign-out").await;
+    browser
+        .wait_for(
+            "the sign-in form after signing out",
+            Duration::from_secs(5),
+            "return !document.getElementById('signin').hidden",
+            json!([]),
+        )
+        .await;
+    let (status, _) = http(web, "GET", "/api/status", &[], None).await.unwrap();
+    assert_eq!(status, 401);
+    browser.quit().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_resumes_the_feed_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "EMOTION__ALERT_LOG__PATH",
+        dir.path().join("alerts.sqlite3").display().to_string(),
+    )];
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (addr, web) = (free(), free());
+    let server = ChildServer::spawn_with_web(addr, Some(web), &env).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{web}")).await;
+    let live = "return document.body.dataset.feed === 'live'";
+    browser
+        .wait_for("the live feed", Duration::from_secs(10), live, json!([]))
+        .await;
+    let cards =
+        "return [...document.querySelectorAll('.alert')].map(a => a.dataset.conversation).sort()";
+    let raise = |id: &'static str| async move {
+        let mut client = EmotionAnalysisClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let results = common::stream_all(&mut client, common::angry_call(id)).await;
+        assert!(
+            results
+                .iter()
+                .any(|r| r.alert_level != pb::Severity::None as i32)
+        );
+    };
+    raise("before-restart").await;
+    browser
+        .wait_for(
+            "the first alert",
+            Duration::from_secs(5),
+            "return document.querySelectorAll('.alert').length === 1",
+            json!([]),
+        )
+        .await;
+
+    // kill -9: the page notices, keeps what it has, and retries.
+    server.kill_9();
+    browser
+        .wait_for(
+            "the feed to notice",
+            Duration::from_secs(10),
+            "return document.body.dataset.feed !== 'live'",
+            json!([]),
+        )
+        .await;
+    let server = ChildServer::spawn_with_web(addr, Some(web), &env).await;
+    raise("after-restart").await;
+    browser
+        .wait_for("the feed back", Duration::from_secs(15), live, json!([]))
+        .await;
+    let shown = browser
+        .wait_for(
+            "the alert raised across the reconnect",
+            Duration::from_secs(10),
+            &format!("const c = (() => {{ {cards} }})(); return c.length === 2 ? c : null"),
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!(["after-restart", "before-restart"]));
+    let sequences = browser
+        .eval(
+            "return [...document.querySelectorAll('.alert')].map(a => Number(a.dataset.sequence)).sort()",
+            json!([]),
+        )
+        .await;
+    assert_eq!(sequences, json!([1, 2]), "one event each, in log order");
+    browser.quit().await;
+    drop(server);
+}
+
+/// Reads SSE `alert` events from `path` until `n` arrived: (id, data JSON) each.
+async fn sse_events(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> Vec<(u64, Value)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    let status = lines.next_line().await.unwrap().unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    let mut events = Vec::new();
+    let (mut id, mut kind) = (None, None);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // Chunked transfer: size lines come between events; the SSE fields are what count.
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                if kind.as_deref() == Some("alert") {
+                    events.push((id.unwrap(), serde_json::from_str(v).unwrap()));
+                    if events.len() == n {
+                        return;
+                    }
+                }
+                assert_ne!(kind.as_deref(), Some("reset"), "unexpected reset: {v}");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("SSE events within 10 s");
+    events
+}
+
+#[tokio::test]
+async fn the_api_needs_a_token_and_the_feed_resumes_from_last_event_id() {
+    let server = server().await;
+    let web = server.web_addr.port();
+    let sam = [("Authorization", "Bearer tok-sam")];
+
+    // No token, a wrong one, the wrong role: refused with a reason; the page shell itself loads.
+    for path in [
+        "/api/status",
+        "/api/alerts",
+        "/api/alerts/stream",
+        "/api/conversations",
+        "/api/heatmap",
+    ] {
+        let (status, body) = http(web, "GET", path, &[], None).await.unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("missing"), "{body}");
+    }
+    let (status, _) = http(
+        web,
+        "GET",
+        "/api/status",
+        &[("Authorization", "Bearer tok-x")],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401);
+    let (status, body) = http(
+        web,
+        "GET",
+        "/api/alerts",
+        &[("Authorization", "Bearer tok-feeder")],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.contains("has role ingest")),
+        (403, true),
+        "{body}"
+    );
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/session",
+        &[],
+        Some(r#"{"token":"tok-x"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, page) = http(web, "GET", "/", &[], None).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/app.js") && !page.contains("http"),
+        "no external assets"
+    );
+
+    // Bad input names the field.
+    let (status, body) = http(web, "GET", "/api/alerts?min_severity=loud", &sam, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.contains("min_severity")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = http(web, "GET", "/api/heatmap?hours=100", &sam, None)
+        .await
+        .unwrap();
+    assert_eq!((status, body.contains("hours")), (400, true), "{body}");
+
+    // Three calls, each raising alerts; the feed replays exactly what follows Last-Event-ID.
+    let mut client = EmotionAnalysisClient::new(server.channel().await);
+    for (i, tenant) in ["acme", "globex", "acme"].iter().enumerate() {
+        let mut turns = common::angry_call(&format!("sse-{i}"));
+        for t in &mut turns {
+            t.context = Some(pb::Context {
+                tenant: tenant.to_string(),
+                queue: "billing".into(),
+                ..Default::default()
+            });
+        }
+        let results = client
+            .stream_turns(with("tok-feeder", tokio_stream::iter(turns)))
+            .await
+            .unwrap()
+            .into_inner();
+        let results: Vec<_> = results.map(|r| r.unwrap()).collect().await;
+        assert!(results.iter().all(|r| r.error.is_none()));
+    }
+    let (_, body) = http(web, "GET", "/api/alerts", &sam, None).await.unwrap();
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let last = history["last_sequence"].as_u64().unwrap();
+    assert!(last >= 3, "{body}");
+    let all = sse_events(web, "/api/alerts/stream?after=0", &sam, last as usize).await;
+    let ids: Vec<u64> = all.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=last).collect::<Vec<_>>(), "everything, in order");
+    let resumed = sse_events(
+        web,
+        "/api/alerts/stream?after=0",
+        &[sam[0], ("Last-Event-ID", "1")],
+        last as usize - 1,
+    )
+    .await;
+    assert_eq!(resumed[0].0, 2, "Last-Event-ID wins over ?after");
+    assert_eq!(resumed.last().unwrap().0, last);
+
+    // A supervisor limited to globex sees only globex, and may not ask for acme.
+    let globex = [("Authorization", "Bearer tok-globex-lead")];
+    let only = sse_events(web, "/api/alerts/stream?after=0", &globex, 1).await;
+    assert_eq!(only[0].1["tenant"], "globex");
+    let (status, _) = http(web, "GET", "/api/alerts?tenant=acme", &globex, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let (_, body) = http(web, "GET", "/api/conversations", &globex, None)
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["matched"], 1, "{body}");
+    let acme_alert = all.iter().find(|e| e.1["tenant"] == "acme").unwrap();
+    let ack_path = format!(
+        "/api/alerts/{}/ack",
+        acme_alert.1["alert_id"].as_str().unwrap()
+    );
+    let (status, _) = http(web, "POST", &ack_path, &globex, Some("{}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "another tenant's alert is not found");
+
+    // A sequence beyond the log (a replaced log file) gets a reset event, not an error.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", web))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!("GET /api/alerts/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-sam\r\nLast-Event-ID: {}\r\nConnection: close\r\n\r\n", last + 100)
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text),
+    )
+    .await
+    .expect("the reset stream ends")
+    .unwrap();
+    assert!(
+        text.contains("event: reset") && text.contains("beyond"),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+}
