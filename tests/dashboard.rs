@@ -21,6 +21,42 @@ use tokio_stream::StreamExt;
 
 const ENTER: &str = "\u{E007}";
 
+/// Every visible control has an accessible name and can take keyboard focus, and every visible
+/// text has a contrast of at least 4.5:1 (WCAG AA) against its effective background. Returns the
+/// problems found.
+const ACCESSIBILITY: &str = r#"
+const visible = (e) => e.offsetParent !== null && getComputedStyle(e).visibility !== 'hidden';
+const problems = [];
+for (const c of document.querySelectorAll('button, input, select, a[href]')) {
+  if (!visible(c)) continue;
+  const name = (c.getAttribute('aria-label') || (c.labels && c.labels[0] && c.labels[0].textContent)
+    || c.textContent || c.getAttribute('placeholder') || '').trim();
+  if (!name) problems.push('no accessible name: ' + c.outerHTML.slice(0, 80));
+  if (c.tabIndex < 0 || c.disabled) problems.push('not focusable: ' + c.outerHTML.slice(0, 80));
+}
+const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
+const background = (e) => {
+  for (; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+let checked = 0;
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const e = n.parentElement;
+  if (!n.textContent.trim() || !e || !visible(e) || e.closest('.sr-only')) continue;
+  const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(background(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  checked++;
+  if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)}: "${n.textContent.trim().slice(0, 40)}"`);
+}
+return { checked, problems };
+"#;
+
 async fn server() -> TestServer {
     let mut config = config();
     config.auth.mode = AuthMode::On;
@@ -283,6 +319,11 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(counted, customer_turns, "{cells:?}");
     assert!(cells[0][2].as_str().unwrap().contains("dominant"));
     browser.screenshot(&artifacts.join("dashboard.png")).await;
+
+    // Accessibility of the populated page: names, focus, contrast.
+    let report = browser.eval(ACCESSIBILITY, json!([])).await;
+    assert!(report["checked"].as_u64().unwrap() > 30, "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
 
     // A reload (the cookie keeps the session) shows the alert acknowledged, from the log.
     browser.refresh().await;

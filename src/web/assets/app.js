@@ -252,7 +252,7 @@ function renderAlerts() {
     if (target) target.focus();
   }
   const open = views.filter((v) => v.last.state !== "RESOLVED" && !v.ack).length;
-  $("alert-count").textContent = `${views.length} incidents, ${open} open and unacknowledged`;
+  $("alert-count").textContent = `${views.length} incident${views.length === 1 ? "" : "s"}, ${open} open and unacknowledged`;
   $("alerts-empty").hidden = views.length > 0;
 }
 
@@ -296,7 +296,14 @@ function alertCard(v, note) {
 async function acknowledge(alertId, form) {
   const note = form.querySelector("input").value;
   const supervisor = $("f-name").value.trim();
-  if (!state.identity.auth_enabled && supervisor) localStorage.setItem("emotion.name", supervisor);
+  if (!state.identity.auth_enabled) {
+    if (!supervisor) {
+      form.querySelector(".error").textContent = "Enter your name in “Your name” first: it is recorded.";
+      $("f-name").focus();
+      return;
+    }
+    localStorage.setItem("emotion.name", supervisor);
+  }
   try {
     const event = await api(`/api/alerts/${encodeURIComponent(alertId)}/ack`, {
       method: "POST", body: JSON.stringify({ note, supervisor }),
@@ -305,7 +312,6 @@ async function acknowledge(alertId, form) {
     $("announcer").textContent = `Acknowledged by ${event.acknowledged_by}`;
   } catch (e) {
     form.querySelector(".error").textContent = e.message;
-    if (!state.identity.auth_enabled && !supervisor) $("f-name").focus();
   }
 }
 
