@@ -1,0 +1,324 @@
+//! One conversation's state and what a scored turn does to it: rolling scores, alert rules and
+//! triggers, evidence for explanations, history. Owned by [`super::ConversationStore`], which
+//! holds each behind its shard's lock.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use super::{
+    Context, ConversationSummary, RollingScore, ScoredTurn, Speaker, SpeakerState, StoreSettings,
+    TextSignal, TurnOutcome,
+};
+use crate::alerts::rules::Transition;
+use crate::alerts::triggers::{TriggerState, TurnFacts};
+use crate::alerts::{Alert, AlertState, AlertTracker, EvidenceTurn, Severity};
+use crate::error::InferenceError;
+use crate::inference::{ModelSpec, Scores};
+
+pub(super) struct PendingTurn {
+    pub(super) speaker: Speaker,
+    pub(super) acoustic_valence: Option<f32>,
+    pub(super) signal: Option<TextSignal>,
+    pub(super) outcome: Option<Result<Scores, InferenceError>>,
+    pub(super) waiters: Vec<oneshot::Sender<TurnOutcome>>,
+}
+
+/// Compact evidence kept for a speaker's last few turns: (turn_id, valence, top 3 label indexes,
+/// the redacted excerpt).
+pub(super) struct Evidence {
+    pub(super) turn_id: u64,
+    pub(super) valence: f32,
+    pub(super) top: [(u16, f32); 3],
+    pub(super) excerpt: Option<Arc<str>>,
+    /// Whose label indexes `top` holds (a swap may change the label set mid-conversation).
+    pub(super) model: Arc<ModelSpec>,
+}
+
+impl Evidence {
+    pub(super) fn top_labels(&self) -> impl Iterator<Item = (&str, f32)> {
+        self.top
+            .iter()
+            .filter_map(|&(i, p)| self.model.labels.get(i as usize).map(|l| (l.as_str(), p)))
+    }
+}
+
+pub(super) struct Conversation {
+    pub(super) context: Context,
+    pub(super) started_at: SystemTime,
+    pub(super) updated_at: SystemTime,
+    pub(super) touched: Instant,
+    pub(super) last_turn_id: Option<u64>,
+    pub(super) pending: BTreeMap<u64, PendingTurn>,
+    pub(super) history: VecDeque<Arc<ScoredTurn>>,
+    pub(super) speakers: [RollingScore; 3],
+    pub(super) alert: AlertTracker,
+    pub(super) triggers: TriggerState,
+    /// Recent customer and agent turns, for alert evidence.
+    pub(super) evidence: VecDeque<Evidence>,
+    pub(super) agent_evidence: VecDeque<Evidence>,
+    /// Each speaker's rolling score after their first turn (the start of an alert's trend).
+    pub(super) first_rolling: [f32; 3],
+    pub(super) alert_events: u32,
+    pub(super) min_customer_rolling: f32,
+    pub(super) customer_prob_sum: Vec<f32>,
+    pub(super) customer_model: Option<Arc<ModelSpec>>,
+}
+
+impl Conversation {
+    pub(super) fn new(now: Instant) -> Self {
+        let wall = SystemTime::now();
+        Self {
+            context: Context::default(),
+            started_at: wall,
+            updated_at: wall,
+            touched: now,
+            last_turn_id: None,
+            pending: BTreeMap::new(),
+            history: VecDeque::new(),
+            speakers: [RollingScore::default(); 3],
+            alert: AlertTracker::default(),
+            triggers: TriggerState::default(),
+            evidence: VecDeque::new(),
+            agent_evidence: VecDeque::new(),
+            first_rolling: [0.0; 3],
+            alert_events: 0,
+            min_customer_rolling: f32::INFINITY,
+            customer_prob_sum: Vec::new(),
+            customer_model: None,
+        }
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        conversation_id: &str,
+        turn_id: u64,
+        pending: &mut PendingTurn,
+        scores: Scores,
+        settings: &StoreSettings,
+        now: Instant,
+    ) -> (Arc<ScoredTurn>, Vec<Alert>) {
+        let valence = match pending.acoustic_valence {
+            Some(a) => {
+                (1.0 - settings.acoustic_weight) * scores.valence + settings.acoustic_weight * a
+            }
+            None => scores.valence,
+        }
+        .clamp(-1.0, 1.0);
+        let speaker = pending.speaker;
+        let rolling = self.speakers[speaker.index()].update(valence, settings.decay);
+        let speaker_turns = self.speakers[speaker.index()].turns();
+        if speaker_turns == 1 {
+            self.first_rolling[speaker.index()] = rolling;
+        }
+        let signal = pending.signal.take().unwrap_or_default();
+        let mut fired: Vec<(&'static str, Transition, String)> = Vec::new();
+        let rolling_open_before = self.alert.level() != Severity::None;
+        if speaker != Speaker::Bot {
+            let ranked = scores.model.ranked(&scores.probs);
+            let top = std::array::from_fn(|i| {
+                let label = ranked.get(i).copied().unwrap_or(0);
+                (
+                    label as u16,
+                    scores.probs.get(label).copied().unwrap_or(0.0),
+                )
+            });
+            let ring = if speaker == Speaker::Customer {
+                &mut self.evidence
+            } else {
+                &mut self.agent_evidence
+            };
+            ring.push_back(Evidence {
+                turn_id,
+                valence,
+                top,
+                excerpt: signal.excerpt.clone(),
+                model: scores.model.clone(),
+            });
+            if ring.len() > settings.policy.evidence_turns {
+                ring.pop_front();
+            }
+        }
+        if speaker == Speaker::Customer {
+            self.min_customer_rolling = self.min_customer_rolling.min(rolling);
+            self.add_customer_probs(&scores);
+            if let Some(t) = self
+                .alert
+                .observe(&settings.policy, rolling, speaker_turns, now)
+            {
+                let detail = format!(
+                    "the customer's rolling score is {rolling:+.2} (threshold {:+.2})",
+                    t.threshold
+                );
+                fired.push(("rolling_valence", t, detail));
+            }
+        }
+        let set = settings
+            .triggers
+            .for_context(&self.context.tenant, &self.context.queue);
+        let facts = TurnFacts {
+            speaker,
+            rolling,
+            speaker_turns,
+            normalized: Some(&*signal.normalized).filter(|t| !t.is_empty()),
+            rolling_alert_open: rolling_open_before || self.alert.level() != Severity::None,
+            now,
+        };
+        for f in self.triggers.observe(set, &facts) {
+            fired.push((f.kind, f.transition, f.detail));
+        }
+        let scored = Arc::new(ScoredTurn {
+            turn_id,
+            speaker,
+            probs: scores.probs.into_boxed_slice(),
+            text_valence: scores.valence,
+            valence,
+            rolling_valence: rolling,
+            alert_level: self.alert.level().max(self.triggers.open_level()),
+            model: scores.model,
+            excerpt: signal.excerpt,
+        });
+        self.history.push_back(scored.clone());
+        if self.history.len() > settings.max_history {
+            self.history.pop_front();
+        }
+        self.updated_at = SystemTime::now();
+        let alerts = fired
+            .into_iter()
+            .map(|(kind, t, detail)| {
+                self.alert_events += 1;
+                self.explain(conversation_id, kind, t, detail, speaker, &scored, settings)
+            })
+            .collect();
+        (scored, alerts)
+    }
+
+    /// An alert event with its explanation: evidence of the speaker concerned, their dominant
+    /// emotions, the trend, and the playbook's suggestion.
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &self,
+        conversation_id: &str,
+        kind: &'static str,
+        t: Transition,
+        detail: String,
+        speaker: Speaker,
+        scored: &ScoredTurn,
+        settings: &StoreSettings,
+    ) -> Alert {
+        let ring = if speaker == Speaker::Agent {
+            &self.agent_evidence
+        } else {
+            &self.evidence
+        };
+        let mut mass: BTreeMap<&str, f32> = BTreeMap::new();
+        for e in ring {
+            for (label, p) in e.top_labels() {
+                *mass.entry(label).or_default() += p / ring.len().max(1) as f32;
+            }
+        }
+        let mut dominant: Vec<(String, f32)> =
+            mass.into_iter().map(|(l, p)| (l.to_string(), p)).collect();
+        dominant.sort_by(|a, b| b.1.total_cmp(&a.1));
+        dominant.truncate(3);
+        let suggestion = match t.state {
+            AlertState::Resolved => String::new(),
+            _ => settings
+                .playbook
+                .suggest(kind, dominant.iter().map(|(l, _)| l.as_str()))
+                .to_string(),
+        };
+        Alert {
+            alert_id: t.alert_id,
+            conversation_id: conversation_id.to_string(),
+            context: self.context.clone(),
+            severity: t.severity,
+            state: t.state,
+            kind,
+            rolling_valence: scored.rolling_valence,
+            threshold: t.threshold,
+            evidence: ring
+                .iter()
+                .map(|e| EvidenceTurn {
+                    turn_id: e.turn_id,
+                    speaker,
+                    valence: e.valence,
+                    top_emotions: e.top_labels().map(|(l, p)| (l.to_string(), p)).collect(),
+                    excerpt: e.excerpt.as_deref().map(Box::from),
+                })
+                .collect(),
+            model_version: scored.model.tag.clone(),
+            turn_id: scored.turn_id,
+            detail,
+            dominant_emotions: dominant,
+            trend_start: self.first_rolling[speaker.index()],
+            trend_now: scored.rolling_valence,
+            suggestion,
+        }
+    }
+
+    fn add_customer_probs(&mut self, scores: &Scores) {
+        let same_model = self
+            .customer_model
+            .as_ref()
+            .is_some_and(|m| m.labels == scores.model.labels);
+        if !same_model {
+            // A model swap with another label set restarts the customer's emotion summary.
+            self.customer_prob_sum = vec![0.0; scores.probs.len()];
+            self.customer_model = Some(scores.model.clone());
+        }
+        for (sum, p) in self.customer_prob_sum.iter_mut().zip(&scores.probs) {
+            *sum += p;
+        }
+    }
+
+    pub(super) fn speaker_states(&self) -> Vec<SpeakerState> {
+        Speaker::ALL
+            .iter()
+            .filter(|s| self.speakers[s.index()].turns() > 0)
+            .map(|&s| SpeakerState {
+                speaker: s,
+                rolling_valence: self.speakers[s.index()].value(),
+                turns: self.speakers[s.index()].turns(),
+            })
+            .collect()
+    }
+
+    pub(super) fn summary(self, conversation_id: &str) -> ConversationSummary {
+        let customer_turns = self.speakers[Speaker::Customer.index()].turns().max(1) as f32;
+        let customer_emotions = match &self.customer_model {
+            Some(model) => {
+                let mean: Vec<f32> = self
+                    .customer_prob_sum
+                    .iter()
+                    .map(|s| s / customer_turns)
+                    .collect();
+                model
+                    .ranked(&mean)
+                    .into_iter()
+                    .take(5)
+                    .map(|i| (model.labels[i].clone(), mean[i]))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        ConversationSummary {
+            conversation_id: conversation_id.to_string(),
+            context: self.context.clone(),
+            turns: self.speakers.iter().map(|s| s.turns()).sum(),
+            speakers: self.speaker_states(),
+            min_customer_rolling_valence: if self.min_customer_rolling.is_finite() {
+                self.min_customer_rolling
+            } else {
+                0.0
+            },
+            alert_events: self.alert_events,
+            final_alert_level: self.alert.level().max(self.triggers.open_level()),
+            customer_emotions,
+            started_at: self.started_at,
+            ended_at: SystemTime::now(),
+        }
+    }
+}
