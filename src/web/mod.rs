@@ -56,9 +56,12 @@ pub async fn serve(
         stopping: stopping.clone(),
     };
     let router = Router::new()
-        .route("/", get(|| asset("text/html", PAGE)))
-        .route("/app.js", get(|| asset("text/javascript", SCRIPT)))
-        .route("/app.css", get(|| asset("text/css", STYLE)))
+        .route("/", get(|| asset("text/html; charset=utf-8", PAGE)))
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route("/app.css", get(|| asset("text/css; charset=utf-8", STYLE)))
         .route("/api/session", post(api::sign_in).delete(api::sign_out))
         .route("/api/status", get(api::status))
         .route("/api/alerts", get(api::alerts))
@@ -83,14 +86,7 @@ const STYLE: &str = include_str!("assets/app.css");
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(match content_type {
-                    "text/html" => "text/html; charset=utf-8",
-                    "text/css" => "text/css; charset=utf-8",
-                    _ => "text/javascript; charset=utf-8",
-                }),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(
