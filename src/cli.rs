@@ -1,0 +1,341 @@
+//! The command line: every subcommand and its flags (clap), and the small parsers they use.
+//! `main.rs` dispatches on it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use emotion_service::{client, pb};
+
+/// Streaming emotion and sentiment analysis for contact centers.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Score texts given as arguments (or one per line on stdin) with the model, no server.
+    Score(ScoreArgs),
+    /// Stream a conversation file (JSON lines) to a server and print each turn's result.
+    Stream(StreamArgs),
+    /// Print the alert feed of a server, live; reconnects and resumes without missing an alert.
+    Watch(WatchArgs),
+    /// Print alert history (newest first).
+    Alerts(AlertsArgs),
+    /// Acknowledge an alert: record who takes it.
+    Ack(AckArgs),
+    /// Validate a model directory (what LoadModel runs in a child process): graph inputs and
+    /// outputs, labels, tokenizer, a smoke inference, and with --gate-data both models' macro-F1.
+    /// Prints one JSON line; exits non-zero with the reason otherwise.
+    CheckModel(CheckModelArgs),
+    /// Evaluate a model on a labelled TSV through the serving inference path: macro/micro-F1
+    /// and a per-label table.
+    Eval(EvalArgs),
+    /// Model administration on a running server: show, load (validated), roll back, shadow.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Replay recorded conversations (JSON lines, as for `stream`) through the model and the
+    /// alert rules; list the alerts that would have fired, and with --compare-model and/or
+    /// --compare-config what a new model or new rules would change.
+    Backtest(BacktestArgs),
+    /// Create a bearer token: prints the token (give it to the client) and the [[auth.tokens]]
+    /// entry with its SHA-256 (put it in the server's config).
+    Token(TokenArgs),
+    /// Load a running server: concurrent conversations over several streams, texts from a corpus;
+    /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Corpus: a GoEmotions TSV (first column) or one text per line.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Open loop at this many turns per second; without it, closed loop (one turn in flight per
+    /// conversation, as fast as the server answers).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop after this many turns.
+    #[arg(long)]
+    pub turns: Option<u64>,
+    /// After the last send, how long to wait for outstanding results before counting them lost.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_secs: f64,
+    /// The server's process id, to report its resident memory and CPU use.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// Where a client command connects.
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The server's gRPC address.
+    #[arg(long = "server", default_value = "http://127.0.0.1:50051")]
+    pub url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "EMOTION_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArgs {
+    pub fn server(&self) -> client::Server {
+        client::Server {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// TOML config file (values there override defaults; EMOTION__* variables override it).
+    #[arg(long, env = "EMOTION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model directory.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// libonnxruntime.so to load.
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// gRPC listen address [default 127.0.0.1:50051].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus listen address, or "" to disable [default 127.0.0.1:9464].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Supervisor dashboard listen address, or "" to disable [default 127.0.0.1:8080].
+    #[arg(long)]
+    pub web_listen: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Texts to score; none: read one text per line from stdin.
+    pub texts: Vec<String>,
+    /// How many labels to print per text.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+}
+
+#[derive(Args)]
+pub struct StreamArgs {
+    /// Conversation file: JSON lines with conversation_id, turn_id, speaker, text
+    /// (optional: acoustic_valence, tenant, queue, agent_id, language).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Pause between turns, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MinSeverity {
+    Warning,
+    Critical,
+    Urgent,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
+    #[arg(long = "agent")]
+    pub agent_ids: Vec<String>,
+    #[arg(long)]
+    pub min_severity: Option<MinSeverity>,
+    /// Start by replaying every alert event after this sequence (0: all retained).
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Remember the last printed sequence in this file and resume after it on the next start.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
+    #[arg(long = "agent")]
+    pub agent_ids: Vec<String>,
+    #[arg(long)]
+    pub min_severity: Option<MinSeverity>,
+    /// Only events of the last ..., e.g. 30m, 2h, 7d.
+    #[arg(long, value_parser = parse_age)]
+    pub since: Option<Duration>,
+    #[arg(long)]
+    pub conversation: Option<String>,
+    #[arg(long)]
+    pub alert_id: Option<String>,
+    /// Most events to print.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Args)]
+pub struct AckArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    pub alert_id: String,
+    /// Who takes the alert.
+    #[arg(long)]
+    pub by: String,
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+#[derive(Args)]
+pub struct CheckModelArgs {
+    pub dir: PathBuf,
+    /// libonnxruntime.so to load.
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Labelled TSV to evaluate the candidate and the live model on.
+    #[arg(long, requires = "live")]
+    pub gate_data: Option<PathBuf>,
+    /// The live model's directory (with --gate-data).
+    #[arg(long)]
+    pub live: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// GoEmotions-format TSV: text, comma-separated label ids (indexes into the model's labels).
+    #[arg(long)]
+    pub data: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum ModelCmd {
+    /// The model in service.
+    Show(AdminArgs),
+    /// Validate the model directory PATH (on the server's file system) and swap it in.
+    Load {
+        #[command(flatten)]
+        admin: AdminArgs,
+        path: String,
+        #[arg(long)]
+        skip_quality_gate: bool,
+    },
+    /// Back to the model before the last swap.
+    Rollback(AdminArgs),
+    /// Score SHARE of the conversations with the model at PATH beside the live one.
+    ShadowStart {
+        #[command(flatten)]
+        admin: AdminArgs,
+        path: String,
+        #[arg(long, default_value_t = 0.1)]
+        share: f64,
+    },
+    /// How the shadow compares with the live model.
+    ShadowReport(AdminArgs),
+    /// Put the shadow model in service.
+    ShadowPromote(AdminArgs),
+    /// End shadow scoring.
+    ShadowStop(AdminArgs),
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct BacktestArgs {
+    /// The model and rules to replay with (--config, --model, --onnxruntime).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Conversations: JSON lines (conversation_id, turn_id, speaker, text, ...).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Replay again with this model directory and compare.
+    #[arg(long)]
+    pub compare_model: Option<PathBuf>,
+    /// Replay again with the rules of this config file and compare.
+    #[arg(long)]
+    pub compare_config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// Limit the token to these tenants (repeatable); none: all tenants.
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Ingest,
+    Supervisor,
+    Admin,
+}
+
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 30m, 2h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n * secs))
+}
+
+pub fn min_severity(choice: Option<MinSeverity>) -> pb::Severity {
+    match choice {
+        None => pb::Severity::None,
+        Some(MinSeverity::Warning) => pb::Severity::Warning,
+        Some(MinSeverity::Critical) => pb::Severity::Critical,
+        Some(MinSeverity::Urgent) => pb::Severity::Urgent,
+    }
+}
