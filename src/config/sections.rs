@@ -1,0 +1,269 @@
+//! The configuration's sections, each with its defaults (the TOML tables `[server]`, `[model]`,
+//! `[batching]`, `[limits]`, `[scoring]`, `[alerts]`, `[alert_log]`, `[auth]`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When bearer tokens are required.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// On when `server.listen` is not a loopback address.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token, by its SHA-256 (`emotion token` makes one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub role: crate::auth::Role,
+    /// Tenants the token is limited to; empty or absent: all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address. Loopback by default: nothing is exposed until an operator says so.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; an empty string disables the endpoint.
+    pub metrics_listen: String,
+    /// Supervisor dashboard (HTTP) listen address; an empty string disables it.
+    pub web_listen: String,
+    /// Seconds in-flight streams get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model directory (see docs/models.md).
+    pub dir: PathBuf,
+    /// libonnxruntime.so to load; default: `ORT_DYLIB_PATH`, else the one the build fetched.
+    pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per inference worker; 0 = CPU cores / inference_workers.
+    pub intra_threads: usize,
+    /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
+    /// On 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads under load (BENCHMARKS.md).
+    pub inference_workers: usize,
+    /// The `emotion` binary that validates a candidate model in a child process; default: this
+    /// executable.
+    pub checker: Option<PathBuf>,
+    /// Seconds a candidate's validation (gate included) may take.
+    pub check_timeout_secs: u64,
+    /// Quality gate for LoadModel: a labelled TSV (GoEmotions format) both models are evaluated
+    /// on; the candidate is refused if its macro-F1 is more than `gate_max_drop` below the live
+    /// model's. Unset: no gate.
+    pub gate_data: Option<PathBuf>,
+    pub gate_max_drop: f64,
+    /// A folder to watch: a subdirectory in which a file named `READY` appears is loaded as with
+    /// LoadModel (validated, gated), once. Unset: no watching.
+    pub watch_dir: Option<PathBuf>,
+    pub watch_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most turns taken from the queue at once.
+    pub max_batch: usize,
+    /// Most padded tokens (turns x longest turn) in one ONNX Runtime call: a batch is sorted by
+    /// length and split into calls under this budget.
+    pub max_batch_tokens: usize,
+    /// How long the first turn of a batch may wait for company, in microseconds. 0: take what is
+    /// queued and go (turns that arrive while a batch runs form the next one).
+    pub max_wait_us: u64,
+    /// Turns waiting for inference; beyond it unary calls fail fast and streams wait.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_text_bytes: usize,
+    pub max_conversation_id_bytes: usize,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    pub max_texts_per_request: usize,
+    /// Concurrent StreamTurns calls.
+    pub max_streams: usize,
+    /// Turns of one stream being scored at once; the stream stops reading beyond it (backpressure).
+    pub max_in_flight_per_stream: usize,
+    /// Conversations tracked at once; a turn that would start one more gets RESOURCE_EXHAUSTED.
+    pub max_conversations: usize,
+    /// Conversations with no turn for this long are forgotten.
+    pub conversation_ttl_secs: u64,
+    /// Scored turns kept per conversation for GetConversation and idempotent re-sends.
+    pub max_history_turns: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Weight of `acoustic_valence` when fused with the text valence: v = (1-w)·text + w·acoustic.
+    pub acoustic_weight: f32,
+    /// Turns after which a turn's weight in the rolling score has halved.
+    pub half_life_turns: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    pub warning_threshold: f32,
+    pub critical_threshold: f32,
+    /// Customer turns a conversation needs before it can alert.
+    pub min_customer_turns: u32,
+    /// An alert resolves only once the rolling score is above the warning threshold plus this.
+    pub hysteresis: f32,
+    /// After an alert of a severity was raised for a conversation, no new one of that severity
+    /// is raised for it within this many seconds.
+    pub cooldown_secs: u64,
+    /// Customer turns attached to an alert as evidence.
+    pub evidence_turns: usize,
+    /// Live alerts buffered for subscribers; one further behind catches up from the alert log.
+    pub subscriber_buffer: usize,
+    /// How much turn text alerts carry: "masked" (PII replaced), "none" (as sent), "no_text".
+    pub redaction: crate::alerts::explain::Redaction,
+    /// Longest text excerpt per evidence turn, in characters.
+    pub excerpt_chars: usize,
+}
+
+/// How durable an append is (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSync {
+    /// Survives the process being killed (kill -9, crash); a power loss may lose the last events.
+    #[default]
+    Normal,
+    /// Also survives a power loss: one fsync per alert event.
+    Full,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertLogConfig {
+    /// SQLite database file, created (with its directory) on first run.
+    pub path: PathBuf,
+    pub sync: LogSync,
+    /// Events older than this many days are deleted; 0 keeps them regardless of age.
+    pub retention_days: u64,
+    /// At most this many events are kept (the newest).
+    pub retention_max_events: u64,
+}
+
+impl Default for AlertLogConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/alerts.sqlite3"),
+            sync: LogSync::Normal,
+            retention_days: 30,
+            retention_max_events: 1_000_000,
+        }
+    }
+}
+
+impl AlertLogConfig {
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: "127.0.0.1:9464".into(),
+            web_listen: "127.0.0.1:8080".into(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/goemotions-minilm-l6"
+            )),
+            onnxruntime: None,
+            intra_threads: 0,
+            inference_workers: 2,
+            checker: None,
+            check_timeout_secs: 300,
+            gate_data: None,
+            gate_max_drop: 0.02,
+            watch_dir: None,
+            watch_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 128,
+            max_batch_tokens: 1024,
+            max_wait_us: 0,
+            queue_capacity: 1_024,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 8 * 1024,
+            max_conversation_id_bytes: 128,
+            max_message_bytes: 64 * 1024,
+            max_texts_per_request: 256,
+            max_streams: 1_024,
+            max_in_flight_per_stream: 256,
+            max_conversations: 100_000,
+            conversation_ttl_secs: 30 * 60,
+            max_history_turns: 64,
+        }
+    }
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            acoustic_weight: 0.5,
+            half_life_turns: 2.0,
+        }
+    }
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            warning_threshold: -0.35,
+            critical_threshold: -0.6,
+            min_customer_turns: 2,
+            hysteresis: 0.1,
+            cooldown_secs: 300,
+            evidence_turns: 3,
+            subscriber_buffer: 1_024,
+            redaction: crate::alerts::explain::Redaction::Masked,
+            excerpt_chars: 160,
+        }
+    }
+}
