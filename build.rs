@@ -20,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("emotion_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Turns are read with their string fields as bytes and frames that do not decode are the
+    // client's fault: see src/grpc/wire.rs. The published contract (and reflection) is unchanged.
+    tonic_prost_build::configure()
+        .extern_path(".emotion.v1.TurnRequest", "crate::grpc::wire::TurnRequest")
+        .codec_path("crate::grpc::wire::WireCodec")
+        .compile_fds(fds)?;
 
     println!("cargo:rerun-if-env-changed=ORT_DYLIB_PATH");
     let lib = match env::var_os("ORT_DYLIB_PATH") {

@@ -14,7 +14,7 @@ use anyhow::bail;
 use crate::alerts::{Alert, AlertState, Severity};
 use crate::config::Config;
 use crate::conversation::{Admission, ConversationStore, StoreSettings, TextSignal};
-use crate::grpc::validate_turn;
+use crate::grpc::{ValidTurn, validate_turn};
 use crate::inference::Batcher;
 use crate::metrics::Metrics;
 use crate::pb;
@@ -42,27 +42,27 @@ pub async fn replay(
         alerts: Vec::new(),
     };
     for turn in turns {
-        let mut input = match validate_turn(turn, &config.limits) {
-            Ok(input) => input,
-            Err(e) => {
+        let ValidTurn { mut input, text } = match validate_turn(turn.clone(), &config.limits) {
+            Ok(valid) => valid,
+            Err((conversation_id, turn_id, e)) => {
                 out.rejected
-                    .push(format!("{} #{}: {e}", turn.conversation_id, turn.turn_id));
+                    .push(format!("{conversation_id} #{turn_id}: {e}"));
                 continue;
             }
         };
-        input.signal = TextSignal::of(&turn.text, input.speaker, &config.alerts);
+        input.signal = TextSignal::of(&text, input.speaker, &config.alerts);
         match store.admit(&mut input, &[], Instant::now()) {
             Admission::Admitted(_) => {}
             Admission::Rejected(e) => {
                 out.rejected
-                    .push(format!("{} #{}: {e}", turn.conversation_id, turn.turn_id));
+                    .push(format!("{} #{}: {e}", input.conversation_id, input.turn_id));
                 continue;
             }
             Admission::Answered(_) | Admission::Joined(_) => continue, // a repeated line
         }
-        let scores = batcher.submit(&turn.text).await?.wait().await;
+        let scores = batcher.submit(&text).await?.wait().await;
         if let Err(e) = &scores {
-            bail!("scoring {} #{}: {e}", turn.conversation_id, turn.turn_id);
+            bail!("scoring {} #{}: {e}", input.conversation_id, input.turn_id);
         }
         let mut completion = store.complete(
             &input.conversation_id,

@@ -15,7 +15,7 @@ mod sections;
 
 pub use sections::{
     AlertConfig, AlertLogConfig, AuthConfig, AuthMode, BatchingConfig, LimitsConfig, LogSync,
-    ModelConfig, ScoringConfig, ServerConfig, TokenConfig,
+    ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
 };
 
 /// The prefix of configuration environment variables.
@@ -31,6 +31,7 @@ pub struct Config {
     pub scoring: ScoringConfig,
     pub alerts: AlertConfig,
     pub alert_log: AlertLogConfig,
+    pub state: StateConfig,
     pub auth: AuthConfig,
     pub triggers: crate::alerts::triggers::TriggersConfig,
     pub playbook: crate::alerts::explain::PlaybookConfig,
@@ -94,6 +95,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
+        if !(10..=60_000).contains(&self.state.persist_interval_ms) {
+            return fail(format!(
+                "state.persist_interval_ms must be in 10..=60000, got {}",
+                self.state.persist_interval_ms
+            ));
+        }
         self.metrics_addr()?;
         self.web_addr()?;
         if self.model.inference_workers == 0 || self.model.inference_workers > 64 {
@@ -128,6 +135,7 @@ impl Config {
                 "limits.max_conversation_id_bytes",
                 l.max_conversation_id_bytes,
             ),
+            ("limits.max_context_field_bytes", l.max_context_field_bytes),
             ("limits.max_texts_per_request", l.max_texts_per_request),
             ("limits.max_streams", l.max_streams),
             (
@@ -178,9 +186,13 @@ impl Config {
                 a.hysteresis
             ));
         }
-        if a.subscriber_buffer == 0 || a.evidence_turns == 0 {
+        if a.subscriber_buffer == 0
+            || a.evidence_turns == 0
+            || a.max_subscribers == 0
+            || a.max_subscribers_per_token == 0
+        {
             return fail(
-                "alerts.subscriber_buffer and alerts.evidence_turns must be positive".into(),
+                "alerts.subscriber_buffer, alerts.evidence_turns, alerts.max_subscribers and alerts.max_subscribers_per_token must be positive".into(),
             );
         }
         if a.excerpt_chars > 2_000 {

@@ -46,6 +46,20 @@ pub enum RequestError {
         actual: usize,
         limit: usize,
     },
+    #[error("{field} is not valid UTF-8 (invalid byte at offset {offset}); send UTF-8 text")]
+    NotUtf8 { field: &'static str, offset: usize },
+    #[error("{field} contains a control character (U+{code:04X}) at byte {offset}")]
+    ControlCharacter {
+        field: &'static str,
+        code: u32,
+        offset: usize,
+    },
+    #[error("{field} {value} is not a known value ({known})")]
+    UnknownValue {
+        field: &'static str,
+        value: i32,
+        known: &'static str,
+    },
     #[error("{field} must be in [{min}, {max}], got {actual}")]
     OutOfRange {
         field: &'static str,
@@ -90,7 +104,10 @@ impl RequestError {
             RequestError::Missing { .. }
             | RequestError::TooLong { .. }
             | RequestError::TooMany { .. }
-            | RequestError::OutOfRange { .. } => Code::InvalidArgument,
+            | RequestError::OutOfRange { .. }
+            | RequestError::NotUtf8 { .. }
+            | RequestError::ControlCharacter { .. }
+            | RequestError::UnknownValue { .. } => Code::InvalidArgument,
             RequestError::OutOfOrder { .. }
             | RequestError::TurnsInFlight { .. }
             | RequestError::TenantConflict { .. } => Code::FailedPrecondition,

@@ -33,6 +33,7 @@ pub mod grpc;
 pub mod inference;
 pub mod loadgen;
 pub mod metrics;
+pub mod persist;
 pub mod web;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 
+use crate::alerts::subscribers::SubscriberLimits;
 use crate::alerts::{AlertHub, AlertLog};
 use crate::auth::Authenticator;
 use crate::conversation::{ConversationStore, StoreSettings};
@@ -57,6 +59,8 @@ use crate::metrics::Metrics;
 pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("emotion.v1");
+    /// `TurnRequest` as the server reads it (string fields as bytes): see `grpc::wire`.
+    pub use crate::grpc::wire::{TurnContext, TurnRequest};
 
     /// The encoded descriptor set of `emotion.v1`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -100,13 +104,27 @@ pub async fn run(
         tracing::warn!("auth is off: any local caller may do anything");
     }
     let log = AlertLog::open(&config.alert_log).context("opening the alert log")?;
-    let hub = AlertHub::new(log, config.alerts.subscriber_buffer, metrics.clone())
-        .context("reading the alert log")?;
+    let subscribers = SubscriberLimits::new(
+        config.alerts.max_subscribers,
+        config.alerts.max_subscribers_per_token,
+    );
+    let hub = AlertHub::new(
+        log,
+        config.alerts.subscriber_buffer,
+        subscribers,
+        metrics.clone(),
+    )
+    .context("reading the alert log")?;
     tracing::info!(path = %config.alert_log.path.display(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
+    let store = Arc::new(ConversationStore::new(
+        StoreSettings::from(&config),
+        metrics.clone(),
+    ));
+    let persister = start_persisting(&config, &store, &metrics).await?;
     let app = Arc::new(App {
-        store: ConversationStore::new(StoreSettings::from(&config), metrics.clone()),
+        store,
         hub,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         auth,
@@ -162,7 +180,44 @@ pub async fn run(
         Ok(result) => result?.context("gRPC server")?,
         Err(_) => tracing::warn!(?grace, "open calls did not finish within the grace period"),
     }
+    if let Some(persister) = persister {
+        // The last save, after the last turn: a graceful restart loses nothing.
+        tokio::task::spawn_blocking(move || persister.stop()).await?;
+        tracing::info!(tracked = app.store.tracked(), "conversation state saved");
+    }
     Ok(())
+}
+
+/// Opens the state store the config names, puts saved conversations back into `store`, and
+/// starts saving changes; None when `state.path` is empty.
+async fn start_persisting(
+    config: &Config,
+    store: &Arc<ConversationStore>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<persist::Persister>> {
+    let path = config.state.path.clone();
+    let opened = {
+        let state = config.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = persist::open(&state)?;
+            let saved = store.as_ref().map(|s| s.load()).transpose()?;
+            Ok::<_, persist::StateError>(store.zip(saved))
+        })
+        .await?
+        .context("opening the conversation state store")?
+    };
+    let Some((state, saved)) = opened else {
+        tracing::info!("conversation state in memory only (state.path is empty)");
+        return Ok(None);
+    };
+    let restored = persist::restore(saved, store);
+    tracing::info!(path = %path.display(), restored, "conversation state restored");
+    Ok(Some(persist::Persister::start(
+        state,
+        store.clone(),
+        Duration::from_millis(config.state.persist_interval_ms),
+        metrics.clone(),
+    )))
 }
 
 /// The whole server ("") and each of its services, as health checks name them.

@@ -204,19 +204,17 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
             .lock()
             .unwrap()
             .insert((c, next_turn[c]), scheduled);
-        let turn = pb::TurnRequest {
-            conversation_id: format!("lg{run_id}-{c}"),
-            turn_id: next_turn[c],
-            speaker: if next_turn[c] % 2 == 1 {
-                pb::Speaker::Customer
-            } else {
-                pb::Speaker::Agent
-            }
-            .into(),
-            text: text.clone(),
-            acoustic_valence: None,
-            context: None,
+        let speaker = if next_turn[c] % 2 == 1 {
+            pb::Speaker::Customer
+        } else {
+            pb::Speaker::Agent
         };
+        let turn = pb::TurnRequest::new(
+            format!("lg{run_id}-{c}"),
+            next_turn[c],
+            speaker,
+            text.clone(),
+        );
         if senders[s].send(turn).await.is_err() {
             anyhow::bail!("stream {s} closed by the server");
         }

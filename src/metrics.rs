@@ -40,6 +40,9 @@ pub struct Metrics {
     pub shadow_top_label_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub shadow_alert_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub model_swaps: Counter,
+    pub state_saved: Counter,
+    pub state_save_seconds: Histogram,
+    pub state_save_errors: Counter,
     registry: Arc<Registry>,
 }
 
@@ -66,6 +69,9 @@ impl Metrics {
         let shadow_top_label_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let shadow_alert_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let model_swaps = Counter::default();
+        let state_saved = Counter::default();
+        let state_save_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let state_save_errors = Counter::default();
 
         let mut registry = Registry::with_prefix("emotion");
         registry.register("turns", "Turns answered, by outcome", turns.clone());
@@ -139,7 +145,25 @@ impl Metrics {
             "Models put into service (LoadModel, RollbackModel, PromoteShadow, watched folder)",
             model_swaps.clone(),
         );
+        registry.register(
+            "state_saved_conversations",
+            "Conversation snapshots written to the state store",
+            state_saved.clone(),
+        );
+        registry.register(
+            "state_save_seconds",
+            "Time per state save (copying changed conversations and writing them)",
+            state_save_seconds.clone(),
+        );
+        registry.register(
+            "state_save_errors",
+            "State saves that failed (retried at the next interval)",
+            state_save_errors.clone(),
+        );
         Self {
+            state_saved,
+            state_save_seconds,
+            state_save_errors,
             turns,
             batch_size,
             queue_depth,

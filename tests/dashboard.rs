@@ -565,11 +565,14 @@ async fn the_api_needs_a_token_and_the_feed_resumes_from_last_event_id() {
     for (i, tenant) in ["acme", "globex", "acme"].iter().enumerate() {
         let mut turns = common::angry_call(&format!("sse-{i}"));
         for t in &mut turns {
-            t.context = Some(pb::Context {
-                tenant: tenant.to_string(),
-                queue: "billing".into(),
-                ..Default::default()
-            });
+            t.context = Some(
+                pb::Context {
+                    tenant: tenant.to_string(),
+                    queue: "billing".into(),
+                    ..Default::default()
+                }
+                .into(),
+            );
         }
         let results = client
             .stream_turns(with("tok-feeder", tokio_stream::iter(turns)))

@@ -16,7 +16,7 @@ fn corpus() -> Arc<Vec<String>> {
             read_conversation_file(&repo_path(file))
                 .unwrap()
                 .into_iter()
-                .map(|t| t.text),
+                .map(|t| String::from_utf8(t.text).unwrap()),
         );
     }
     Arc::new(texts)

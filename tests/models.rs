@@ -400,7 +400,13 @@ async fn shadow_scoring_reports_agreement_on_a_known_stream_then_promotes() {
     let (mut decisions, mut agree) = (0u64, 0u64);
     let now = std::time::Instant::now();
     for (t, res) in turns.iter().zip(&live) {
-        let s = tiny.submit(&t.text).await.unwrap().wait().await.unwrap();
+        let s = tiny
+            .submit(std::str::from_utf8(&t.text).unwrap())
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
         let shadow_top = &s.model.labels[s.model.ranked(&s.probs)[0]];
         if *shadow_top == res.emotions[0].label {
             top_agree += 1;

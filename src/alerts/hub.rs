@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 use super::Severity;
 use super::log::{AlertLog, LogError, Query};
+use super::subscribers::{LimitError, SubscriberLimits, SubscriberPermit};
 use crate::metrics::{AlertLabels, Metrics};
 use crate::pb;
 
@@ -28,6 +29,8 @@ pub struct AlertHub {
     last_sequence: Mutex<u64>,
     /// Bounded ring of recent events; senders never wait for receivers.
     ring: broadcast::Sender<Arc<pb::Alert>>,
+    /// Caps open subscriptions (server-wide and per token): each holds a permit.
+    subscribers: Arc<SubscriberLimits>,
     metrics: Metrics,
 }
 
@@ -69,6 +72,8 @@ pub enum SubscribeError {
     )]
     Expired { after: u64, first: u64 },
     #[error(transparent)]
+    TooMany(#[from] LimitError),
+    #[error(transparent)]
     Log(#[from] LogError),
 }
 
@@ -98,12 +103,19 @@ pub struct Subscription {
     catching_up: bool,
     pending: VecDeque<Arc<pb::Alert>>,
     metrics: Metrics,
+    _permit: SubscriberPermit,
 }
 
 impl AlertHub {
-    pub fn new(log: AlertLog, buffer: usize, metrics: Metrics) -> Result<Self, LogError> {
+    pub fn new(
+        log: AlertLog,
+        buffer: usize,
+        subscribers: Arc<SubscriberLimits>,
+        metrics: Metrics,
+    ) -> Result<Self, LogError> {
         let (ring, _) = broadcast::channel(buffer);
         Ok(Self {
+            subscribers,
             last_sequence: Mutex::new(log.last_sequence()?),
             log: Arc::new(log),
             ring,
@@ -193,11 +205,14 @@ impl AlertHub {
     }
 
     /// A live subscription, or with `after` one that first replays every retained event after it.
+    /// `token` is the subscriber's token name (None with auth off), for the per-token cap.
     pub fn subscribe(
         &self,
         filter: AlertFilter,
         after: Option<u64>,
+        token: Option<&str>,
     ) -> Result<Subscription, SubscribeError> {
+        let permit = self.subscribers.admit(token)?;
         let (rx, last) = {
             let last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
             (self.ring.subscribe(), *last)
@@ -226,6 +241,7 @@ impl AlertHub {
             catching_up: cursor < last,
             pending: VecDeque::new(),
             metrics: self.metrics.clone(),
+            _permit: permit,
         })
     }
 }
@@ -310,7 +326,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        AlertHub::new(log, buffer, Metrics::new()).unwrap()
+        AlertHub::new(log, buffer, SubscriberLimits::new(100, 100), Metrics::new()).unwrap()
     }
 
     fn alert(queue: &str, severity: pb::Severity) -> pb::Alert {
@@ -349,6 +365,7 @@ mod tests {
                     ..Default::default()
                 },
                 None,
+                None,
             )
             .unwrap();
         let mut critical = hub
@@ -357,6 +374,7 @@ mod tests {
                     min_severity: Some(Severity::Critical),
                     ..Default::default()
                 },
+                None,
                 None,
             )
             .unwrap();
@@ -371,7 +389,7 @@ mod tests {
     async fn a_lagging_subscriber_catches_up_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path(), 4);
-        let mut slow = hub.subscribe(AlertFilter::default(), None).unwrap();
+        let mut slow = hub.subscribe(AlertFilter::default(), None, None).unwrap();
         for _ in 0..10 {
             hub.publish(alert("q", pb::Severity::Warning));
         }
@@ -391,21 +409,25 @@ mod tests {
         }
         // A restarted hub on the same file continues the numbering.
         let hub = hub(dir.path(), 16);
-        let mut resumed = hub.subscribe(AlertFilter::default(), Some(2)).unwrap();
+        let mut resumed = hub
+            .subscribe(AlertFilter::default(), Some(2), None)
+            .unwrap();
         for _ in 0..3 {
             hub.publish(alert("q", pb::Severity::Warning));
         }
         assert_eq!(take(&mut resumed, 6).await, [3, 4, 5, 6, 7, 8]);
         assert!(matches!(
-            hub.subscribe(AlertFilter::default(), Some(9)),
+            hub.subscribe(AlertFilter::default(), Some(9), None),
             Err(SubscribeError::Ahead { after: 9, last: 8 })
         ));
         hub.log().apply_retention(None, 2).unwrap();
         assert!(matches!(
-            hub.subscribe(AlertFilter::default(), Some(3)),
+            hub.subscribe(AlertFilter::default(), Some(3), None),
             Err(SubscribeError::Expired { after: 3, first: 7 })
         ));
-        let mut from_oldest = hub.subscribe(AlertFilter::default(), Some(6)).unwrap();
+        let mut from_oldest = hub
+            .subscribe(AlertFilter::default(), Some(6), None)
+            .unwrap();
         assert_eq!(take(&mut from_oldest, 2).await, [7, 8]);
     }
 }

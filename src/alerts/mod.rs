@@ -5,6 +5,7 @@ pub mod explain;
 pub mod hub;
 pub mod log;
 pub mod rules;
+pub mod subscribers;
 pub mod triggers;
 
 pub use hub::{AlertFilter, AlertHub, Subscription};
@@ -13,7 +14,9 @@ pub use rules::{AlertPolicy, AlertTracker, Transition};
 
 use crate::conversation::Context;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Severity {
     None,
     Warning,

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 use super::{AlertState, Severity};
 use crate::config::AlertConfig;
 
@@ -41,18 +43,21 @@ pub struct Transition {
     pub threshold: f32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenAlert {
     id: String,
     severity: Severity,
 }
 
 /// Per-conversation alert state. Small: it lives in every tracked conversation.
-#[derive(Debug, Clone, Default)]
+/// Persisted with its conversation (cooldowns as wall-clock times, see `persist::wallclock`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AlertTracker {
     level: Option<Severity>,
     open: Option<OpenAlert>,
+    #[serde(with = "crate::persist::wallclock::option")]
     last_warning: Option<Instant>,
+    #[serde(with = "crate::persist::wallclock::option")]
     last_critical: Option<Instant>,
 }
 

@@ -16,6 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::rules::{Transition, new_alert_id};
 use super::{AlertState, Severity};
 use crate::conversation::Speaker;
@@ -185,20 +187,25 @@ pub struct Fired {
     pub detail: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     id: String,
     severity: Severity,
 }
 
-/// Per-conversation trigger state. Small: it lives in every tracked conversation.
-#[derive(Debug, Clone, Default)]
+/// Per-conversation trigger state. Small: it lives in every tracked conversation, and is
+/// persisted with it (times as wall-clock times, see `persist::wallclock`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TriggerState {
+    #[serde(with = "crate::persist::wallclock::option")]
     escalation_at: Option<Instant>,
     /// (fingerprint, when) of recent customer turns within the repetition window.
+    #[serde(with = "crate::persist::wallclock::keyed")]
     recent: VecDeque<(u64, Instant)>,
+    #[serde(with = "crate::persist::wallclock::option")]
     repetition_at: Option<Instant>,
     /// Since when, and for how many customer turns, the score has been below the threshold.
+    #[serde(with = "crate::persist::wallclock::since")]
     below: Option<(Instant, u32)>,
     sustained: Option<Open>,
     strain: Option<Open>,

@@ -91,12 +91,14 @@ impl TurnLine {
             language: self.language.clone(),
         };
         Ok(pb::TurnRequest {
-            conversation_id: self.conversation_id.clone(),
-            turn_id: self.turn_id,
-            speaker: speaker.into(),
-            text: self.text.clone(),
             acoustic_valence: self.acoustic_valence,
-            context: Some(context),
+            context: Some(context.into()),
+            ..pb::TurnRequest::new(
+                self.conversation_id.clone(),
+                self.turn_id,
+                speaker,
+                self.text.clone(),
+            )
         })
     }
 }

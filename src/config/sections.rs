@@ -99,6 +99,9 @@ pub struct BatchingConfig {
 pub struct LimitsConfig {
     pub max_text_bytes: usize,
     pub max_conversation_id_bytes: usize,
+    /// Each of a turn's `context` fields (tenant, queue, agent_id, language): they are kept per
+    /// conversation, per alert and per heatmap row.
+    pub max_context_field_bytes: usize,
     /// Largest gRPC message accepted, in bytes.
     pub max_message_bytes: usize,
     pub max_texts_per_request: usize,
@@ -139,6 +142,10 @@ pub struct AlertConfig {
     pub evidence_turns: usize,
     /// Live alerts buffered for subscribers; one further behind catches up from the alert log.
     pub subscriber_buffer: usize,
+    /// Open alert subscribers (SubscribeAlerts calls and dashboard SSE streams together).
+    pub max_subscribers: usize,
+    /// Open alert subscribers per authenticated token.
+    pub max_subscribers_per_token: usize,
     /// How much turn text alerts carry: "masked" (PII replaced), "none" (as sent), "no_text".
     pub redaction: crate::alerts::explain::Redaction,
     /// Longest text excerpt per evidence turn, in characters.
@@ -175,6 +182,26 @@ impl Default for AlertLogConfig {
             sync: LogSync::Normal,
             retention_days: 30,
             retention_max_events: 1_000_000,
+        }
+    }
+}
+
+/// Live conversation state between runs (`persist`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// SQLite database file of live conversations, created on first run; "" keeps conversation
+    /// state in memory only (a restart starts every conversation afresh).
+    pub path: PathBuf,
+    /// How often changed conversations are saved: what a kill -9 can lose of rolling state.
+    pub persist_interval_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/state.sqlite3"),
+            persist_interval_ms: 1_000,
         }
     }
 }
@@ -232,6 +259,7 @@ impl Default for LimitsConfig {
         Self {
             max_text_bytes: 8 * 1024,
             max_conversation_id_bytes: 128,
+            max_context_field_bytes: 128,
             max_message_bytes: 64 * 1024,
             max_texts_per_request: 256,
             max_streams: 1_024,
@@ -262,6 +290,8 @@ impl Default for AlertConfig {
             cooldown_secs: 300,
             evidence_turns: 3,
             subscriber_buffer: 1_024,
+            max_subscribers: 10_000,
+            max_subscribers_per_token: 1_000,
             redaction: crate::alerts::explain::Redaction::Masked,
             excerpt_chars: 160,
         }

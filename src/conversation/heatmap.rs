@@ -8,6 +8,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Width of one bucket.
@@ -17,13 +20,13 @@ pub const WINDOW: Duration = Duration::from_secs(12 * 3600);
 /// Most (tenant, queue) rows kept.
 const MAX_ROWS: usize = 2_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RowKey {
     pub tenant: String,
     pub queue: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Bucket {
     /// Unix seconds at the bucket's start.
     start: u64,
@@ -54,7 +57,13 @@ pub struct Row {
 #[derive(Default)]
 pub struct Heatmap {
     rows: Mutex<HashMap<RowKey, VecDeque<Bucket>>>,
+    /// A turn was recorded since the last [`Heatmap::changed`].
+    dirty: AtomicBool,
 }
+
+/// Every row and bucket, as persisted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeatmapSnapshot(Vec<(RowKey, Vec<Bucket>)>);
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
@@ -102,6 +111,7 @@ impl Heatmap {
                 buckets.back_mut().expect("pushed")
             }
         };
+        self.dirty.store(true, Ordering::Relaxed);
         bucket.turns += 1;
         bucket.valence_sum += f64::from(valence);
         match bucket.top_labels.iter_mut().find(|(l, _)| &**l == top) {
@@ -131,6 +141,34 @@ impl Heatmap {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+}
+
+impl Heatmap {
+    /// Every row, if a turn was recorded since the last call.
+    pub fn changed(&self) -> Option<HeatmapSnapshot> {
+        let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(HeatmapSnapshot(
+            rows.iter()
+                .map(|(k, b)| (k.clone(), b.iter().cloned().collect()))
+                .collect(),
+        ))
+    }
+
+    /// The last `changed` was not saved: report the rows again next time.
+    pub fn mark_changed(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Puts saved rows back (at start).
+    pub fn restore(&self, saved: HeatmapSnapshot) {
+        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, buckets) in saved.0.into_iter().take(MAX_ROWS) {
+            rows.insert(key, buckets.into());
+        }
     }
 }
 

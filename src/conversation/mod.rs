@@ -14,6 +14,7 @@
 pub mod heatmap;
 mod overview;
 pub mod rolling;
+pub mod snapshot;
 mod state;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 pub use heatmap::Heatmap;
 pub use overview::AtRisk;
 pub use rolling::RollingScore;
+pub use snapshot::{Changes, ConversationSnapshot};
 
 use state::{Conversation, PendingTurn};
 
@@ -39,7 +41,7 @@ use crate::error::{InferenceError, RequestError};
 use crate::inference::{ModelSpec, Scores};
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Speaker {
     Customer,
     Agent,
@@ -55,7 +57,7 @@ impl Speaker {
 }
 
 /// Where a conversation belongs: used to route and filter alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     pub tenant: String,
     pub queue: String,
@@ -221,6 +223,10 @@ pub struct ConversationStore {
     metrics: Metrics,
     /// Customer valence per queue and 5 minutes, for the dashboard.
     heatmap: Heatmap,
+    /// Ids ended or evicted since the last `take_changes`; only recorded once something persists
+    /// the store (`track_changes`), so a store nobody saves does not grow it.
+    removed: Mutex<Vec<String>>,
+    tracking: std::sync::atomic::AtomicBool,
 }
 
 const SHARDS: usize = 32;
@@ -233,6 +239,20 @@ impl ConversationStore {
             settings,
             metrics,
             heatmap: Heatmap::default(),
+            removed: Mutex::new(Vec::new()),
+            tracking: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, records which conversations are ended or evicted (for `take_changes`).
+    pub fn track_changes(&self) {
+        self.tracking.store(true, Ordering::Relaxed);
+    }
+
+    fn record_removed(&self, ids: impl IntoIterator<Item = String>) {
+        if self.tracking.load(Ordering::Relaxed) {
+            let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+            removed.extend(ids);
         }
     }
 
@@ -382,6 +402,7 @@ impl ConversationStore {
             };
             done.results
                 .push((std::mem::take(&mut pending.waiters), outcome));
+            conv.dirty = true;
         }
         done
     }
@@ -422,6 +443,7 @@ impl ConversationStore {
         let conv = shard.remove(conversation_id).expect("present above");
         drop(shard);
         self.forget(1);
+        self.record_removed([conversation_id.to_string()]);
         Ok(conv.summary(conversation_id))
     }
 
@@ -430,11 +452,18 @@ impl ConversationStore {
         let mut evicted = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = shard.len();
-            shard.retain(|_, c| {
-                !c.pending.is_empty() || now.duration_since(c.touched) < self.settings.ttl
+            let mut gone = Vec::new();
+            shard.retain(|id, c| {
+                let keep =
+                    !c.pending.is_empty() || now.duration_since(c.touched) < self.settings.ttl;
+                if !keep {
+                    gone.push(id.clone());
+                }
+                keep
             });
-            evicted += before - shard.len();
+            drop(shard);
+            evicted += gone.len();
+            self.record_removed(gone);
         }
         self.forget(evicted);
         evicted

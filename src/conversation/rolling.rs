@@ -2,7 +2,7 @@
 //! `half_life` turns. The first turn sets the score.
 
 /// Per-speaker rolling valence.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RollingScore {
     value: f32,
     turns: u32,

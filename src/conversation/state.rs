@@ -65,6 +65,8 @@ pub(super) struct Conversation {
     pub(super) min_customer_rolling: f32,
     pub(super) customer_prob_sum: Vec<f32>,
     pub(super) customer_model: Option<Arc<ModelSpec>>,
+    /// Changed since it was last persisted (see `snapshot.rs`).
+    pub(super) dirty: bool,
 }
 
 impl Conversation {
@@ -88,6 +90,7 @@ impl Conversation {
             min_customer_rolling: f32::INFINITY,
             customer_prob_sum: Vec::new(),
             customer_model: None,
+            dirty: false,
         }
     }
 

@@ -85,7 +85,9 @@ impl AlertFeed for AlertFeedService {
         let filter = filter(tenants, req.queues, req.agent_ids, req.min_severity)?;
         let app = self.app.clone();
         let after = req.after_sequence;
-        let subscribe = tokio::task::spawn_blocking(move || app.hub.subscribe(filter, after));
+        let token = identity.authenticated.then(|| identity.name.clone());
+        let subscribe =
+            tokio::task::spawn_blocking(move || app.hub.subscribe(filter, after, token.as_deref()));
         let mut subscription = match subscribe
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -93,6 +95,9 @@ impl AlertFeed for AlertFeedService {
             Ok(s) => s,
             Err(e @ (SubscribeError::Ahead { .. } | SubscribeError::Expired { .. })) => {
                 return Err(Status::out_of_range(e.to_string()));
+            }
+            Err(SubscribeError::TooMany(e)) => {
+                return Err(Status::resource_exhausted(e.to_string()));
             }
             Err(SubscribeError::Log(e)) => return Err(log_status(e)),
         };

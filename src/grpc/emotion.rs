@@ -175,11 +175,11 @@ fn handle_turn(
     identity: &Identity,
     turn: pb::TurnRequest,
 ) -> BoxFuture<'static, pb::TurnResult> {
-    let mut input = match validate_turn(&turn, &app.config.limits) {
-        Ok(input) => input,
-        Err(e) => return rejected(app, turn.conversation_id, turn.turn_id, e),
+    let ValidTurn { mut input, text } = match validate_turn(turn, &app.config.limits) {
+        Ok(valid) => valid,
+        Err((conversation_id, turn_id, e)) => return rejected(app, conversation_id, turn_id, e),
     };
-    input.signal = TextSignal::of(&turn.text, input.speaker, &app.config.alerts);
+    input.signal = TextSignal::of(&text, input.speaker, &app.config.alerts);
     let metrics = app.metrics.clone();
     match app
         .store
@@ -202,7 +202,7 @@ fn handle_turn(
             }
             tokio::spawn(async move {
                 let started = Instant::now();
-                let scores = match app.batcher.submit(&turn.text).await {
+                let scores = match app.batcher.submit(&text).await {
                     Ok(pending) => pending.wait().await,
                     Err(e) => Err(e),
                 };
@@ -211,7 +211,7 @@ fn handle_turn(
                     match &scores {
                         Ok(live) => {
                             let live = (live.clone(), started.elapsed());
-                            tokio::spawn(shadow_score(app.clone(), shadow, turn.text, live, key));
+                            tokio::spawn(shadow_score(app.clone(), shadow, text, live, key));
                         }
                         Err(_) => {
                             shadow.skipped(&conversation_id, turn_id, customer, Instant::now())
@@ -306,14 +306,35 @@ fn validate_conversation_id(id: &str, limits: &LimitsConfig) -> Result<(), Reque
             field: "conversation_id",
         });
     }
-    if id.len() > limits.max_conversation_id_bytes {
+    check_identifier("conversation_id", id, limits.max_conversation_id_bytes)
+}
+
+/// An id or context field: at most `limit` bytes, no control characters (they end up in logs,
+/// SQLite rows, dashboard cells and metrics labels).
+fn check_identifier(field: &'static str, value: &str, limit: usize) -> Result<(), RequestError> {
+    if value.len() > limit {
         return Err(RequestError::TooLong {
-            field: "conversation_id",
-            actual: id.len(),
-            limit: limits.max_conversation_id_bytes,
+            field,
+            actual: value.len(),
+            limit,
         });
     }
-    Ok(())
+    match value.char_indices().find(|(_, c)| c.is_control()) {
+        Some((offset, c)) => Err(RequestError::ControlCharacter {
+            field,
+            code: c as u32,
+            offset,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The bytes of a string field as text, or INVALID_ARGUMENT naming the field.
+fn utf8(field: &'static str, bytes: Vec<u8>) -> Result<String, RequestError> {
+    String::from_utf8(bytes).map_err(|e| RequestError::NotUtf8 {
+        field,
+        offset: e.utf8_error().valid_up_to(),
+    })
 }
 
 fn validate_text(
@@ -334,30 +355,85 @@ fn validate_text(
     Ok(())
 }
 
-pub fn validate_turn(
-    turn: &pb::TurnRequest,
+fn validate_context(
+    c: pb::TurnContext,
     limits: &LimitsConfig,
-) -> Result<TurnInput, RequestError> {
-    validate_conversation_id(&turn.conversation_id, limits)?;
-    let speaker =
-        convert::speaker_from(turn.speaker).ok_or(RequestError::Missing { field: "speaker" })?;
-    validate_text(&turn.text, "text", limits)?;
-    if let Some(a) = turn.acoustic_valence
-        && !(a.is_finite() && (-1.0..=1.0).contains(&a))
-    {
-        return Err(RequestError::OutOfRange {
-            field: "acoustic_valence",
-            actual: a,
-            min: -1.0,
-            max: 1.0,
-        });
-    }
-    Ok(TurnInput {
-        conversation_id: turn.conversation_id.clone(),
-        turn_id: turn.turn_id,
-        speaker,
-        acoustic_valence: turn.acoustic_valence,
-        context: turn.context.clone().map(convert::context_from),
-        signal: None,
+) -> Result<crate::conversation::Context, RequestError> {
+    let limit = limits.max_context_field_bytes;
+    let field = |name: &'static str, bytes: Vec<u8>| {
+        let value = utf8(name, bytes)?;
+        check_identifier(name, &value, limit)?;
+        Ok::<_, RequestError>(value)
+    };
+    Ok(crate::conversation::Context {
+        tenant: field("context.tenant", c.tenant)?,
+        queue: field("context.queue", c.queue)?,
+        agent_id: field("context.agent_id", c.agent_id)?,
+        language: field("context.language", c.language)?,
     })
+}
+
+/// A turn that passed validation: what the store admits, and the text to score.
+pub struct ValidTurn {
+    pub input: TurnInput,
+    pub text: String,
+}
+
+/// Checks every field of a turn as it came off the wire. On failure, the conversation id (as
+/// far as it is readable) and turn id to answer with, and what was wrong.
+pub fn validate_turn(
+    turn: pb::TurnRequest,
+    limits: &LimitsConfig,
+) -> Result<ValidTurn, (String, u64, RequestError)> {
+    let turn_id = turn.turn_id;
+    let conversation_id = match utf8("conversation_id", turn.conversation_id) {
+        Ok(id) => id,
+        // Not readable: answered with an empty id (results come in request order).
+        Err(e) => return Err((String::new(), turn_id, e)),
+    };
+    let checked = (|| {
+        validate_conversation_id(&conversation_id, limits)?;
+        let speaker = match convert::speaker_from(turn.speaker) {
+            Some(s) => s,
+            None if turn.speaker == 0 => return Err(RequestError::Missing { field: "speaker" }),
+            None => {
+                return Err(RequestError::UnknownValue {
+                    field: "speaker",
+                    value: turn.speaker,
+                    known: "1 customer, 2 agent, 3 bot",
+                });
+            }
+        };
+        let text = utf8("text", turn.text)?;
+        validate_text(&text, "text", limits)?;
+        if let Some(a) = turn.acoustic_valence
+            && !(a.is_finite() && (-1.0..=1.0).contains(&a))
+        {
+            return Err(RequestError::OutOfRange {
+                field: "acoustic_valence",
+                actual: a,
+                min: -1.0,
+                max: 1.0,
+            });
+        }
+        let context = turn
+            .context
+            .map(|c| validate_context(c, limits))
+            .transpose()?;
+        Ok((speaker, text, context))
+    })();
+    match checked {
+        Ok((speaker, text, context)) => Ok(ValidTurn {
+            input: TurnInput {
+                conversation_id,
+                turn_id,
+                speaker,
+                acoustic_valence: turn.acoustic_valence,
+                context,
+                signal: None,
+            },
+            text,
+        }),
+        Err(e) => Err((conversation_id, turn_id, e)),
+    }
 }

@@ -4,13 +4,14 @@ mod alert_feed;
 pub mod convert;
 mod emotion;
 mod model_admin;
+pub mod wire;
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 
-pub use emotion::validate_turn;
+pub use emotion::{ValidTurn, validate_turn};
 
 use crate::alerts::AlertHub;
 use crate::auth::Authenticator;
@@ -25,7 +26,8 @@ use crate::pb;
 pub struct App {
     pub config: Config,
     pub batcher: Batcher,
-    pub store: ConversationStore,
+    /// Shared with the state persister thread.
+    pub store: Arc<ConversationStore>,
     pub hub: AlertHub,
     pub metrics: Metrics,
     /// One permit per open StreamTurns call; none left means RESOURCE_EXHAUSTED.

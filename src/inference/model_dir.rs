@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ModelError;
 
 /// How logits become probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProblemType {
     /// Independent sigmoid per label; a label is predicted at or above its threshold.
     MultiLabel,
@@ -31,8 +31,9 @@ impl ProblemType {
     }
 }
 
-/// Everything the service knows about a model besides the ONNX graph itself.
-#[derive(Debug, Clone)]
+/// Everything the service knows about a model besides the ONNX graph itself. Persisted with the
+/// conversations whose turns it scored, so their results read the same after a restart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
     pub dir: PathBuf,
     pub name: String,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,15 +57,19 @@ pub struct SignIn {
 /// `POST /api/session {"token": ...}`: checks the token, then keeps it in an HttpOnly cookie.
 pub async fn sign_in(State(web): State<Web>, Json(body): Json<SignIn>) -> Response {
     let token = body.token.trim();
-    if token.is_empty() || token.len() > 512 || token.contains([';', ',', ' ', '"']) {
-        return WebError::bad_request("token must be one word of at most 512 characters")
-            .into_response();
-    }
+    // Tokens are printable ASCII words: anything else could not travel in a header or a cookie.
+    let word = |b: u8| b.is_ascii_graphic() && !b";,\"\\".contains(&b);
+    let header = (!token.is_empty() && token.len() <= 512 && token.bytes().all(word))
+        .then(|| HeaderValue::from_str(&format!("Bearer {token}")).ok())
+        .flatten();
+    let Some(header) = header else {
+        return WebError::bad_request(
+            "token must be one word of at most 512 printable ASCII characters",
+        )
+        .into_response();
+    };
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("checked above"),
-    );
+    headers.insert(header::AUTHORIZATION, header);
     let identity = match web.identity(&headers, &[Role::Supervisor]) {
         Ok(id) => id,
         Err(e) => return e.into_response(),

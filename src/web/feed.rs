@@ -76,21 +76,30 @@ pub async fn stream(
     let filter = query.filter(&identity)?;
     let last_event_id = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
         .map(|v| {
+            let v = v
+                .to_str()
+                .map_err(|_| WebError::bad_request("Last-Event-ID is not visible ASCII"))?;
             v.trim().parse::<u64>().map_err(|_| {
                 WebError::bad_request(format!("Last-Event-ID {v:?} is not a sequence"))
             })
         })
         .transpose()?;
     let after = last_event_id.or(query.after);
+    let token = identity.authenticated.then(|| identity.name.clone());
     let subscribed = web
-        .blocking(move |app| app.hub.subscribe(filter, after))
+        .blocking(move |app| app.hub.subscribe(filter, after, token.as_deref()))
         .await?;
     let first = match subscribed {
         Ok(subscription) => Ok(subscription),
         Err(e @ (SubscribeError::Ahead { .. } | SubscribeError::Expired { .. })) => {
             Err(Event::default().event("reset").data(e.to_string()))
+        }
+        Err(SubscribeError::TooMany(e)) => {
+            return Err(WebError(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                e.to_string(),
+            ));
         }
         Err(SubscribeError::Log(e)) => {
             return Err(WebError(

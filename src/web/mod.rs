@@ -70,6 +70,7 @@ pub async fn serve(
         .route("/api/conversations", get(api::conversations))
         .route("/api/conversations/{id}", get(api::conversation))
         .route("/api/heatmap", get(api::heatmap))
+        .layer(axum::middleware::from_fn(check_request))
         .with_state(web);
     let mut stopping = stopping;
     axum::serve(listener, router)
@@ -77,6 +78,41 @@ pub async fn serve(
             let _ = stopping.wait_for(|s| *s).await;
         })
         .await
+}
+
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses a request whose path or query, percent-decoded, is not UTF-8 (400 naming which): the
+/// extractors would otherwise decode it lossily, and a filter with U+FFFD silently matches nothing.
+/// Also refuses headers over [`MAX_HEADER_BYTES`] in all (431): nothing the dashboard needs is
+/// that large, and every handler would otherwise carry them.
+async fn check_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return WebError(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    let uri = request.uri();
+    let parts = [("path", Some(uri.path())), ("query", uri.query())];
+    for (part, value) in parts {
+        let Some(value) = value else { continue };
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(value).collect();
+        if let Err(e) = std::str::from_utf8(&decoded) {
+            return WebError::bad_request(format!(
+                "the request {part} is not UTF-8 once percent-decoded (invalid byte at offset {})",
+                e.valid_up_to()
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 const PAGE: &str = include_str!("assets/index.html");

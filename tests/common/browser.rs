@@ -80,7 +80,6 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -95,7 +94,22 @@ pub async fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).await?;
+    http_raw(port, request.as_bytes()).await
+}
+
+/// Sends `request` as it is (any bytes, hostile ones included) on a fresh connection; returns
+/// (status, body). Status 0: the server closed the connection without an answer.
+pub async fn http_raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    // A server refusing a huge request may answer and close before reading all of it.
+    if let Err(e) = stream.write_all(request).await
+        && !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(e);
+    }
     // chromedriver answers `Connection: close` but keeps the socket open: read by Content-Length.
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -115,7 +129,11 @@ pub async fn http(
         }
     };
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }

@@ -3,13 +3,14 @@
 
 pub mod browser;
 pub mod onnx;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use emotion_service::auth::{Role, token_hash};
-use emotion_service::config::{AlertLogConfig, TokenConfig};
+use emotion_service::config::{AlertLogConfig, StateConfig, TokenConfig};
 use emotion_service::pb::alert_feed_client::AlertFeedClient;
 use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
 use emotion_service::{Config, Listeners, client, pb};
@@ -84,6 +85,10 @@ impl TestServer {
             config.alert_log.path = dir.path().join("alerts.sqlite3");
             log_dir = Some(dir);
         }
+        if config.state.path == StateConfig::default().path {
+            // Beside the alert log: a test that restarts on the same log restarts on the same state.
+            config.state.path = config.alert_log.path.with_file_name("state.sqlite3");
+        }
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -141,14 +146,7 @@ pub fn turn(
     speaker: pb::Speaker,
     text: &str,
 ) -> pb::TurnRequest {
-    pb::TurnRequest {
-        conversation_id: conversation_id.into(),
-        turn_id,
-        speaker: speaker.into(),
-        text: text.into(),
-        acoustic_valence: None,
-        context: None,
-    }
+    pb::TurnRequest::new(conversation_id, turn_id, speaker, text)
 }
 
 /// The turns of a conversation file under examples/, renamed to `conversation_id`.
@@ -215,6 +213,17 @@ impl ChildServer {
         env: &[(&str, String)],
     ) -> Self {
         let web = web_addr.map(|a| a.to_string()).unwrap_or_default();
+        // Conversation state beside the alert log (never the working directory's data/).
+        let state = env
+            .iter()
+            .find(|(k, _)| *k == "EMOTION__ALERT_LOG__PATH")
+            .map(|(_, v)| {
+                PathBuf::from(v)
+                    .with_file_name("state.sqlite3")
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_emotion"))
             .args([
                 "serve",
@@ -225,6 +234,7 @@ impl ChildServer {
                 "--web-listen",
                 &web,
             ])
+            .env("EMOTION__STATE__PATH", state)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -271,6 +281,15 @@ impl ChildServer {
             .connect()
             .await
             .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal sent by the test).
+    pub fn wait(mut self) {
+        self.child.wait().unwrap();
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye.
