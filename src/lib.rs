@@ -154,6 +154,11 @@ pub async fn run(
     }
     tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
     tokio::spawn(alert_retention(app.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(alert_log_backlog(
+        app.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
     if let Some(dir) = app.config.model.watch_dir.clone() {
         tokio::spawn(watch_models(app.clone(), dir, stopped(stop_rx.clone())));
     }
@@ -293,6 +298,46 @@ async fn watch_models(app: Arc<App>, dir: std::path::PathBuf, stopped: impl Futu
 }
 
 /// Applies the alert log's retention at start and then every minute.
+/// Every second, while alert events wait for the log (it took no writes), appends them once it
+/// does; AlertFeed health says NOT_SERVING meanwhile.
+async fn alert_log_backlog(
+    app: Arc<App>,
+    health: tonic_health::server::HealthReporter,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut degraded = false;
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
+        let waiting = if app.hub.unlogged() == 0 {
+            0
+        } else {
+            let task_app = app.clone();
+            match tokio::task::spawn_blocking(move || task_app.hub.retry_unlogged()).await {
+                Ok(n) => n,
+                Err(_) => return,
+            }
+        };
+        let serving = app.serving.load(std::sync::atomic::Ordering::Relaxed);
+        if (waiting > 0) != degraded && serving {
+            degraded = waiting > 0;
+            let status = if degraded {
+                tracing::error!(waiting, "alert log not writable: AlertFeed NOT_SERVING");
+                ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
+            };
+            health
+                .set_service_status("emotion.v1.AlertFeed", status)
+                .await;
+        }
+    }
+}
+
 async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tokio::pin!(stopped);

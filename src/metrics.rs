@@ -40,6 +40,8 @@ pub struct Metrics {
     pub shadow_top_label_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub shadow_alert_agreement: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub model_swaps: Counter,
+    pub alert_log_backlog: Gauge,
+    pub alert_events_dropped: Counter,
     pub state_saved: Counter,
     pub state_save_seconds: Histogram,
     pub state_save_errors: Counter,
@@ -69,6 +71,8 @@ impl Metrics {
         let shadow_top_label_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let shadow_alert_agreement = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let model_swaps = Counter::default();
+        let alert_log_backlog = Gauge::default();
+        let alert_events_dropped = Counter::default();
         let state_saved = Counter::default();
         let state_save_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let state_save_errors = Counter::default();
@@ -160,7 +164,19 @@ impl Metrics {
             "State saves that failed (retried at the next interval)",
             state_save_errors.clone(),
         );
+        registry.register(
+            "alert_log_backlog",
+            "Alert events waiting for the durable log to take writes (not yet sent to anyone)",
+            alert_log_backlog.clone(),
+        );
+        registry.register(
+            "alert_events_dropped",
+            "Alert events refused because the log took no writes and the backlog was full",
+            alert_events_dropped.clone(),
+        );
         Self {
+            alert_log_backlog,
+            alert_events_dropped,
             state_saved,
             state_save_seconds,
             state_save_errors,

@@ -7,6 +7,14 @@
 //! newer, then returns to the ring, skipping what it already delivered: no gap, no duplicate. The
 //! ring subscription is taken before the first log read, so an event is either in the log when it
 //! is read or arrives through the ring.
+//!
+//! Nothing is delivered live that a resume would not see. When an append fails (disk full, a
+//! read-only file, an I/O error), the event waits in a bounded in-memory backlog, in sequence
+//! order, and every later event waits behind it; [`AlertHub::retry_unlogged`] (every second, from
+//! `lib.rs`) appends the backlog once the log takes writes again and only then fans it out. While
+//! a backlog exists the AlertFeed health is NOT_SERVING and `emotion_alert_log_backlog` says how
+//! many events wait. A backlog full at [`MAX_UNLOGGED`] refuses further events (counted in
+//! `emotion_alert_events_dropped_total`, logged as errors): bounded memory over silent growth.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -22,11 +30,21 @@ use crate::pb;
 
 /// Events read from the log per query while catching up.
 const REPLAY_PAGE: usize = 256;
+/// Events held in memory while the log cannot be written.
+pub const MAX_UNLOGGED: usize = 10_000;
+
+/// The publishing side, behind one lock: sequence numbers and what the log has not taken yet.
+struct Publisher {
+    /// The last sequence assigned.
+    last: u64,
+    /// Events not yet appended (the log failed), oldest first; not yet sent to anyone.
+    unlogged: VecDeque<pb::Alert>,
+}
 
 pub struct AlertHub {
     log: Arc<AlertLog>,
-    /// The last sequence assigned; held across append and send.
-    last_sequence: Mutex<u64>,
+    /// Held across append and send.
+    publisher: Mutex<Publisher>,
     /// Bounded ring of recent events; senders never wait for receivers.
     ring: broadcast::Sender<Arc<pb::Alert>>,
     /// Caps open subscriptions (server-wide and per token): each holds a permit.
@@ -116,7 +134,10 @@ impl AlertHub {
         let (ring, _) = broadcast::channel(buffer);
         Ok(Self {
             subscribers,
-            last_sequence: Mutex::new(log.last_sequence()?),
+            publisher: Mutex::new(Publisher {
+                last: log.last_sequence()?,
+                unlogged: VecDeque::new(),
+            }),
             log: Arc::new(log),
             ring,
             metrics,
@@ -129,25 +150,62 @@ impl AlertHub {
 
     /// The sequence of the newest event published (or found in the log at start).
     pub fn last_sequence(&self) -> u64 {
-        *self.last_sequence.lock().unwrap_or_else(|p| p.into_inner())
+        self.publisher().last
+    }
+
+    fn publisher(&self) -> std::sync::MutexGuard<'_, Publisher> {
+        self.publisher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events waiting for the log to take writes again (0: everything published is durable).
+    pub fn unlogged(&self) -> usize {
+        self.publisher().unlogged.len()
+    }
+
+    /// Appends the backlog, oldest first, fanning out each event once it is durable; stops at
+    /// the first failure. Returns how many still wait. Blocking (SQLite).
+    pub fn retry_unlogged(&self) -> usize {
+        let mut p = self.publisher();
+        while let Some(alert) = p.unlogged.front() {
+            if let Err(error) = self.log.append(alert) {
+                tracing::warn!(%error, waiting = p.unlogged.len(), "alert log still not writable");
+                break;
+            }
+            let alert = Arc::new(p.unlogged.pop_front().expect("front above"));
+            let _ = self.ring.send(alert);
+        }
+        if p.unlogged.is_empty() {
+            tracing::info!("alert log writable again; backlog delivered");
+        }
+        self.metrics.alert_log_backlog.set(p.unlogged.len() as i64);
+        p.unlogged.len()
     }
 
     /// Assigns the next sequence number and the time, appends the event to the log, then fans it
-    /// out. If the append fails the event is still sent live (and counted in
-    /// `emotion_alert_log_errors`): a supervisor watching now still sees it, a resume will not.
+    /// out. If the log cannot take it, it waits in the backlog (see the module docs) and is sent
+    /// once durable.
     pub fn publish(&self, alert: pb::Alert) -> Arc<pb::Alert> {
-        let mut last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
-        self.publish_locked(&mut last, alert)
+        let mut p = self.publisher();
+        self.publish_locked(&mut p, alert)
     }
 
-    fn publish_locked(&self, last: &mut u64, mut alert: pb::Alert) -> Arc<pb::Alert> {
-        *last += 1;
-        alert.sequence = *last;
-        alert.created_at = Some(SystemTime::now().into());
-        if let Err(error) = self.log.append(&alert) {
-            self.metrics.alert_log_errors.inc();
-            tracing::error!(%error, sequence = alert.sequence, "alert event not logged");
+    fn publish_locked(&self, p: &mut Publisher, mut alert: pb::Alert) -> Arc<pb::Alert> {
+        if p.unlogged.len() >= MAX_UNLOGGED {
+            self.metrics.alert_events_dropped.inc();
+            tracing::error!(
+                conversation = %alert.conversation_id,
+                "alert event dropped: the alert log takes no writes and {MAX_UNLOGGED} events wait"
+            );
+            return Arc::new(alert);
         }
+        p.last += 1;
+        alert.sequence = p.last;
+        alert.created_at = Some(SystemTime::now().into());
+        let logged = p.unlogged.is_empty()
+            && self.log.append(&alert).map_err(|error| {
+                self.metrics.alert_log_errors.inc();
+                tracing::error!(%error, sequence = alert.sequence, "alert event not logged; held until the log takes writes");
+            }).is_ok();
         self.metrics
             .alerts
             .get_or_create(&AlertLabels {
@@ -155,6 +213,11 @@ impl AlertHub {
                 state: state_str(alert.state),
             })
             .inc();
+        if !logged {
+            p.unlogged.push_back(alert.clone());
+            self.metrics.alert_log_backlog.set(p.unlogged.len() as i64);
+            return Arc::new(alert);
+        }
         let alert = Arc::new(alert);
         // An error only means nobody is subscribed right now.
         let _ = self.ring.send(alert.clone());
@@ -173,7 +236,7 @@ impl AlertHub {
         note: &str,
         tenants: &[String],
     ) -> Result<(Arc<pb::Alert>, bool), AckError> {
-        let mut last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = self.publisher();
         let events = self.log.query(&Query {
             alert_id: Some(alert_id.to_string()),
             newest_first: true,
@@ -201,7 +264,7 @@ impl AlertHub {
             note: note.to_string(),
             ..latest
         };
-        Ok((self.publish_locked(&mut last, ack), true))
+        Ok((self.publish_locked(&mut p, ack), true))
     }
 
     /// A live subscription, or with `after` one that first replays every retained event after it.
@@ -213,10 +276,7 @@ impl AlertHub {
         token: Option<&str>,
     ) -> Result<Subscription, SubscribeError> {
         let permit = self.subscribers.admit(token)?;
-        let (rx, last) = {
-            let last = self.last_sequence.lock().unwrap_or_else(|p| p.into_inner());
-            (self.ring.subscribe(), *last)
-        };
+        let (rx, last) = { (self.ring.subscribe(), self.publisher().last) };
         let cursor = match after {
             None => last,
             Some(after) if after > last => return Err(SubscribeError::Ahead { after, last }),
