@@ -50,6 +50,23 @@ pub enum Command {
     /// Load a running server: concurrent conversations over several streams, texts from a corpus;
     /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
     Loadgen(LoadgenArgs),
+    /// Fuzz a running server's StreamTurns (auth off, loopback): random malformed, duplicate,
+    /// out-of-order, garbage and cancelled streams, checking every result against the contract.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    #[arg(long = "server", default_value = "http://127.0.0.1:50051")]
+    pub url: String,
+    /// The run's seed (a violation names the seed and case that shows it).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_secs: f64,
+    /// The server's process id: its resident memory is printed every minute.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Args)]

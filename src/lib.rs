@@ -29,6 +29,7 @@ pub mod config;
 pub mod conversation;
 pub mod error;
 pub mod eval;
+pub mod fuzz;
 pub mod grpc;
 pub mod inference;
 pub mod loadgen;

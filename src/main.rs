@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Loadgen(args) => loadgen(args).await,
+        Command::Fuzz(args) => fuzz(args).await,
         Command::Watch(args) => {
             use std::io::IsTerminal;
             let color = match args.color {
@@ -255,6 +256,47 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     if report.lost + report.duplicated + report.errors > 0 {
         anyhow::bail!("turns lost, duplicated or failed");
     }
+    Ok(())
+}
+
+/// Runs the fuzzer in one-minute rounds (seed, seed+1, ...), printing each round and the
+/// server's RSS, until the duration is used up; fails on any violation.
+async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(args.url.clone())?
+        .connect()
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.duration_secs);
+    let mut total = emotion_service::fuzz::FuzzReport::default();
+    let mut seed = args.seed;
+    while std::time::Instant::now() < deadline {
+        let round = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_secs(60));
+        let r = emotion_service::fuzz::run(channel.clone(), seed, round, u64::MAX).await;
+        let rss = args
+            .server_pid
+            .map(loadgen::process_usage)
+            .transpose()?
+            .map(|(rss, _)| format!(", server RSS {:.1} MiB", rss as f64 / 1048576.0))
+            .unwrap_or_default();
+        println!("seed {seed}: {r}{rss}");
+        for v in &r.violations {
+            println!("  VIOLATION {v}");
+        }
+        total.cases += r.cases;
+        total.frames += r.frames;
+        total.results += r.results;
+        total.violations.extend(r.violations);
+        seed += 1;
+    }
+    println!(
+        "total: {} cases, {} frames, {} results, {} violations",
+        total.cases,
+        total.frames,
+        total.results,
+        total.violations.len()
+    );
+    anyhow::ensure!(total.violations.is_empty(), "the contract was broken");
     Ok(())
 }
 

@@ -8,7 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::browser::{http, http_raw};
-use common::{TestServer, raw, turn};
+use common::{TestServer, turn};
+use emotion_service::fuzz::raw;
 use emotion_service::pb;
 use prost::Message;
 use tokio_stream::StreamExt;

@@ -3,7 +3,6 @@
 
 pub mod browser;
 pub mod onnx;
-pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! A gRPC client that sends frames as raw bytes: what a buggy or hostile client puts on the wire
+//! A gRPC client that sends frames as raw bytes (the fuzzer's, and the hostile-input tests'): what a buggy or hostile client puts on the wire
 //! (invalid UTF-8 in string fields, unknown enum values, frames that are not protobuf at all).
 
 use std::marker::PhantomData;
@@ -45,12 +45,14 @@ impl<U: prost::Message + Default + Send + 'static> Codec for RawCodec<U> {
 pub async fn stream_turns(
     channel: Channel,
     frames: Vec<Vec<u8>>,
-) -> Result<tonic::Streaming<emotion_service::pb::TurnResult>, Status> {
+) -> Result<tonic::Streaming<crate::pb::TurnResult>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| Status::unknown(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static("/emotion.v1.EmotionAnalysis/StreamTurns");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/emotion.v1.EmotionAnalysis/StreamTurns",
+    );
     let response = grpc
         .streaming(
             tonic::Request::new(tokio_stream::iter(frames)),
@@ -74,7 +76,7 @@ pub async fn unary<U: prost::Message + Default + Send + 'static>(
     let response = grpc
         .unary(
             tonic::Request::new(frame),
-            http::uri::PathAndQuery::from_static(path),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
             RawCodec::<U>::default(),
         )
         .await?;
