@@ -32,6 +32,7 @@ pub mod eval;
 pub mod fuzz;
 pub mod grpc;
 pub mod inference;
+pub mod lang;
 pub mod loadgen;
 pub mod metrics;
 pub mod persist;

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::lang::Lang;
+
 /// How much of a turn's text an alert may carry.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -34,17 +36,32 @@ impl Redaction {
 
 fn patterns() -> &'static [(Regex, &'static str)] {
     static PATTERNS: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    // Word boundaries are ASCII ones (`(?-u:\b)`): a Chinese character next to a number is a
+    // boundary ("身份证号110101199003071234"), where Unicode's \b sees one word and masks nothing.
     PATTERNS.get_or_init(|| {
         [
             (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[EMAIL]"),
-            // 13 to 19 digits, optionally grouped by spaces or dashes.
-            (r"\b(?:\d[ -]?){12,18}\d\b", "[CARD]"),
+            // A PRC resident identity number: 6-digit area, birth date, 3 digits, check digit or X.
+            (
+                r"(?-u:\b)[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?-u:\b)",
+                "[NATIONAL_ID]",
+            ),
+            // A mainland mobile number: 11 digits from 13x to 19x, optionally +86 and grouped 3-4-4.
+            (
+                r"(?:\+?86[ -]?)?(?-u:\b)1[3-9]\d(?:[ -]?\d{4}){2}(?-u:\b)",
+                "[PHONE]",
+            ),
+            // 13 to 19 digits, optionally grouped by spaces or dashes (bank cards: 16 to 19).
+            (r"(?-u:\b)(?:\d[ -]?){12,18}\d(?-u:\b)", "[CARD]"),
             // Letters then 4 or more digits: account, ticket, passport numbers.
-            (r"\b[A-Za-z]{1,6}[-#]?\d{4,}[A-Za-z0-9]*\b", "[ID]"),
+            (
+                r"(?-u:\b)[A-Za-z]{1,6}[-#]?\d{4,}[A-Za-z0-9]*(?-u:\b)",
+                "[ID]",
+            ),
             // 7 or more digits with the usual separators, optionally international.
             (r"\+?\(?\d[\d ().-]{5,}\d", "[PHONE]"),
             // Any other run of 5 or more digits: order numbers, national ids.
-            (r"\b\d{5,}\b", "[ID]"),
+            (r"(?-u:\b)\d{5,}(?-u:\b)", "[ID]"),
         ]
         .into_iter()
         .map(|(p, r)| (Regex::new(p).expect("valid pattern"), r))
@@ -52,9 +69,19 @@ fn patterns() -> &'static [(Regex, &'static str)] {
     })
 }
 
-/// `text` with PII replaced.
+/// `text` with PII replaced. Full-width digits and letters (１３８…, Ｘ) are read as ASCII first,
+/// so a number typed on a Chinese keyboard is masked too.
 pub fn mask_pii(text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out: String = text
+        .chars()
+        .map(|c| match c {
+            '\u{FF10}'..='\u{FF19}'
+            | '\u{FF21}'..='\u{FF3A}'
+            | '\u{FF41}'..='\u{FF5A}'
+            | '\u{FF0B}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            _ => c,
+        })
+        .collect();
     for (re, replacement) in patterns() {
         if re.is_match(&out) {
             out = re.replace_all(&out, *replacement).into_owned();
@@ -77,7 +104,9 @@ pub fn excerpt(text: &str, redaction: Redaction, max_chars: usize) -> Option<Box
     Some(cut.into_boxed_str())
 }
 
-/// Suggested next steps: by trigger kind first, then by the first dominant emotion listed.
+/// Suggested next steps: by trigger kind first, then by the first dominant emotion listed, in the
+/// conversation's language: `[alerts.playbook]` is English, `[alerts.playbook.zh]` Chinese (any
+/// entry it lacks falls back to the English one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlaybookConfig {
@@ -85,18 +114,33 @@ pub struct PlaybookConfig {
     pub emotions: BTreeMap<String, String>,
     /// When nothing above applies.
     pub default: String,
+    /// The same in Chinese (zh-CN), for conversations in Chinese.
+    pub zh: PlaybookTexts,
 }
+
+/// One language's playbook entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybookTexts {
+    pub triggers: BTreeMap<String, String>,
+    pub emotions: BTreeMap<String, String>,
+    pub default: String,
+}
+
+fn entries(list: &[(&[&str], &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .flat_map(|(keys, text)| keys.iter().map(|k| (k.to_string(), text.to_string())))
+        .collect()
+}
+
+const ANGER: &[&str] = &["anger", "annoyance", "disapproval", "disgust"];
+const FEAR: &[&str] = &["fear", "nervousness"];
+const SADNESS: &[&str] = &["sadness", "disappointment", "grief", "remorse"];
 
 impl Default for PlaybookConfig {
     fn default() -> Self {
-        let map = |entries: &[(&[&str], &str)]| {
-            entries
-                .iter()
-                .flat_map(|(keys, text)| keys.iter().map(|k| (k.to_string(), text.to_string())))
-                .collect()
-        };
         Self {
-            triggers: map(&[
+            triggers: entries(&[
                 (
                     &["escalation_request"],
                     "Offer the transfer now: say who they will speak to, and stay on until the handover.",
@@ -110,13 +154,13 @@ impl Default for PlaybookConfig {
                     "Check in with the agent: offer help or take over, and a short break after the call.",
                 ),
             ]),
-            emotions: map(&[
+            emotions: entries(&[
                 (
-                    &["anger", "annoyance", "disapproval", "disgust"],
+                    ANGER,
                     "Apologise first, then explain what happened and what you will do.",
                 ),
                 (
-                    &["fear", "nervousness"],
+                    FEAR,
                     "Reassure step by step: say what happens next and when, and check they are with you.",
                 ),
                 (
@@ -124,22 +168,67 @@ impl Default for PlaybookConfig {
                     "Simplify and confirm: one step at a time, and ask them to repeat the key point back.",
                 ),
                 (
-                    &["sadness", "disappointment", "grief", "remorse"],
+                    SADNESS,
                     "Acknowledge how they feel and offer a concrete remedy.",
                 ),
             ]),
             default: "Listen, acknowledge the concern in their words, and agree on a next step."
                 .into(),
+            zh: PlaybookTexts {
+                triggers: entries(&[
+                    (
+                        &["escalation_request"],
+                        "立即为客户转接：告诉客户将由谁接听，转接完成前不要挂断。",
+                    ),
+                    (
+                        &["repetition"],
+                        "客户在重复同一个问题：正面回答他问的那一点，再确认问题已经解决。",
+                    ),
+                    (
+                        &["agent_strain"],
+                        "关心一下坐席：提供协助或接手这通电话，通话结束后安排短暂休息。",
+                    ),
+                ]),
+                emotions: entries(&[
+                    (ANGER, "先真诚道歉，再说明发生了什么、接下来你会怎么处理。"),
+                    (
+                        FEAR,
+                        "一步一步地引导安抚：说清楚下一步做什么、什么时候完成，并确认客户跟上了。",
+                    ),
+                    (
+                        &["confusion"],
+                        "简化并确认：一次只讲一步，请客户把关键点复述一遍。",
+                    ),
+                    (
+                        SADNESS,
+                        "先体谅客户的感受，再给出具体的补救办法，并约定回电时间。",
+                    ),
+                ]),
+                default: "耐心倾听，用客户自己的话复述他的诉求，并约定下一步。".into(),
+            },
         }
     }
 }
 
 impl PlaybookConfig {
-    pub fn suggest<'a>(&self, kind: &str, dominant: impl IntoIterator<Item = &'a str>) -> &str {
-        self.triggers
+    /// The trigger's entry, else the first dominant emotion's, else the default: for a Chinese
+    /// conversation from the Chinese playbook (unless a configuration emptied it).
+    pub fn suggest<'a>(
+        &self,
+        kind: &str,
+        dominant: impl IntoIterator<Item = &'a str>,
+        lang: Lang,
+    ) -> &str {
+        let (triggers, emotions, default) = match lang {
+            Lang::Zh if !self.zh.default.is_empty() => {
+                (&self.zh.triggers, &self.zh.emotions, &self.zh.default)
+            }
+            _ => (&self.triggers, &self.emotions, &self.default),
+        };
+        triggers
             .get(kind)
-            .or_else(|| dominant.into_iter().find_map(|e| self.emotions.get(e)))
-            .unwrap_or(&self.default)
+            .or_else(|| dominant.into_iter().find_map(|e| emotions.get(e)))
+            .unwrap_or(default)
     }
 }
 
@@ -171,28 +260,70 @@ mod tests {
     }
 
     #[test]
+    fn masks_chinese_ids_by_their_kind() {
+        for (text, want) in [
+            (
+                "我的身份证号是110101199003071234，麻烦查一下",
+                "我的身份证号是[NATIONAL_ID]，麻烦查一下",
+            ),
+            ("身份证44030419851231002X", "身份证[NATIONAL_ID]"),
+            ("手机13812345678打不通", "手机[PHONE]打不通"),
+            ("号码138 1234 5678", "号码[PHONE]"),
+            ("+86 139-1234-5678", "[PHONE]"),
+            ("手机１３８１２３４５６７８", "手机[PHONE]"),
+            ("卡号6222021234567890123被冻结了", "卡号[CARD]被冻结了"),
+            ("卡号6222 0212 3456 7890", "卡号[CARD]"),
+            ("运单SF1234567890到哪了", "运单[ID]到哪了"),
+            ("花了315元", "花了315元"),
+        ] {
+            assert_eq!(mask_pii(text), want, "{text}");
+        }
+    }
+
+    #[test]
     fn playbook_prefers_trigger_then_emotion() {
         let p = PlaybookConfig::default();
         assert!(
-            p.suggest("escalation_request", ["anger"])
+            p.suggest("escalation_request", ["anger"], Lang::En)
                 .starts_with("Offer the transfer")
         );
         assert!(
-            p.suggest("rolling_valence", ["neutral", "anger"])
+            p.suggest("rolling_valence", ["neutral", "anger"], Lang::En)
                 .starts_with("Apologise")
         );
         assert!(
-            p.suggest("rolling_valence", ["nervousness"])
+            p.suggest("rolling_valence", ["nervousness"], Lang::En)
                 .starts_with("Reassure")
         );
         assert!(
-            p.suggest("rolling_valence", ["confusion"])
+            p.suggest("rolling_valence", ["confusion"], Lang::En)
                 .starts_with("Simplify")
         );
         assert!(
-            p.suggest("rolling_valence", ["disappointment"])
+            p.suggest("rolling_valence", ["disappointment"], Lang::En)
                 .starts_with("Acknowledge")
         );
-        assert_eq!(p.suggest("rolling_valence", ["joy"]), p.default);
+        assert_eq!(p.suggest("rolling_valence", ["joy"], Lang::En), p.default);
+        // Chinese conversations get the Chinese entries, with the same strategies.
+        assert!(
+            p.suggest("escalation_request", ["anger"], Lang::Zh)
+                .starts_with("立即为客户转接")
+        );
+        assert!(
+            p.suggest("rolling_valence", ["annoyance"], Lang::Zh)
+                .starts_with("先真诚道歉")
+        );
+        assert!(
+            p.suggest("rolling_valence", ["nervousness"], Lang::Zh)
+                .starts_with("一步一步")
+        );
+        assert!(
+            p.suggest("rolling_valence", ["sadness"], Lang::Zh)
+                .contains("回电")
+        );
+        assert_eq!(
+            p.suggest("rolling_valence", ["joy"], Lang::Zh),
+            p.zh.default
+        );
     }
 }

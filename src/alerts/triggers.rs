@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::{Transition, new_alert_id};
 use super::{AlertState, Severity};
 use crate::conversation::Speaker;
+use crate::lang::Lang;
 
 mod config;
 
@@ -37,7 +38,42 @@ pub struct TriggerSet {
     pub sustained: SustainedTrigger,
     pub agent_strain: AgentStrainTrigger,
     /// Normalized phrases.
-    normalized_phrases: Vec<String>,
+    normalized_phrases: Vec<Phrase>,
+}
+
+/// An escalation phrase as matched: normalized, and whether it must be the whole message
+/// (written with a leading `=`, e.g. `=人工`: a customer typing just "人工" to a bot wants a
+/// person; "人工智能" and "人工费" do not).
+#[derive(Debug, Clone)]
+struct Phrase {
+    text: String,
+    whole: bool,
+    /// No Latin letters: also matched with every space removed ("1 2 3 1 5", "投 诉").
+    compact: bool,
+}
+
+impl Phrase {
+    fn new(raw: &str) -> Option<Self> {
+        let (whole, raw) = match raw.strip_prefix('=') {
+            Some(rest) => (true, rest),
+            None => (false, raw),
+        };
+        let text = normalize(raw);
+        let compact = !text.chars().any(|c| c.is_ascii_alphabetic());
+        (!text.is_empty()).then_some(Self {
+            text: if compact { text.replace(' ', "") } else { text },
+            whole,
+            compact,
+        })
+    }
+
+    fn found_in(&self, normalized: &str, compact: &str) -> bool {
+        if self.whole {
+            return normalized == self.text || (self.compact && compact == self.text);
+        }
+        contains_word(normalized, &self.text)
+            || (self.compact && contains_word(compact, &self.text))
+    }
 }
 
 impl TriggerSet {
@@ -51,8 +87,7 @@ impl TriggerSet {
             .phrases
             .values()
             .flatten()
-            .map(|p| normalize(p))
-            .filter(|n| !n.is_empty())
+            .filter_map(|p| Phrase::new(p))
             .collect();
         Self {
             escalation,
@@ -68,10 +103,11 @@ impl TriggerSet {
         if !self.escalation.enabled {
             return None;
         }
+        let compact = normalized.replace(' ', "");
         self.normalized_phrases
             .iter()
-            .find(|p| contains_word(normalized, p))
-            .map(String::as_str)
+            .find(|p| p.found_in(normalized, &compact))
+            .map(|p| p.text.as_str())
     }
 }
 
@@ -141,20 +177,10 @@ fn contains_word(text: &str, phrase: &str) -> bool {
     })
 }
 
-/// Lower case, every character that is not a letter or digit as a space, spaces collapsed.
+/// Text as escalation phrases and repetition see it (see [`crate::lang::normalize`]: full-width
+/// and Traditional forms folded, punctuation as spaces, no spaces inside Chinese).
 pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars().flat_map(char::to_lowercase) {
-        if c.is_alphanumeric() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with(' ') {
-            out.push(' ');
-        }
-    }
-    if out.ends_with(' ') {
-        out.pop();
-    }
-    out
+    crate::lang::normalize(text)
 }
 
 /// A 64-bit fingerprint of normalized text (for repetition; the text itself is not kept).
@@ -175,6 +201,8 @@ pub struct TurnFacts<'a> {
     pub normalized: Option<&'a str>,
     /// Whether a rolling-threshold alert was open before this turn or is open after it.
     pub rolling_alert_open: bool,
+    /// The language the alert's words are written in.
+    pub lang: Lang,
     pub now: Instant,
 }
 
@@ -227,8 +255,8 @@ impl TriggerState {
         match facts.speaker {
             Speaker::Customer => {
                 if let Some(text) = facts.normalized {
-                    fired.extend(self.escalation(set, text, facts.now));
-                    fired.extend(self.repetition(set, text, facts.now));
+                    fired.extend(self.escalation(set, text, facts.lang, facts.now));
+                    fired.extend(self.repetition(set, text, facts.lang, facts.now));
                 }
                 fired.extend(self.sustained(set, facts));
             }
@@ -238,7 +266,13 @@ impl TriggerState {
         fired
     }
 
-    fn escalation(&mut self, set: &TriggerSet, text: &str, now: Instant) -> Option<Fired> {
+    fn escalation(
+        &mut self,
+        set: &TriggerSet,
+        text: &str,
+        lang: Lang,
+        now: Instant,
+    ) -> Option<Fired> {
         let phrase = set.escalation_phrase(text)?;
         let cooldown = Duration::from_secs(set.escalation.cooldown_secs);
         if self
@@ -251,11 +285,20 @@ impl TriggerState {
         Some(Fired {
             kind: "escalation_request",
             transition: raised(set.escalation.severity.into(), 0.0),
-            detail: format!("the customer said {phrase:?}"),
+            detail: match lang {
+                Lang::En => format!("the customer said {phrase:?}"),
+                Lang::Zh => format!("客户说了“{phrase}”"),
+            },
         })
     }
 
-    fn repetition(&mut self, set: &TriggerSet, text: &str, now: Instant) -> Option<Fired> {
+    fn repetition(
+        &mut self,
+        set: &TriggerSet,
+        text: &str,
+        lang: Lang,
+        now: Instant,
+    ) -> Option<Fired> {
         let r = &set.repetition;
         if !r.enabled || text.chars().count() < r.min_chars {
             return None;
@@ -288,10 +331,13 @@ impl TriggerState {
         Some(Fired {
             kind: "repetition",
             transition: raised(r.severity.into(), 0.0),
-            detail: format!(
-                "the customer sent the same message {times} times within {} s",
-                r.window_secs
-            ),
+            detail: match lang {
+                Lang::En => format!(
+                    "the customer sent the same message {times} times within {} s",
+                    r.window_secs
+                ),
+                Lang::Zh => format!("客户在 {} 秒内把同一句话发了 {times} 次", r.window_secs),
+            },
         })
     }
 
@@ -321,11 +367,18 @@ impl TriggerState {
                 return Some(Fired {
                     kind: "sustained_negativity",
                     transition,
-                    detail: format!(
-                        "the customer's rolling score has been below {:+.2} for {turns} turns ({} s)",
-                        s.threshold,
-                        lasted.as_secs()
-                    ),
+                    detail: match facts.lang {
+                        Lang::En => format!(
+                            "the customer's rolling score has been below {:+.2} for {turns} turns ({} s)",
+                            s.threshold,
+                            lasted.as_secs()
+                        ),
+                        Lang::Zh => format!(
+                            "客户的滚动情绪分已连续 {turns} 轮（{} 秒）低于 {:+.2}",
+                            lasted.as_secs(),
+                            s.threshold
+                        ),
+                    },
                 });
             }
             return None;
@@ -335,7 +388,10 @@ impl TriggerState {
             return self.sustained.take().map(|open| Fired {
                 kind: "sustained_negativity",
                 transition: resolved(open, s.threshold + s.hysteresis),
-                detail: "the customer's rolling score recovered".into(),
+                detail: match facts.lang {
+                    Lang::En => "the customer's rolling score recovered".into(),
+                    Lang::Zh => "客户的滚动情绪分已回升".into(),
+                },
             });
         }
         None
@@ -355,17 +411,26 @@ impl TriggerState {
             return Some(Fired {
                 kind: "agent_strain",
                 transition,
-                detail: format!(
-                    "the agent's own rolling score is {:+.2}, at or below {:+.2}",
-                    facts.rolling, a.threshold
-                ),
+                detail: match facts.lang {
+                    Lang::En => format!(
+                        "the agent's own rolling score is {:+.2}, at or below {:+.2}",
+                        facts.rolling, a.threshold
+                    ),
+                    Lang::Zh => format!(
+                        "坐席自己的滚动情绪分为 {:+.2}，不高于 {:+.2}",
+                        facts.rolling, a.threshold
+                    ),
+                },
             });
         }
         if facts.rolling > a.threshold + a.hysteresis {
             return self.strain.take().map(|open| Fired {
                 kind: "agent_strain",
                 transition: resolved(open, a.threshold + a.hysteresis),
-                detail: "the agent's rolling score recovered".into(),
+                detail: match facts.lang {
+                    Lang::En => "the agent's rolling score recovered".into(),
+                    Lang::Zh => "坐席的滚动情绪分已回升".into(),
+                },
             });
         }
         None

@@ -93,6 +93,8 @@ pub struct TextSignal {
     pub normalized: Box<str>,
     /// The excerpt alerts and the dashboard may show, under the redaction policy.
     pub excerpt: Option<Arc<str>>,
+    /// The language of the text by its script, if it says (see [`crate::lang::Lang::of_text`]).
+    pub lang: Option<crate::lang::Lang>,
 }
 
 impl TextSignal {
@@ -102,6 +104,7 @@ impl TextSignal {
             normalized: crate::alerts::triggers::normalize(text).into_boxed_str(),
             excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars)
                 .map(Arc::from),
+            lang: crate::lang::Lang::of_text(text),
         })
     }
 }

@@ -42,6 +42,7 @@ pub struct ConversationSnapshot {
     min_customer_rolling: f32,
     customer_prob_sum: Vec<f32>,
     customer_model: Option<u16>,
+    lang: Option<crate::lang::Lang>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +171,7 @@ impl Conversation {
             min_customer_rolling: self.min_customer_rolling,
             customer_prob_sum: self.customer_prob_sum.clone(),
             customer_model,
+            lang: self.lang,
         }
     }
 
@@ -230,6 +232,7 @@ impl Conversation {
         conv.alert_events = s.alert_events;
         conv.min_customer_rolling = s.min_customer_rolling;
         conv.customer_prob_sum = s.customer_prob_sum;
+        conv.lang = s.lang;
         conv.customer_model = match s.customer_model {
             Some(i) => Some(model(i)?),
             None => None,

@@ -17,6 +17,7 @@ use crate::alerts::triggers::{TriggerState, TurnFacts};
 use crate::alerts::{Alert, AlertState, AlertTracker, EvidenceTurn, Severity};
 use crate::error::InferenceError;
 use crate::inference::{ModelSpec, Scores};
+use crate::lang::Lang;
 
 pub(super) struct PendingTurn {
     pub(super) speaker: Speaker,
@@ -65,6 +66,9 @@ pub(super) struct Conversation {
     pub(super) min_customer_rolling: f32,
     pub(super) customer_prob_sum: Vec<f32>,
     pub(super) customer_model: Option<Arc<ModelSpec>>,
+    /// The language its customer writes in, from the script of their latest turn that says
+    /// (an agent's before the customer's first); `None` until a turn says.
+    pub(super) lang: Option<Lang>,
     /// Changed since it was last persisted (see `snapshot.rs`).
     pub(super) dirty: bool,
 }
@@ -90,8 +94,17 @@ impl Conversation {
             min_customer_rolling: f32::INFINITY,
             customer_prob_sum: Vec::new(),
             customer_model: None,
+            lang: None,
             dirty: false,
         }
+    }
+
+    /// The language alerts about this conversation are written in: its customer's script, else
+    /// the context's language tag, else English.
+    pub(super) fn lang(&self) -> Lang {
+        self.lang
+            .or_else(|| Lang::from_tag(&self.context.language))
+            .unwrap_or_default()
     }
 
     pub(super) fn apply(
@@ -117,6 +130,10 @@ impl Conversation {
             self.first_rolling[speaker.index()] = rolling;
         }
         let signal = pending.signal.take().unwrap_or_default();
+        if signal.lang.is_some() && (speaker == Speaker::Customer || self.lang.is_none()) {
+            self.lang = signal.lang;
+        }
+        let lang = self.lang();
         let mut fired: Vec<(&'static str, Transition, String)> = Vec::new();
         let rolling_open_before = self.alert.level() != Severity::None;
         if speaker != Speaker::Bot {
@@ -151,10 +168,16 @@ impl Conversation {
                 .alert
                 .observe(&settings.policy, rolling, speaker_turns, now)
             {
-                let detail = format!(
-                    "the customer's rolling score is {rolling:+.2} (threshold {:+.2})",
-                    t.threshold
-                );
+                let detail = match lang {
+                    Lang::En => format!(
+                        "the customer's rolling score is {rolling:+.2} (threshold {:+.2})",
+                        t.threshold
+                    ),
+                    Lang::Zh => format!(
+                        "客户的滚动情绪分为 {rolling:+.2}（阈值 {:+.2}）",
+                        t.threshold
+                    ),
+                };
                 fired.push(("rolling_valence", t, detail));
             }
         }
@@ -167,6 +190,7 @@ impl Conversation {
             speaker_turns,
             normalized: Some(&*signal.normalized).filter(|t| !t.is_empty()),
             rolling_alert_open: rolling_open_before || self.alert.level() != Severity::None,
+            lang,
             now,
         };
         for f in self.triggers.observe(set, &facts) {
@@ -230,7 +254,7 @@ impl Conversation {
             AlertState::Resolved => String::new(),
             _ => settings
                 .playbook
-                .suggest(kind, dominant.iter().map(|(l, _)| l.as_str()))
+                .suggest(kind, dominant.iter().map(|(l, _)| l.as_str()), self.lang())
                 .to_string(),
         };
         Alert {

@@ -13,6 +13,7 @@ fn customer(text: Option<&str>, rolling: f32, turns: u32, now: Instant) -> TurnF
         speaker_turns: turns,
         normalized: text,
         rolling_alert_open: false,
+        lang: Lang::En,
         now,
     }
 }
@@ -51,6 +52,40 @@ fn normalizes_and_finds_phrases_as_words() {
         "whole words"
     );
     assert_eq!(s.escalation_phrase(&normalize("thanks, that helps")), None);
+}
+
+#[test]
+fn chinese_escalation_in_every_written_form() {
+    let s = set();
+    let found = |t: &str| s.escalation_phrase(&normalize(t)).map(str::to_string);
+    for (text, phrase) in [
+        ("我要转人工", "转人工"),
+        ("我要轉人工！", "转人工"),
+        ("转 人 工", "转人工"),
+        ("转-人-工", "转人工"),
+        ("我要投訴你們", "投诉"),
+        ("我要投 诉", "投诉"),
+        ("打１２３１５", "12315"),
+        ("我要打 1 2 3 1 5", "12315"),
+        ("你們經理呢", "你们经理"),
+        ("叫你们领导出来", "你们领导"),
+        ("人工", "人工"),
+        ("人工！！", "人工"),
+        ("我唔要机械人", "唔要机械人"),
+        ("我要去消基會", "消基会"),
+        ("我要打315曝光你们", "打315"),
+    ] {
+        assert_eq!(found(text).as_deref(), Some(phrase), "{text}");
+    }
+    for calm in [
+        "人工智能客服挺好用的",
+        "上门维修人工费多少钱",
+        "我的号码是13812315678",
+        "花了315元",
+        "谢谢你的帮助",
+    ] {
+        assert_eq!(found(calm), None, "{calm}");
+    }
 }
 
 #[test]
@@ -110,6 +145,7 @@ fn each_trigger_fires_once_and_resolves() {
         speaker_turns: turns,
         normalized: None,
         rolling_alert_open: false,
+        lang: Lang::En,
         now,
     };
     assert!(t.observe(&s, &agent(-0.5, 2)).is_empty(), "min agent turns");
