@@ -60,7 +60,9 @@ pub async fn replay(
             }
             Admission::Answered(_) | Admission::Joined(_) => continue, // a repeated line
         }
-        let scores = batcher.submit(&text).await?.wait().await;
+        let tag = input.context.as_ref().map_or("", |c| c.language.as_str());
+        let lang = crate::inference::turn_language(&text, tag);
+        let scores = batcher.submit_in(lang, &text).await?.wait().await;
         if let Err(e) = &scores {
             bail!("scoring {} #{}: {e}", input.conversation_id, input.turn_id);
         }
@@ -186,7 +188,21 @@ pub async fn compare(
                 .await??;
         anyhow::Ok(batcher)
     };
-    let label = |b: &Batcher, rules: &str| format!("model {} with {rules}", b.spec().tag);
+    let label = |b: &Batcher, rules: &str| {
+        let routes: Vec<String> = b
+            .routes()
+            .iter()
+            .map(|(lang, m)| format!("{}: {}", lang.tag(), m.spec.tag))
+            .collect();
+        match routes.is_empty() {
+            true => format!("model {} with {rules}", b.spec().tag),
+            false => format!(
+                "model {} ({}) with {rules}",
+                b.spec().tag,
+                routes.join(", ")
+            ),
+        }
+    };
     let batcher = start(config.clone()).await?;
     let first = replay(label(&batcher, "these rules"), &config, &batcher, turns).await?;
     let mut out = first.report();

@@ -258,9 +258,14 @@ pub struct CheckModelArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// GoEmotions-format TSV: text, comma-separated label ids (indexes into the model's labels).
+    /// GoEmotions-format TSV (text, comma-separated label ids), or a TSV with a header naming
+    /// `text` and `sentiment` and/or `emotion` columns (eval/zh-contact-center, SMP2020-EWECT).
     #[arg(long)]
     pub data: PathBuf,
+    /// Sentiment TSVs: valence within +-BAND reads as neutral (default: the model's
+    /// `neutral_band`, else 0.2).
+    #[arg(long)]
+    pub band: Option<f32>,
 }
 
 #[derive(Subcommand)]

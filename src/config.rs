@@ -103,6 +103,16 @@ impl Config {
         }
         self.metrics_addr()?;
         self.web_addr()?;
+        if let Some(tag) = self
+            .model
+            .languages
+            .keys()
+            .find(|t| crate::lang::Lang::from_tag(t).is_none())
+        {
+            return fail(format!(
+                "model.languages: {tag:?} is not a language the service speaks (zh, en)"
+            ));
+        }
         if self.model.inference_workers == 0 || self.model.inference_workers > 64 {
             return fail(format!(
                 "model.inference_workers must be in 1..=64, got {}",

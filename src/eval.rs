@@ -5,6 +5,9 @@
 //! indexing the model's labels in order. Predictions are the labels at or above their thresholds
 //! (the top label when none is, for multi-label models; the arg-max for single-label ones), as in
 //! every TurnResult.
+//!
+//! A TSV with a header naming `text` and `sentiment` / `emotion` columns (the Chinese
+//! contact-center set, SMP2020-EWECT) is evaluated by [`sentiment`] instead.
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,6 +16,8 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 
 use crate::inference::Batcher;
+
+pub mod sentiment;
 
 /// One labelled text.
 #[derive(Debug, Clone)]

@@ -91,13 +91,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Backtest(args) => backtest(args).await,
         Command::Model(cmd) => model_admin(cmd).await,
         Command::Eval(args) => {
-            let config = load_config(&args.model)?;
+            let mut config = load_config(&args.model)?;
+            // The model given is the one evaluated, whatever the text's language.
+            config.model.languages.clear();
             let batcher =
                 tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new()))
                     .await??;
-            let examples =
-                emotion_service::eval::read_tsv(&args.data, batcher.spec().labels.len())?;
-            let report = emotion_service::eval::evaluate(&batcher, &examples).await?;
+            use emotion_service::eval::{self, sentiment};
+            if sentiment::is_sentiment_tsv(&args.data)? {
+                let rows = sentiment::read(&args.data)?;
+                let report = sentiment::evaluate(&batcher, &rows, args.band).await?;
+                print!("{}", report.table());
+                return Ok(());
+            }
+            let examples = eval::read_tsv(&args.data, batcher.spec().labels.len())?;
+            let report = eval::evaluate(&batcher, &examples).await?;
             print!("{}", report.table());
             Ok(())
         }
@@ -357,7 +365,8 @@ async fn score(args: ScoreArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || inference::start(&config, Metrics::new())).await??;
     let mut pending = Vec::with_capacity(texts.len());
     for text in &texts {
-        pending.push(batcher.submit(text).await?);
+        let lang = emotion_service::lang::Lang::of_text(text);
+        pending.push(batcher.submit_in(lang, text).await?);
     }
     for (text, p) in texts.iter().zip(pending) {
         let scores = p.wait().await?;

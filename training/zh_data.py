@@ -128,11 +128,11 @@ def sentiment3(valence: np.ndarray, band: float) -> np.ndarray:
     return np.where(valence <= -band, 0, np.where(valence >= band, 2, 1))
 
 
-def coarse_emotion(probs: np.ndarray, labels: list[str], ekman: dict[str, list[str]]) -> list[str]:
-    """The Ekman group (or neutral) of the top label."""
-    group = {m: g for g, ms in ekman.items() for m in ms}
-    group["neutral"] = "neutral"
-    return [group[labels[i]] for i in probs.argmax(1)]
+def coarse_emotion(probs: np.ndarray, labels: list[str], classes: list[str]) -> list[str]:
+    """Among `classes` (coarse emotions), the one whose GoEmotions label is the most probable
+    (the same reading as the service's `emotion eval`)."""
+    idx = [labels.index(c) for c in classes]
+    return [classes[i] for i in probs[:, idx].argmax(1)]
 
 
 def cc_report(probs: np.ndarray, weights: np.ndarray, cc: CcSet, labels: list[str],
@@ -151,6 +151,6 @@ def cc_report(probs: np.ndarray, weights: np.ndarray, cc: CcSet, labels: list[st
         "n_polar": int(polar.sum()),
     }
     if ekman is not None:
-        got = coarse_emotion(probs, labels, ekman)
+        got = coarse_emotion(probs, labels, [c for c in COARSE if c in set(cc.emotion)])
         r["coarse_emotion_accuracy"] = float(np.mean([a == b for a, b in zip(got, cc.emotion)]))
     return r

@@ -54,8 +54,12 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Model directory (see docs/models.md).
+    /// Model directory (see docs/models.md): scores every turn no language route below takes.
     pub dir: PathBuf,
+    /// Language routes: a turn whose text is in this language (by its script, else by its
+    /// conversation's `language` tag) is scored by this model instead. Keys are language tags
+    /// (`zh`); default: Chinese to the shipped multilingual model.
+    pub languages: std::collections::BTreeMap<String, PathBuf>,
     /// libonnxruntime.so to load; default: `ORT_DYLIB_PATH`, else the one the build fetched.
     pub onnxruntime: Option<PathBuf>,
     /// ONNX Runtime intra-op threads per inference worker; 0 = CPU cores / inference_workers.
@@ -230,6 +234,15 @@ impl Default for ModelConfig {
                 env!("CARGO_MANIFEST_DIR"),
                 "/models/goemotions-minilm-l6"
             )),
+            languages: [(
+                "zh".to_string(),
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/models/emotion-e5-zh-en"
+                )),
+            )]
+            .into_iter()
+            .collect(),
             onnxruntime: None,
             intra_threads: 0,
             inference_workers: 2,

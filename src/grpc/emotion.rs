@@ -122,7 +122,10 @@ impl EmotionAnalysis for EmotionService {
         }
         let pending = texts
             .iter()
-            .map(|t| self.app.batcher.try_submit(t))
+            .map(|t| {
+                let lang = crate::lang::Lang::of_text(t);
+                self.app.batcher.try_submit_in(lang, t)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut results = Vec::with_capacity(pending.len());
         let mut model_version = String::new();
@@ -180,6 +183,10 @@ fn handle_turn(
         Err((conversation_id, turn_id, e)) => return rejected(app, conversation_id, turn_id, e),
     };
     input.signal = TextSignal::of(&text, input.speaker, &app.config.alerts);
+    let tag = input.context.as_ref().map_or("", |c| c.language.as_str());
+    let model = app
+        .batcher
+        .model_for(crate::inference::turn_language(&text, tag));
     let metrics = app.metrics.clone();
     match app
         .store
@@ -196,13 +203,19 @@ fn handle_turn(
             let app = app.clone();
             let (conversation_id, turn_id) = (input.conversation_id.clone(), input.turn_id);
             let customer = input.speaker == Speaker::Customer;
-            let shadow = app.models.shadow().filter(|s| s.samples(&conversation_id));
+            // The shadow stands in for the default model: turns a language route takes are not
+            // compared with it.
+            let on_default = Arc::ptr_eq(&model, &app.batcher.model());
+            let shadow = app
+                .models
+                .shadow()
+                .filter(|s| on_default && s.samples(&conversation_id));
             if let Some(s) = shadow.as_ref().filter(|_| customer) {
                 s.expect(&conversation_id, turn_id); // in admission order
             }
             tokio::spawn(async move {
                 let started = Instant::now();
-                let scores = match app.batcher.submit(&text).await {
+                let scores = match app.batcher.submit_to(model, &text).await {
                     Ok(pending) => pending.wait().await,
                     Err(e) => Err(e),
                 };

@@ -12,6 +12,7 @@
 //! swap only changes which model new texts get; texts already queued or running finish on theirs,
 //! and a model is freed when nothing refers to it any more.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +23,7 @@ use super::engine::{Engine, Scores};
 use super::model_dir::ModelSpec;
 use super::text::TextEncoder;
 use crate::error::InferenceError;
+use crate::lang::Lang;
 use crate::metrics::Metrics;
 
 /// A model ready to serve: its spec, its tokenizer, and one session per inference worker.
@@ -69,8 +71,10 @@ pub struct BatchPolicy {
 pub struct Batcher {
     /// Bounded: `send_async` waits for room (stream backpressure), `try_send` fails fast (unary).
     queue: flume::Sender<Job>,
-    /// The model new texts are tokenized for and scored by.
+    /// The model new texts are tokenized for and scored by, unless a language route takes them.
     current: Arc<RwLock<Arc<LoadedModel>>>,
+    /// Language routes (`model.languages`): a text in one of these languages goes to its model.
+    routes: Arc<RwLock<BTreeMap<Lang, Arc<LoadedModel>>>>,
     workers: usize,
     capacity: usize,
     metrics: Metrics,
@@ -110,6 +114,7 @@ impl Batcher {
         Self {
             queue,
             current: Arc::new(RwLock::new(Arc::new(model))),
+            routes: Arc::default(),
             workers,
             capacity: policy.queue_capacity,
             metrics,
@@ -127,6 +132,35 @@ impl Batcher {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The model a text in `lang` is scored by: its language route, else the default model.
+    pub fn model_for(&self, lang: Option<Lang>) -> Arc<LoadedModel> {
+        lang.and_then(|l| {
+            self.routes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&l)
+                .cloned()
+        })
+        .unwrap_or_else(|| self.model())
+    }
+
+    /// The language routes in force.
+    pub fn routes(&self) -> Vec<(Lang, Arc<LoadedModel>)> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.iter().map(|(l, m)| (*l, m.clone())).collect()
+    }
+
+    /// Routes texts in `lang` to `model` from now on; returns the model it replaces, if any.
+    pub fn route(&self, lang: Lang, model: Arc<LoadedModel>) -> Option<Arc<LoadedModel>> {
+        assert_eq!(
+            model.workers(),
+            self.workers,
+            "one engine per inference worker"
+        );
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.insert(lang, model)
     }
 
     pub fn spec(&self) -> Arc<ModelSpec> {
@@ -185,6 +219,20 @@ impl Batcher {
             .map_err(|_| InferenceError::Stopped)?;
         self.metrics.queue_depth.set(self.queue.len() as i64);
         Ok(pending)
+    }
+
+    /// Queues a text for the model of its language (route, else default), waiting for room.
+    pub async fn submit_in(
+        &self,
+        lang: Option<Lang>,
+        text: &str,
+    ) -> Result<Pending, InferenceError> {
+        self.submit_to(self.model_for(lang), text).await
+    }
+
+    /// Queues a text for the model of its language or fails at once with `QueueFull`.
+    pub fn try_submit_in(&self, lang: Option<Lang>, text: &str) -> Result<Pending, InferenceError> {
+        self.try_submit_to(self.model_for(lang), text)
     }
 
     /// Queues a text or fails at once with `QueueFull` (unary calls).

@@ -29,7 +29,23 @@ pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
         max_wait: config.max_wait(),
         queue_capacity: config.batching.queue_capacity,
     };
-    Ok(Batcher::start(model, policy, metrics))
+    let batcher = Batcher::start(model, policy, metrics);
+    for (tag, dir) in &config.model.languages {
+        let lang = crate::lang::Lang::from_tag(tag).ok_or_else(|| ModelError::Invalid {
+            path: dir.clone(),
+            message: format!("model.languages: {tag:?} is not a language the service speaks"),
+        })?;
+        let model = load(config, dir)?;
+        tracing::info!(language = tag.as_str(), model = %model.spec.tag, "language route");
+        batcher.route(lang, Arc::new(model));
+    }
+    Ok(batcher)
+}
+
+/// The language a turn is scored in: the script of its text when that says (a Chinese turn in
+/// a conversation tagged `en` is Chinese), else its conversation's language tag.
+pub fn turn_language(text: &str, language_tag: &str) -> Option<crate::lang::Lang> {
+    crate::lang::Lang::of_text(text).or_else(|| crate::lang::Lang::from_tag(language_tag))
 }
 
 /// Loads and checks the model in `dir` with one session per configured inference worker.

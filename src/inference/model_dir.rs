@@ -45,6 +45,9 @@ pub struct ModelSpec {
     /// Per label, in [-1, 1], in label order.
     pub valence_weights: Vec<f32>,
     pub max_length: usize,
+    /// A turn whose valence is within +-this reads as neutral where a 3-class sentiment is
+    /// wanted (`emotion eval` on a sentiment TSV).
+    pub neutral_band: f32,
     /// Hex SHA-256 of model.onnx.
     pub sha256: String,
     /// `name@version`, the string every result and alert carries.
@@ -68,10 +71,13 @@ struct EmotionJson {
     thresholds: BTreeMap<String, f32>,
     #[serde(default)]
     valence_weights: BTreeMap<String, f32>,
+    neutral_band: Option<f32>,
 }
 
 /// Default maximum tokens per text when neither emotion.json nor the tokenizer says.
 pub const DEFAULT_MAX_LENGTH: usize = 128;
+/// Default neutral band of the 3-class sentiment reading.
+pub const DEFAULT_NEUTRAL_BAND: f32 = 0.2;
 /// Default decision threshold of a multi-label model.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
@@ -158,6 +164,13 @@ impl ModelSpec {
                 format!("`max_length` {max_length} is below 2"),
             ));
         }
+        let neutral_band = extra.neutral_band.unwrap_or(DEFAULT_NEUTRAL_BAND);
+        if !(0.0..1.0).contains(&neutral_band) {
+            return Err(invalid(
+                "emotion.json",
+                format!("`neutral_band` {neutral_band} is outside [0, 1)"),
+            ));
+        }
         let sha256 = sha256_file(&dir.join("model.onnx"))?;
         let name = extra.name.unwrap_or_else(|| {
             dir.file_name()
@@ -175,6 +188,7 @@ impl ModelSpec {
             thresholds,
             valence_weights,
             max_length,
+            neutral_band,
             sha256,
         })
     }

@@ -103,6 +103,10 @@ pub async fn status(State(web): State<Web>, headers: HeaderMap) -> Result<Json<V
             "sha256": model.spec.sha256,
             "loaded_at_ms": millis(model.loaded_at),
             "shadow": shadow,
+            "languages": app.batcher.routes().iter().map(|(lang, m)| json!({
+                "language": lang.tag(),
+                "version": m.spec.tag,
+            })).collect::<Vec<_>>(),
         },
         "started_at_ms": millis(app.started_at),
         "conversations_tracked": app.store.tracked(),
