@@ -107,7 +107,10 @@ async fn dashboard_in_a_real_browser() {
         .wait_for(
             "the sign-in error",
             Duration::from_secs(5),
-            "return document.getElementById('signin-error').textContent || null",
+            // The page's first status call is refused too ("missing ... token"); under load its
+            // answer can land after the click, so wait for the sign-in's own message.
+            "const t = document.getElementById('signin-error').textContent; \
+             return t.includes('not known') ? t : null",
             json!([]),
         )
         .await;
@@ -319,6 +322,60 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(counted, customer_turns, "{cells:?}");
     assert!(cells[0][2].as_str().unwrap().contains("dominant"));
     browser.screenshot(&artifacts.join("dashboard.png")).await;
+
+    // A Chinese call: its alert card shows the Chinese detail, suggestion and excerpts.
+    let zh_id = "web-escalating-zh";
+    let mut zh_turns = conversation("examples/escalating-call-zh.jsonl", zh_id);
+    zh_turns.truncate(12); // up to the escalation to CRITICAL: the card holds a suggestion
+    for t in &mut zh_turns {
+        let c = t.context.get_or_insert_with(Default::default);
+        c.tenant = "acme".into();
+        c.queue = "zh-billing".into();
+    }
+    let mut zh_client = EmotionAnalysisClient::new(server.channel().await);
+    let zh_results: Vec<_> = zh_client
+        .stream_turns(with("tok-feeder", tokio_stream::iter(zh_turns)))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert!(
+        zh_results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.error.is_none()))
+    );
+    let zh_card = browser
+        .wait_for(
+            "the Chinese alert card",
+            Duration::from_secs(10),
+            "const a = document.querySelector(arguments[0]); return a ? a.textContent : null",
+            json!([format!(".alert[data-conversation=\"{zh_id}\"]")]),
+        )
+        .await;
+    let zh_card = zh_card.as_str().unwrap();
+    assert!(zh_card.contains("客户的滚动情绪分"), "{zh_card}");
+    assert!(
+        zh_card.contains("先真诚道歉"),
+        "suggestion in Chinese: {zh_card}"
+    );
+    assert!(zh_card.contains("气死我了"), "a Chinese excerpt: {zh_card}");
+    let cjk_font = browser
+        .eval(
+            "return document.fonts.check('16px \"Noto Sans CJK SC\"', '客户')",
+            json!([]),
+        )
+        .await;
+    if std::path::Path::new("/usr/share/fonts/opentype/noto").exists() {
+        assert_eq!(
+            cjk_font,
+            json!(true),
+            "fonts-noto-cjk is installed: Chinese renders in it"
+        );
+    } else {
+        println!("no CJK font installed (Debian fonts-noto-cjk): Chinese may render as boxes");
+    }
+    browser.screenshot(&artifacts.join("alert-zh.png")).await;
 
     // Accessibility of the populated page: names, focus, contrast.
     let report = browser.eval(ACCESSIBILITY, json!([])).await;

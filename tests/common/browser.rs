@@ -35,6 +35,7 @@ fn ensure_browser() {
     };
     if present("EMOTION_CHROMIUM", "/usr/bin/chromium")
         && present("EMOTION_CHROMEDRIVER", "/usr/bin/chromedriver")
+        && std::path::Path::new("/usr/share/fonts/opentype/noto").exists()
     {
         return;
     }
@@ -45,10 +46,19 @@ fn ensure_browser() {
     if !root || !std::path::Path::new("/usr/bin/apt-get").exists() {
         return;
     }
-    eprintln!("installing chromium and chromium-driver (Debian packages) for the dashboard tests");
+    eprintln!(
+        "installing chromium, chromium-driver and fonts-noto-cjk (Debian packages) for the dashboard tests"
+    );
     for args in [
         &["update", "-qq"][..],
-        &["install", "-y", "-qq", "chromium", "chromium-driver"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "chromium",
+            "chromium-driver",
+            "fonts-noto-cjk",
+        ][..],
     ] {
         let status = std::process::Command::new("apt-get")
             .args(args)

@@ -107,7 +107,8 @@ async function refreshStatus() {
     const h = $("health");
     h.dataset.health = s.health;
     h.textContent = `${s.health === "SERVING" ? "●" : "▲"} ${s.health} · model ${s.model.version}` +
-      (s.model.shadow ? ` (shadow ${s.model.shadow})` : "");
+      (s.model.shadow ? ` (shadow ${s.model.shadow})` : "") +
+      (s.model.languages || []).map((l) => ` · ${l.language} ${l.version}`).join("");
     h.title = `Model sha256 ${s.model.sha256.slice(0, 12)}…, ${s.model.labels} labels, ` +
       `${s.conversations_tracked} conversations tracked, redaction ${s.redaction}`;
     return s;
