@@ -1,23 +1,24 @@
-//! Backtest: replay recorded conversations through the serving path (validation, conversation
-//! store, model, rolling scores, every trigger) and list the alerts that would have fired; with a
-//! second model or rule set, what would change.
+//! Backtest: replay recorded conversations through the serving path (the same
+//! [`Pipeline`]: validation, conversation store, language routes, model, rolling scores, every
+//! trigger) and list the alerts that would have fired; with a second model or rule set, what
+//! would change.
 //!
 //! Turns are replayed in file order, one at a time, at replay speed: time-based conditions
 //! (cooldowns, the repetition window, sustained negativity's `secs`) see replay time, not the
 //! time of the recording.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::bail;
 
-use crate::alerts::{Alert, AlertState, Severity};
+use crate::alerts::{Alert, AlertKind, AlertState, Severity};
 use crate::config::Config;
-use crate::conversation::{Admission, ConversationStore, StoreSettings, TextSignal};
-use crate::grpc::{ValidTurn, validate_turn};
+use crate::conversation::{ConversationStore, StoreSettings};
 use crate::inference::Batcher;
 use crate::metrics::Metrics;
 use crate::pb;
+use crate::pipeline::{CollectedAlerts, Pipeline};
 
 /// What a replay produced.
 pub struct Replay {
@@ -34,52 +35,46 @@ pub async fn replay(
     batcher: &Batcher,
     turns: &[pb::TurnRequest],
 ) -> anyhow::Result<Replay> {
-    let store = ConversationStore::new(StoreSettings::from(config), Metrics::new());
-    let mut out = Replay {
+    let metrics = Metrics::new();
+    let store = Arc::new(ConversationStore::new(
+        StoreSettings::from(config),
+        metrics.clone(),
+    ));
+    let alerts = Arc::new(CollectedAlerts::default());
+    let pipeline = Arc::new(Pipeline::new(
+        config,
+        store,
+        batcher.clone(),
+        alerts.clone(),
+        metrics,
+    ));
+    let mut rejected = Vec::new();
+    for turn in turns {
+        // One at a time: each turn's alerts are collected before its result resolves.
+        let result = pipeline.turn(&[], turn.clone()).await;
+        let Some(error) = result.error else {
+            continue; // scored, or a repeated line answered from history
+        };
+        let line = format!(
+            "{} #{}: {}",
+            result.conversation_id, result.turn_id, error.message
+        );
+        match tonic::Code::from(error.code) {
+            // The model failed, not the recording: no report to trust.
+            tonic::Code::Internal | tonic::Code::Unavailable => bail!("scoring {line}"),
+            _ => rejected.push(line),
+        }
+    }
+    Ok(Replay {
         label: label.into(),
         turns: turns.len(),
-        rejected: Vec::new(),
-        alerts: Vec::new(),
-    };
-    for turn in turns {
-        let ValidTurn { mut input, text } = match validate_turn(turn.clone(), &config.limits) {
-            Ok(valid) => valid,
-            Err((conversation_id, turn_id, e)) => {
-                out.rejected
-                    .push(format!("{conversation_id} #{turn_id}: {e}"));
-                continue;
-            }
-        };
-        input.signal = TextSignal::of(&text, input.speaker, &config.alerts);
-        match store.admit(&mut input, &[], Instant::now()) {
-            Admission::Admitted(_) => {}
-            Admission::Rejected(e) => {
-                out.rejected
-                    .push(format!("{} #{}: {e}", input.conversation_id, input.turn_id));
-                continue;
-            }
-            Admission::Answered(_) | Admission::Joined(_) => continue, // a repeated line
-        }
-        let tag = input.context.as_ref().map_or("", |c| c.language.as_str());
-        let lang = crate::inference::turn_language(&text, tag);
-        let scores = batcher.submit_in(lang, &text).await?.wait().await;
-        if let Err(e) = &scores {
-            bail!("scoring {} #{}: {e}", input.conversation_id, input.turn_id);
-        }
-        let mut completion = store.complete(
-            &input.conversation_id,
-            input.turn_id,
-            scores,
-            Instant::now(),
-        );
-        out.alerts.append(&mut completion.alerts);
-        completion.deliver();
-    }
-    Ok(out)
+        rejected,
+        alerts: alerts.take(),
+    })
 }
 
 /// An alert's identity for comparing replays: conversation, trigger, state, severity.
-type Key = (String, &'static str, &'static str, Severity);
+type Key = (String, AlertKind, &'static str, Severity);
 
 fn key(a: &Alert) -> Key {
     (
@@ -127,7 +122,7 @@ impl Replay {
         for a in &self.alerts {
             s.push_str(&format!("  {}\n", line(a)));
         }
-        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut by_kind: BTreeMap<AlertKind, usize> = BTreeMap::new();
         for a in self.alerts.iter().filter(|a| a.state == AlertState::Raised) {
             *by_kind.entry(a.kind).or_default() += 1;
         }

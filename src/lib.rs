@@ -1,19 +1,20 @@
 //! Streaming emotion and sentiment analysis for contact centers.
 //!
 //! ```text
-//!  StreamTurns ──► grpc (validate) ──► conversation::ConversationStore::admit (order, de-dup)
-//!                                           │
-//!                                           ▼
-//!                    inference::Batcher ──► inference thread: Engine (ONNX Runtime, padded batches)
-//!                                           │
-//!                                           ▼
-//!                  ConversationStore::complete (rolling score, alert rules, in turn order)
-//!                        │                                  │
-//!                        ▼                                  ▼
-//!                  TurnResult to the stream          alerts::AlertHub ──► SubscribeAlerts
-//!                                                    (AlertLog, SQLite)     ListAlerts, Ack
-//!                                                           │
-//!                  web (HTTP): the supervisor dashboard ◄───┘ SSE feed, conversations, heatmap
+//!  StreamTurns ─┐   pipeline::Pipeline (the one way a turn goes; backtest replays through it too)
+//!               └─► admit: validate, conversation::ConversationStore::admit (order, de-dup)
+//!                     │
+//!                     ▼
+//!                   submit: inference::Batcher ──► inference thread: tokenise, Engine (ONNX
+//!                     │                              Runtime, padded batches)
+//!                     ▼
+//!                   complete: ConversationStore (rolling score, alert rules, in turn order)
+//!                     │                                 │
+//!                     ▼                                 ▼
+//!                   TurnResult to the stream     publish: alerts::AlertHub, writer thread
+//!                   (after its alerts are durable)  (AlertLog seam: SQLite) ──► SubscribeAlerts,
+//!                                                       │                      ListAlerts, Ack
+//!                  web (HTTP): the supervisor dashboard ◄┘ SSE feed, conversations, heatmap
 //! ```
 //!
 //! [`run`] serves everything on given listeners until a shutdown future resolves; `main.rs` only
@@ -27,6 +28,7 @@ pub mod backtest;
 pub mod client;
 pub mod config;
 pub mod conversation;
+pub mod domain;
 pub mod error;
 pub mod eval;
 pub mod fuzz;
@@ -36,6 +38,7 @@ pub mod lang;
 pub mod loadgen;
 pub mod metrics;
 pub mod persist;
+pub mod pipeline;
 pub mod web;
 
 use std::future::Future;
@@ -49,8 +52,8 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 
+use crate::alerts::AlertHub;
 use crate::alerts::subscribers::SubscriberLimits;
-use crate::alerts::{AlertHub, AlertLog};
 use crate::auth::Authenticator;
 use crate::conversation::{ConversationStore, StoreSettings};
 use crate::grpc::App;
@@ -105,18 +108,19 @@ pub async fn run(
     } else {
         tracing::warn!("auth is off: any local caller may do anything");
     }
-    let log = AlertLog::open(&config.alert_log).context("opening the alert log")?;
-    let subscribers = SubscriberLimits::new(
-        config.alerts.max_subscribers,
-        config.alerts.max_subscribers_per_token,
-    );
-    let hub = AlertHub::new(
-        log,
-        config.alerts.subscriber_buffer,
-        subscribers,
-        metrics.clone(),
-    )
-    .context("reading the alert log")?;
+    let hub = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || {
+            let log = alerts::log::open(&config.alert_log).context("opening the alert log")?;
+            let subscribers = SubscriberLimits::new(
+                config.alerts.max_subscribers,
+                config.alerts.max_subscribers_per_token,
+            );
+            AlertHub::new(log, config.alerts.subscriber_buffer, subscribers, metrics)
+                .context("reading the alert log")
+        })
+        .await??
+    };
     tracing::info!(path = %config.alert_log.path.display(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
@@ -125,12 +129,29 @@ pub async fn run(
         metrics.clone(),
     ));
     let persister = start_persisting(&config, &store, &metrics).await?;
+    let hub = Arc::new(hub);
+    let models = Arc::new(ModelManager::new(
+        batcher.clone(),
+        config.clone(),
+        metrics.clone(),
+    ));
+    let pipeline = Arc::new(
+        pipeline::Pipeline::new(
+            &config,
+            store.clone(),
+            batcher.clone(),
+            hub.clone(),
+            metrics.clone(),
+        )
+        .with_shadow(models.clone()),
+    );
     let app = Arc::new(App {
         store,
         hub,
+        pipeline,
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         auth,
-        models: ModelManager::new(batcher.clone(), config.clone(), metrics.clone()),
+        models,
         batcher,
         metrics: metrics.clone(),
         serving: std::sync::atomic::AtomicBool::new(true),
@@ -300,8 +321,8 @@ async fn watch_models(app: Arc<App>, dir: std::path::PathBuf, stopped: impl Futu
 }
 
 /// Applies the alert log's retention at start and then every minute.
-/// Every second, while alert events wait for the log (it took no writes), appends them once it
-/// does; AlertFeed health says NOT_SERVING meanwhile.
+/// Every second: while alert events wait for the log (it took no writes; the hub's writer retries
+/// them), AlertFeed health says NOT_SERVING.
 async fn alert_log_backlog(
     app: Arc<App>,
     health: tonic_health::server::HealthReporter,
@@ -315,15 +336,7 @@ async fn alert_log_backlog(
             _ = tick.tick() => {}
             _ = &mut stopped => return,
         }
-        let waiting = if app.hub.unlogged() == 0 {
-            0
-        } else {
-            let task_app = app.clone();
-            match tokio::task::spawn_blocking(move || task_app.hub.retry_unlogged()).await {
-                Ok(n) => n,
-                Err(_) => return,
-            }
-        };
+        let waiting = app.hub.unlogged();
         let serving = app.serving.load(std::sync::atomic::Ordering::Relaxed);
         if (waiting > 0) != degraded && serving {
             degraded = waiting > 0;
@@ -348,19 +361,13 @@ async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
             _ = tick.tick() => {
                 let c = &app.config.alert_log;
                 let (max_age, max_events) = (c.max_age(), c.retention_max_events);
-                let task_app = app.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    task_app.hub.log().apply_retention(max_age, max_events)
-                })
-                .await;
-                match result {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(deleted)) => tracing::info!(deleted, "alert log retention"),
-                    Ok(Err(error)) => {
+                match app.hub.apply_retention(max_age, max_events).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "alert log retention"),
+                    Err(error) => {
                         app.metrics.alert_log_errors.inc();
                         tracing::error!(%error, "alert log retention failed");
                     }
-                    Err(_) => return,
                 }
             }
             _ = &mut stopped => return,

@@ -35,7 +35,7 @@ async fn replays_the_samples_and_shows_what_other_rules_change() {
             (
                 a.conversation_id.as_str(),
                 a.turn_id,
-                a.kind,
+                a.kind.as_str(),
                 a.state.as_str(),
             )
         })

@@ -22,7 +22,8 @@ Dev sets (never trained on): GoEmotions dev, SMP2020 dev, a fixed 5% hash-cut of
 and our contact-center dev set (--cc-dev). An epoch is kept by the mean of GoEmotions dev macro-F1,
 SMP2020 dev macro-F1 and, when given, contact-center dev 3-class accuracy. Test sets are touched
 only by --export-only's final report (GoEmotions test; --cc-test).
-Checkpoints after every epoch in the work dir; --resume goes on from the last one.
+Checkpoints after every epoch and every --checkpoint-every batches in the work dir; --resume goes on
+from the last one, inside an epoch too (the same batch order).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -100,6 +102,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--limit", type=int, default=0, help="N examples per source and split (smoke runs)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="batches between checkpoints inside an epoch (0: only after each epoch)")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--name", default="emotion-e5-zh-en")
     p.add_argument("--version", default=date.today().strftime("%Y.%m.%d"))
@@ -237,12 +241,25 @@ def main() -> None:
         sched.load_state_dict(state["sched"])
         rng = state["rng"]
         history, first_epoch, best = state["history"], state["epoch"] + 1, state.get("best")
-        print(f"resumed after epoch {state['epoch']}", flush=True)
+        mid = state.get("mid")  # a checkpoint taken inside an epoch: its plan's rng and batches done
+        if mid is not None:
+            first_epoch = state["epoch"]
+            print(f"resumed in epoch {first_epoch} after batch {mid['batch']}", flush=True)
+        else:
+            print(f"resumed after epoch {state['epoch']}", flush=True)
+    else:
+        mid = None
     if not args.export_only:
-        step = (first_epoch - 1) * batches_per_epoch
-        start = time.time()
+        step = (first_epoch - 1) * batches_per_epoch + (mid["batch"] if mid else 0)
+        start, start_step = time.time(), step
         for epoch in range(first_epoch, args.epochs + 1):
             model.train()
+            if mid is not None:
+                rng, skip, running = mid["rng"], mid["batch"], mid["running"]
+            else:
+                skip, running = 0, {s: [0.0, 0] for s in SOURCES}
+            mid = None
+            epoch_rng = copy.deepcopy(rng)
             plan = []
             for s in SOURCES:
                 # Sortish batches: shuffled, then sorted by length within chunks of 50 batches, so a
@@ -253,8 +270,9 @@ def main() -> None:
                     part = sorted(perm[c : c + chunk], key=lambda i: len(train_ids[s][i]))
                     plan += [(s, np.array(part[i : i + args.batch_size])) for i in range(0, len(part), args.batch_size)]
             order = rng.permutation(len(plan))
-            running = {s: [0.0, 0] for s in SOURCES}
             for k, j in enumerate(order, 1):
+                if k <= skip:
+                    continue
                 s, idx = plan[j]
                 b = collate([train_ids[s][i] for i in idx])
                 logits = model(*(torch.from_numpy(b[n]) for n in export.INPUT_NAMES))
@@ -267,9 +285,15 @@ def main() -> None:
                 step += 1
                 running[s][0] += loss.item()
                 running[s][1] += 1
+                if args.checkpoint_every and k % args.checkpoint_every == 0 and k < len(order):
+                    torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
+                                "sched": sched.state_dict(), "rng": rng, "history": history, "epoch": epoch,
+                                "best": best, "mid": {"rng": epoch_rng, "batch": k, "running": running}},
+                               work / "checkpoint.tmp")
+                    os.replace(work / "checkpoint.tmp", ckpt)
                 if k % 200 == 0 or k == len(order):
                     el = time.time() - start
-                    done = step - (first_epoch - 1) * batches_per_epoch
+                    done = step - start_step
                     eta = (total - step) * el / max(done, 1)
                     ls = " ".join(f"{s} {v[0] / max(v[1], 1):.3f}" for s, v in running.items())
                     print(f"epoch {epoch}/{args.epochs} batch {k}/{len(order)} loss {ls} "

@@ -16,11 +16,36 @@
 //! many events wait. A backlog full at [`MAX_UNLOGGED`] refuses further events (counted in
 //! `emotion_alert_events_dropped_total`, logged as errors): bounded memory over silent growth.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+//! Alert fan-out over the durable log. One writer thread (`alert-writer`) owns everything that
+//! writes: it takes commands (publish, acknowledge, retention) from its queue in order, assigns
+//! each event the next sequence number, appends it to the [`AlertLog`], then sends it into a
+//! bounded broadcast ring, so the log and the ring see events in sequence order and no SQLite
+//! call (nor its fsync) ever runs on an async runtime thread. [`AlertHub::enqueue`] never blocks
+//! (the turn pipeline calls it under a conversation's lock, to keep that conversation's events in
+//! order); what bounds the queue is the pipeline's limit on completions waiting for their events
+//! to be durable (`pipeline::MAX_PUBLISHING`), and the callers of acknowledge and retention, who
+//! each wait for their answer. Publishing never waits for subscribers.
+//!
+//! A subscriber reads the ring at its own pace. Resuming (`after_sequence`) or falling more than
+//! the ring behind, it reads the log from the last sequence it delivered until the log has nothing
+//! newer, then returns to the ring, skipping what it already delivered: no gap, no duplicate. The
+//! ring subscription is taken before the newest delivered sequence is read, so an event is either
+//! in the log when it is read or arrives through the ring.
+//!
+//! Nothing is delivered live that a resume would not see. When an append fails (disk full, a
+//! read-only file, an I/O error), the event waits in a bounded in-memory backlog, in sequence
+//! order, and every later event waits behind it; the writer retries the backlog every second and
+//! fans each event out once it is durable. While a backlog exists the AlertFeed health is
+//! NOT_SERVING (`lib.rs` watches [`AlertHub::unlogged`]) and `emotion_alert_log_backlog` says how
+//! many events wait. A backlog full at [`MAX_UNLOGGED`] refuses further events (counted in
+//! `emotion_alert_events_dropped_total`, logged as errors): bounded memory over silent growth.
 
-use tokio::sync::broadcast;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{broadcast, oneshot};
 
 use super::Severity;
 use super::log::{AlertLog, LogError, Query};
@@ -32,23 +57,57 @@ use crate::pb;
 const REPLAY_PAGE: usize = 256;
 /// Events held in memory while the log cannot be written.
 pub const MAX_UNLOGGED: usize = 10_000;
+/// How often the writer retries a backlog.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// The publishing side, behind one lock: sequence numbers and what the log has not taken yet.
-struct Publisher {
-    /// The last sequence assigned.
-    last: u64,
-    /// Events not yet appended (the log failed), oldest first; not yet sent to anyone.
-    unlogged: VecDeque<pb::Alert>,
+/// Sequence numbers, shared between the writer and readers of the hub.
+#[derive(Default)]
+struct Sequences {
+    /// The last sequence assigned (durable or waiting in the backlog).
+    assigned: AtomicU64,
+    /// The last sequence appended and sent to the ring: everything at or below it is in the log.
+    delivered: AtomicU64,
+    /// Events waiting in the backlog.
+    unlogged: AtomicUsize,
+}
+
+type AckResult = Result<(Arc<pb::Alert>, bool), AckError>;
+
+enum Command {
+    Publish(Box<pb::Alert>, oneshot::Sender<Arc<pb::Alert>>),
+    Acknowledge {
+        alert_id: String,
+        by: String,
+        note: String,
+        tenants: Vec<String>,
+        reply: oneshot::Sender<AckResult>,
+    },
+    Retain {
+        max_age: Option<Duration>,
+        max_events: u64,
+        reply: oneshot::Sender<Result<usize, LogError>>,
+    },
 }
 
 pub struct AlertHub {
-    log: Arc<AlertLog>,
-    /// Held across append and send.
-    publisher: Mutex<Publisher>,
+    log: Arc<dyn AlertLog>,
+    /// To the writer thread; it stops once the hub (the only sender) is dropped.
+    commands: flume::Sender<Command>,
+    sequences: Arc<Sequences>,
     /// Bounded ring of recent events; senders never wait for receivers.
     ring: broadcast::Sender<Arc<pb::Alert>>,
     /// Caps open subscriptions (server-wide and per token): each holds a permit.
     subscribers: Arc<SubscriberLimits>,
+    metrics: Metrics,
+}
+
+/// The writer thread's side: the only code that appends.
+struct Writer {
+    log: Arc<dyn AlertLog>,
+    sequences: Arc<Sequences>,
+    ring: broadcast::Sender<Arc<pb::Alert>>,
+    /// Events not yet appended (the log failed), oldest first; not yet sent to anyone.
+    unlogged: VecDeque<pb::Alert>,
     metrics: Metrics,
 }
 
@@ -99,6 +158,8 @@ pub enum SubscribeError {
 pub enum AckError {
     #[error("no alert with alert_id {0:?} (unknown, or removed by retention)")]
     NotFound(String),
+    #[error("the alert writer has stopped")]
+    Stopped,
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -114,7 +175,7 @@ pub enum Delivery {
 
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<pb::Alert>>,
-    log: Arc<AlertLog>,
+    log: Arc<dyn AlertLog>,
     filter: AlertFilter,
     /// The last sequence delivered or passed over: nothing at or below it is delivered again.
     cursor: u64,
@@ -125,72 +186,264 @@ pub struct Subscription {
 }
 
 impl AlertHub {
+    /// Starts the writer thread. Blocking (reads the log's last sequence).
     pub fn new(
-        log: AlertLog,
+        log: Arc<dyn AlertLog>,
         buffer: usize,
         subscribers: Arc<SubscriberLimits>,
         metrics: Metrics,
     ) -> Result<Self, LogError> {
         let (ring, _) = broadcast::channel(buffer);
+        let last = log.last_sequence()?;
+        let sequences = Arc::new(Sequences {
+            assigned: AtomicU64::new(last),
+            delivered: AtomicU64::new(last),
+            unlogged: AtomicUsize::new(0),
+        });
+        let (commands, rx) = flume::unbounded();
+        let writer = Writer {
+            log: log.clone(),
+            sequences: sequences.clone(),
+            ring: ring.clone(),
+            unlogged: VecDeque::new(),
+            metrics: metrics.clone(),
+        };
+        std::thread::Builder::new()
+            .name("alert-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::Io {
+                path: log.describe().into(),
+                message: format!("starting the alert writer thread: {e}"),
+            })?;
         Ok(Self {
-            subscribers,
-            publisher: Mutex::new(Publisher {
-                last: log.last_sequence()?,
-                unlogged: VecDeque::new(),
-            }),
-            log: Arc::new(log),
+            log,
+            commands,
+            sequences,
             ring,
+            subscribers,
             metrics,
         })
     }
 
-    pub fn log(&self) -> &AlertLog {
+    /// For reads (blocking: call from the blocking pool).
+    pub fn log(&self) -> &Arc<dyn AlertLog> {
         &self.log
     }
 
     /// The sequence of the newest event published (or found in the log at start).
     pub fn last_sequence(&self) -> u64 {
-        self.publisher().last
-    }
-
-    fn publisher(&self) -> std::sync::MutexGuard<'_, Publisher> {
-        self.publisher.lock().unwrap_or_else(|p| p.into_inner())
+        self.sequences.assigned.load(Ordering::SeqCst)
     }
 
     /// Events waiting for the log to take writes again (0: everything published is durable).
     pub fn unlogged(&self) -> usize {
-        self.publisher().unlogged.len()
+        self.sequences.unlogged.load(Ordering::SeqCst)
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send_async(command(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Queues the event for the writer (never blocks; events queued in order are published in
+    /// that order): it assigns the next sequence number and the time, appends the event to the
+    /// log, then fans it out. The future gives the event as sent, once durable, or once held in
+    /// the backlog if the log cannot take it (see the module docs).
+    pub fn enqueue(&self, alert: pb::Alert) -> impl Future<Output = Arc<pb::Alert>> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        let refused = match self.commands.send(Command::Publish(Box::new(alert), reply)) {
+            Ok(()) => None,
+            Err(flume::SendError(Command::Publish(alert, _))) => {
+                // Only if the writer thread died (a panic): said loudly, never silently.
+                self.metrics.alert_events_dropped.inc();
+                tracing::error!(conversation = %alert.conversation_id, "alert event dropped: the alert writer has stopped");
+                Some(Arc::new(*alert))
+            }
+            Err(_) => unreachable!("a publish command comes back as sent"),
+        };
+        async move {
+            match refused {
+                Some(alert) => alert,
+                None => answer.await.unwrap_or_default(),
+            }
+        }
+    }
+
+    /// [`enqueue`](Self::enqueue) and wait.
+    pub async fn publish(&self, alert: pb::Alert) -> Arc<pb::Alert> {
+        self.enqueue(alert).await
+    }
+
+    /// Records that `by` took the alert: appends and publishes an ACKNOWLEDGED event copied from
+    /// the alert's latest event. Returns it and `true`, or the earlier acknowledgement and `false`.
+    /// Runs on the writer thread, between publishes, so two acknowledgements cannot race.
+    /// `tenants` limits which tenants' alerts the caller may take (empty: any); others are
+    /// reported as not found.
+    pub async fn acknowledge(
+        &self,
+        alert_id: &str,
+        by: &str,
+        note: &str,
+        tenants: &[String],
+    ) -> AckResult {
+        let (alert_id, by, note, tenants) = (
+            alert_id.to_string(),
+            by.to_string(),
+            note.to_string(),
+            tenants.to_vec(),
+        );
+        self.call(|reply| Command::Acknowledge {
+            alert_id,
+            by,
+            note,
+            tenants,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err(AckError::Stopped))
+    }
+
+    /// Deletes events older than `max_age` and all but the newest `max_events`, on the writer
+    /// thread. Returns how many.
+    pub async fn apply_retention(
+        &self,
+        max_age: Option<Duration>,
+        max_events: u64,
+    ) -> Result<usize, LogError> {
+        self.call(|reply| Command::Retain {
+            max_age,
+            max_events,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(LogError::Io {
+                path: self.log.describe().into(),
+                message: "the alert writer has stopped".into(),
+            })
+        })
+    }
+
+    /// A live subscription, or with `after` one that first replays every retained event after it.
+    /// `token` is the subscriber's token name (None with auth off), for the per-token cap.
+    /// Blocking (may read the log).
+    pub fn subscribe(
+        &self,
+        filter: AlertFilter,
+        after: Option<u64>,
+        token: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        let permit = self.subscribers.admit(token)?;
+        // The ring first, then the newest delivered sequence: see the module docs.
+        let rx = self.ring.subscribe();
+        let last = self.sequences.delivered.load(Ordering::SeqCst);
+        let cursor = match after {
+            None => last,
+            Some(after) if after > last => return Err(SubscribeError::Ahead { after, last }),
+            Some(after) => {
+                // 0 asks for everything retained, whatever that is.
+                if let Some(first) = self.log.first_sequence()?
+                    && after > 0
+                    && after + 1 < first
+                    && after < last
+                {
+                    return Err(SubscribeError::Expired { after, first });
+                }
+                after
+            }
+        };
+        self.metrics.subscribers.inc();
+        Ok(Subscription {
+            rx,
+            log: self.log.clone(),
+            filter,
+            cursor,
+            catching_up: cursor < last,
+            pending: VecDeque::new(),
+            metrics: self.metrics.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+impl Writer {
+    fn run(mut self, commands: flume::Receiver<Command>) {
+        let mut retried = Instant::now();
+        loop {
+            match commands.recv_timeout(RETRY_EVERY) {
+                Ok(Command::Publish(alert, reply)) => {
+                    let _ = reply.send(self.publish(*alert));
+                }
+                Ok(Command::Acknowledge {
+                    alert_id,
+                    by,
+                    note,
+                    tenants,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.acknowledge(&alert_id, &by, &note, &tenants));
+                }
+                Ok(Command::Retain {
+                    max_age,
+                    max_events,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.log.apply_retention(max_age, max_events));
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            }
+            if !self.unlogged.is_empty() && retried.elapsed() >= RETRY_EVERY {
+                self.retry_unlogged();
+                retried = Instant::now();
+            }
+        }
+        if !self.unlogged.is_empty() {
+            tracing::error!(
+                waiting = self.unlogged.len(),
+                "alert hub stopped with events the log never took"
+            );
+        }
     }
 
     /// Appends the backlog, oldest first, fanning out each event once it is durable; stops at
-    /// the first failure. Returns how many still wait. Blocking (SQLite).
-    pub fn retry_unlogged(&self) -> usize {
-        let mut p = self.publisher();
-        while let Some(alert) = p.unlogged.front() {
+    /// the first failure.
+    fn retry_unlogged(&mut self) {
+        while let Some(alert) = self.unlogged.front() {
             if let Err(error) = self.log.append(alert) {
-                tracing::warn!(%error, waiting = p.unlogged.len(), "alert log still not writable");
+                tracing::warn!(%error, waiting = self.unlogged.len(), "alert log still not writable");
                 break;
             }
-            let alert = Arc::new(p.unlogged.pop_front().expect("front above"));
-            let _ = self.ring.send(alert);
+            let alert = Arc::new(self.unlogged.pop_front().expect("front above"));
+            self.deliver(alert);
         }
-        if p.unlogged.is_empty() {
+        if self.unlogged.is_empty() {
             tracing::info!("alert log writable again; backlog delivered");
         }
-        self.metrics.alert_log_backlog.set(p.unlogged.len() as i64);
-        p.unlogged.len()
+        self.count_unlogged();
     }
 
-    /// Assigns the next sequence number and the time, appends the event to the log, then fans it
-    /// out. If the log cannot take it, it waits in the backlog (see the module docs) and is sent
-    /// once durable.
-    pub fn publish(&self, alert: pb::Alert) -> Arc<pb::Alert> {
-        let mut p = self.publisher();
-        self.publish_locked(&mut p, alert)
+    fn count_unlogged(&self) {
+        self.sequences
+            .unlogged
+            .store(self.unlogged.len(), Ordering::SeqCst);
+        self.metrics
+            .alert_log_backlog
+            .set(self.unlogged.len() as i64);
     }
 
-    fn publish_locked(&self, p: &mut Publisher, mut alert: pb::Alert) -> Arc<pb::Alert> {
-        if p.unlogged.len() >= MAX_UNLOGGED {
+    /// A durable event: everything up to it is in the log, then it goes to the ring.
+    fn deliver(&self, alert: Arc<pb::Alert>) {
+        self.sequences
+            .delivered
+            .store(alert.sequence, Ordering::SeqCst);
+        // An error only means nobody is subscribed right now.
+        let _ = self.ring.send(alert);
+    }
+
+    fn publish(&mut self, mut alert: pb::Alert) -> Arc<pb::Alert> {
+        if self.unlogged.len() >= MAX_UNLOGGED {
             self.metrics.alert_events_dropped.inc();
             tracing::error!(
                 conversation = %alert.conversation_id,
@@ -198,10 +451,9 @@ impl AlertHub {
             );
             return Arc::new(alert);
         }
-        p.last += 1;
-        alert.sequence = p.last;
+        alert.sequence = self.sequences.assigned.fetch_add(1, Ordering::SeqCst) + 1;
         alert.created_at = Some(SystemTime::now().into());
-        let logged = p.unlogged.is_empty()
+        let logged = self.unlogged.is_empty()
             && self.log.append(&alert).map_err(|error| {
                 self.metrics.alert_log_errors.inc();
                 tracing::error!(%error, sequence = alert.sequence, "alert event not logged; held until the log takes writes");
@@ -214,29 +466,22 @@ impl AlertHub {
             })
             .inc();
         if !logged {
-            p.unlogged.push_back(alert.clone());
-            self.metrics.alert_log_backlog.set(p.unlogged.len() as i64);
+            self.unlogged.push_back(alert.clone());
+            self.count_unlogged();
             return Arc::new(alert);
         }
         let alert = Arc::new(alert);
-        // An error only means nobody is subscribed right now.
-        let _ = self.ring.send(alert.clone());
+        self.deliver(alert.clone());
         alert
     }
 
-    /// Records that `by` took the alert: appends and publishes an ACKNOWLEDGED event copied from
-    /// the alert's latest event. Returns it and `true`, or the earlier acknowledgement and `false`.
-    /// Blocking (reads the log under the publishing lock, so two acknowledgements cannot race).
-    /// `tenants` limits which tenants' alerts the caller may take (empty: any); others are
-    /// reported as not found.
-    pub fn acknowledge(
-        &self,
+    fn acknowledge(
+        &mut self,
         alert_id: &str,
         by: &str,
         note: &str,
         tenants: &[String],
-    ) -> Result<(Arc<pb::Alert>, bool), AckError> {
-        let mut p = self.publisher();
+    ) -> AckResult {
         let events = self.log.query(&Query {
             alert_id: Some(alert_id.to_string()),
             newest_first: true,
@@ -264,45 +509,7 @@ impl AlertHub {
             note: note.to_string(),
             ..latest
         };
-        Ok((self.publish_locked(&mut p, ack), true))
-    }
-
-    /// A live subscription, or with `after` one that first replays every retained event after it.
-    /// `token` is the subscriber's token name (None with auth off), for the per-token cap.
-    pub fn subscribe(
-        &self,
-        filter: AlertFilter,
-        after: Option<u64>,
-        token: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        let permit = self.subscribers.admit(token)?;
-        let (rx, last) = { (self.ring.subscribe(), self.publisher().last) };
-        let cursor = match after {
-            None => last,
-            Some(after) if after > last => return Err(SubscribeError::Ahead { after, last }),
-            Some(after) => {
-                // 0 asks for everything retained, whatever that is.
-                if let Some(first) = self.log.first_sequence()?
-                    && after > 0
-                    && after + 1 < first
-                    && after < last
-                {
-                    return Err(SubscribeError::Expired { after, first });
-                }
-                after
-            }
-        };
-        self.metrics.subscribers.inc();
-        Ok(Subscription {
-            rx,
-            log: self.log.clone(),
-            filter,
-            cursor,
-            catching_up: cursor < last,
-            pending: VecDeque::new(),
-            metrics: self.metrics.clone(),
-            _permit: permit,
-        })
+        Ok((self.publish(ack), true))
     }
 }
 
@@ -381,7 +588,7 @@ mod tests {
     use crate::config::AlertLogConfig;
 
     fn hub(dir: &std::path::Path, buffer: usize) -> AlertHub {
-        let log = AlertLog::open(&AlertLogConfig {
+        let log = crate::alerts::log::open(&AlertLogConfig {
             path: dir.join("alerts.sqlite3"),
             ..Default::default()
         })
@@ -438,9 +645,9 @@ mod tests {
                 None,
             )
             .unwrap();
-        hub.publish(alert("sales", pb::Severity::Warning));
-        hub.publish(alert("billing", pb::Severity::Warning));
-        hub.publish(alert("sales", pb::Severity::Critical));
+        hub.publish(alert("sales", pb::Severity::Warning)).await;
+        hub.publish(alert("billing", pb::Severity::Warning)).await;
+        hub.publish(alert("sales", pb::Severity::Critical)).await;
         assert_eq!(take(&mut billing, 1).await, [2]);
         assert_eq!(take(&mut critical, 1).await, [3]);
     }
@@ -451,10 +658,10 @@ mod tests {
         let hub = hub(dir.path(), 4);
         let mut slow = hub.subscribe(AlertFilter::default(), None, None).unwrap();
         for _ in 0..10 {
-            hub.publish(alert("q", pb::Severity::Warning));
+            hub.publish(alert("q", pb::Severity::Warning)).await;
         }
         assert_eq!(take(&mut slow, 10).await, (1..=10).collect::<Vec<_>>());
-        hub.publish(alert("q", pb::Severity::Warning));
+        hub.publish(alert("q", pb::Severity::Warning)).await;
         assert_eq!(take(&mut slow, 1).await, [11], "then live again");
     }
 
@@ -464,7 +671,7 @@ mod tests {
         {
             let hub = hub(dir.path(), 16);
             for _ in 0..5 {
-                hub.publish(alert("q", pb::Severity::Warning));
+                hub.publish(alert("q", pb::Severity::Warning)).await;
             }
         }
         // A restarted hub on the same file continues the numbering.
@@ -473,14 +680,14 @@ mod tests {
             .subscribe(AlertFilter::default(), Some(2), None)
             .unwrap();
         for _ in 0..3 {
-            hub.publish(alert("q", pb::Severity::Warning));
+            hub.publish(alert("q", pb::Severity::Warning)).await;
         }
         assert_eq!(take(&mut resumed, 6).await, [3, 4, 5, 6, 7, 8]);
         assert!(matches!(
             hub.subscribe(AlertFilter::default(), Some(9), None),
             Err(SubscribeError::Ahead { after: 9, last: 8 })
         ));
-        hub.log().apply_retention(None, 2).unwrap();
+        hub.apply_retention(None, 2).await.unwrap();
         assert!(matches!(
             hub.subscribe(AlertFilter::default(), Some(3), None),
             Err(SubscribeError::Expired { after: 3, first: 7 })

@@ -1,6 +1,10 @@
-//! The durable alert log: an SQLite database in WAL mode holding every alert event, keyed by its
-//! sequence number. The hub appends an event here before any subscriber sees it; resuming
-//! subscribers, `ListAlerts` and acknowledgements read from it.
+//! The durable alert log: the [`AlertLog`] seam, chosen once at start-up ([`open`]), and its
+//! embedded implementation, [`SqliteAlertLog`]: an SQLite database in WAL mode holding every alert
+//! event, keyed by its sequence number. The hub appends an event here before any subscriber sees
+//! it; resuming subscribers, `ListAlerts` and acknowledgements read from it.
+//!
+//! Every method blocks (file I/O). The hub calls the writing ones from its one writer thread;
+//! readers call the others from the blocking pool, never from an async runtime thread.
 //!
 //! Each event is stored as its protobuf encoding (`body`, with `sequence` left 0: the row's key is
 //! the truth) next to the columns that filters and retention need. `AUTOINCREMENT` keeps the
@@ -68,7 +72,34 @@ pub struct Query {
     pub limit: usize,
 }
 
-pub struct AlertLog {
+/// Where alert events are kept. Sequence numbers are assigned by the hub, increasing; an
+/// implementation stores them as given and never reuses one.
+pub trait AlertLog: Send + Sync {
+    /// Where the log is, for messages.
+    fn describe(&self) -> String;
+    /// The largest sequence ever appended (0 for a new log), retained or not.
+    fn last_sequence(&self) -> Result<u64, LogError>;
+    /// The smallest retained sequence, if any event is retained.
+    fn first_sequence(&self) -> Result<Option<u64>, LogError>;
+    /// Appends one event under its (caller-assigned, increasing) sequence number; durable (as the
+    /// configured sync level makes it) when this returns.
+    fn append(&self, alert: &pb::Alert) -> Result<(), LogError>;
+    /// Events matching `q`, in sequence order (oldest first unless `q.newest_first`).
+    fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError>;
+    /// Deletes events older than `max_age` and all but the newest `max_events`. Returns how many.
+    fn apply_retention(
+        &self,
+        max_age: Option<Duration>,
+        max_events: u64,
+    ) -> Result<usize, LogError>;
+}
+
+/// The log the configuration names (the embedded SQLite file at `alert_log.path`).
+pub fn open(config: &AlertLogConfig) -> Result<std::sync::Arc<dyn AlertLog>, LogError> {
+    Ok(std::sync::Arc::new(SqliteAlertLog::open(config)?))
+}
+
+pub struct SqliteAlertLog {
     path: PathBuf,
     sync: LogSync,
     /// The one writing connection. The hub holds its own lock around append + fan-out.
@@ -77,7 +108,7 @@ pub struct AlertLog {
     readers: Mutex<Vec<Connection>>,
 }
 
-impl AlertLog {
+impl SqliteAlertLog {
     /// Opens (creating it and its directory on first run) the log at `config.path`.
     pub fn open(config: &AlertLogConfig) -> Result<Self, LogError> {
         let path = config.path.clone();
@@ -118,8 +149,39 @@ impl AlertLog {
         .map_err(sqlite(&self.path))
     }
 
-    /// The largest sequence ever appended (0 for a new log), retained or not.
-    pub fn last_sequence(&self) -> Result<u64, LogError> {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LogError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sqlite(&self.path))?;
+                conn.busy_timeout(Duration::from_secs(5))
+                    .map_err(sqlite(&self.path))?;
+                conn
+            }
+        };
+        let result = f(&conn).map_err(sqlite(&self.path));
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < 4 {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+impl AlertLog for SqliteAlertLog {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn last_sequence(&self) -> Result<u64, LogError> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let seq: Option<i64> = conn
             .query_row(
@@ -132,8 +194,7 @@ impl AlertLog {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    /// The smallest retained sequence, if any event is retained.
-    pub fn first_sequence(&self) -> Result<Option<u64>, LogError> {
+    fn first_sequence(&self) -> Result<Option<u64>, LogError> {
         self.with_reader(|conn| {
             conn.query_row("SELECT MIN(sequence) FROM alert_events", [], |r| {
                 r.get::<_, Option<i64>>(0)
@@ -142,8 +203,7 @@ impl AlertLog {
         })
     }
 
-    /// Appends one event under its (caller-assigned, increasing) sequence number.
-    pub fn append(&self, alert: &pb::Alert) -> Result<(), LogError> {
+    fn append(&self, alert: &pb::Alert) -> Result<(), LogError> {
         let context = alert.context.clone().unwrap_or_default();
         let mut body = alert.clone();
         body.sequence = 0;
@@ -171,8 +231,7 @@ impl AlertLog {
         .map_err(sqlite(&self.path))
     }
 
-    /// Events matching `q`, in sequence order (oldest first unless `q.newest_first`).
-    pub fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
+    fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
         let mut sql = String::from("SELECT sequence, body FROM alert_events WHERE 1 = 1");
         let mut args: Vec<Value> = Vec::new();
         let mut any_of = |sql: &mut String, column: &str, values: &[String]| {
@@ -248,8 +307,7 @@ impl AlertLog {
             .collect()
     }
 
-    /// Deletes events older than `max_age` and all but the newest `max_events`. Returns how many.
-    pub fn apply_retention(
+    fn apply_retention(
         &self,
         max_age: Option<Duration>,
         max_events: u64,
@@ -274,32 +332,6 @@ impl AlertLog {
             .map_err(sqlite(&self.path))?;
         Ok(deleted)
     }
-
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, LogError> {
-        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let conn = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(sqlite(&self.path))?;
-                conn.busy_timeout(Duration::from_secs(5))
-                    .map_err(sqlite(&self.path))?;
-                conn
-            }
-        };
-        let result = f(&conn).map_err(sqlite(&self.path));
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if readers.len() < 4 {
-            readers.push(conn);
-        }
-        result
-    }
 }
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> LogError + '_ {
@@ -323,8 +355,8 @@ mod tests {
     use super::*;
     use crate::alerts::Severity;
 
-    fn open(dir: &Path) -> AlertLog {
-        AlertLog::open(&AlertLogConfig {
+    fn open(dir: &Path) -> SqliteAlertLog {
+        SqliteAlertLog::open(&AlertLogConfig {
             path: dir.join("alerts.sqlite3"),
             ..Default::default()
         })

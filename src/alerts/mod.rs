@@ -9,55 +9,17 @@ pub mod subscribers;
 pub mod triggers;
 
 pub use hub::{AlertFilter, AlertHub, Subscription};
-pub use log::AlertLog;
+pub use log::{AlertLog, SqliteAlertLog};
 pub use rules::{AlertPolicy, AlertTracker, Transition};
 
-use crate::conversation::Context;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum Severity {
-    None,
-    Warning,
-    Critical,
-    /// Above CRITICAL: a distressed customer repeating themselves (by default).
-    Urgent,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertState {
-    Raised,
-    Escalated,
-    Resolved,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::None => "none",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-            Severity::Urgent => "urgent",
-        }
-    }
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Raised => "raised",
-            AlertState::Escalated => "escalated",
-            AlertState::Resolved => "resolved",
-        }
-    }
-}
+pub use crate::domain::{AlertKind, AlertState, Severity};
+use crate::domain::{Context, Speaker};
 
 /// One turn attached to an alert as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceTurn {
     pub turn_id: u64,
-    pub speaker: crate::conversation::Speaker,
+    pub speaker: Speaker,
     pub valence: f32,
     /// (label, probability), most probable first.
     pub top_emotions: Vec<(String, f32)>,
@@ -73,7 +35,7 @@ pub struct Alert {
     pub context: Context,
     pub severity: Severity,
     pub state: AlertState,
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub rolling_valence: f32,
     pub threshold: f32,
     pub evidence: Vec<EvidenceTurn>,

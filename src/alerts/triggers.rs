@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{Transition, new_alert_id};
 use super::{AlertState, Severity};
-use crate::conversation::Speaker;
+use crate::domain::{AlertKind, Speaker};
 use crate::lang::Lang;
 
 mod config;
@@ -209,7 +209,7 @@ pub struct TurnFacts<'a> {
 /// An alert event a trigger decided on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fired {
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub transition: Transition,
     /// What set it off, in words: the phrase, the repeat count, the duration.
     pub detail: String,
@@ -283,7 +283,7 @@ impl TriggerState {
         }
         self.escalation_at = Some(now);
         Some(Fired {
-            kind: "escalation_request",
+            kind: AlertKind::EscalationRequest,
             transition: raised(set.escalation.severity.into(), 0.0),
             detail: match lang {
                 Lang::En => format!("the customer said {phrase:?}"),
@@ -329,7 +329,7 @@ impl TriggerState {
         }
         self.repetition_at = Some(now);
         Some(Fired {
-            kind: "repetition",
+            kind: AlertKind::Repetition,
             transition: raised(r.severity.into(), 0.0),
             detail: match lang {
                 Lang::En => format!(
@@ -365,7 +365,7 @@ impl TriggerState {
                     severity: transition.severity,
                 });
                 return Some(Fired {
-                    kind: "sustained_negativity",
+                    kind: AlertKind::SustainedNegativity,
                     transition,
                     detail: match facts.lang {
                         Lang::En => format!(
@@ -386,7 +386,7 @@ impl TriggerState {
         if facts.rolling > s.threshold + s.hysteresis {
             self.below = None;
             return self.sustained.take().map(|open| Fired {
-                kind: "sustained_negativity",
+                kind: AlertKind::SustainedNegativity,
                 transition: resolved(open, s.threshold + s.hysteresis),
                 detail: match facts.lang {
                     Lang::En => "the customer's rolling score recovered".into(),
@@ -409,7 +409,7 @@ impl TriggerState {
                 severity: transition.severity,
             });
             return Some(Fired {
-                kind: "agent_strain",
+                kind: AlertKind::AgentStrain,
                 transition,
                 detail: match facts.lang {
                     Lang::En => format!(
@@ -425,7 +425,7 @@ impl TriggerState {
         }
         if facts.rolling > a.threshold + a.hysteresis {
             return self.strain.take().map(|open| Fired {
-                kind: "agent_strain",
+                kind: AlertKind::AgentStrain,
                 transition: resolved(open, a.threshold + a.hysteresis),
                 detail: match facts.lang {
                     Lang::En => "the agent's rolling score recovered".into(),

@@ -35,44 +35,13 @@ use state::{Conversation, PendingTurn};
 
 use crate::alerts::explain::PlaybookConfig;
 use crate::alerts::triggers::TriggerPolicies;
-use crate::alerts::{Alert, AlertPolicy, Severity};
+use crate::alerts::{Alert, AlertPolicy};
 use crate::config::Config;
+use crate::domain::Severity;
+pub use crate::domain::{Context, Speaker};
 use crate::error::{InferenceError, RequestError};
 use crate::inference::{ModelSpec, Scores};
 use crate::metrics::Metrics;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Speaker {
-    Customer,
-    Agent,
-    Bot,
-}
-
-impl Speaker {
-    pub const ALL: [Speaker; 3] = [Speaker::Customer, Speaker::Agent, Speaker::Bot];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Where a conversation belongs: used to route and filter alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Context {
-    pub tenant: String,
-    pub queue: String,
-    pub agent_id: String,
-    pub language: String,
-}
-
-impl Context {
-    pub fn is_empty(&self) -> bool {
-        self.tenant.is_empty()
-            && self.queue.is_empty()
-            && self.agent_id.is_empty()
-            && self.language.is_empty()
-    }
-}
 
 /// A validated turn, without its text (the text goes to inference only).
 #[derive(Debug, Clone)]
@@ -356,10 +325,27 @@ impl ConversationStore {
         outcome: Result<Scores, InferenceError>,
         now: Instant,
     ) -> Completion {
+        self.complete_with(conversation_id, turn_id, outcome, now, |_| ())
+            .0
+    }
+
+    /// [`complete`](Self::complete), calling `under_lock` with the alert events decided while
+    /// the conversation is still locked: whatever it hands them to receives one conversation's
+    /// events in the order they were decided, however many tasks complete its turns. It must not
+    /// block.
+    pub fn complete_with<T>(
+        &self,
+        conversation_id: &str,
+        turn_id: u64,
+        outcome: Result<Scores, InferenceError>,
+        now: Instant,
+        under_lock: impl FnOnce(&[Alert]) -> T,
+    ) -> (Completion, T) {
         let mut done = Completion::default();
         let mut shard = self.shard(conversation_id);
         let Some(conv) = shard.get_mut(conversation_id) else {
-            return done;
+            let t = under_lock(&[]);
+            return (done, t);
         };
         if let Some(pending) = conv.pending.get_mut(&turn_id) {
             pending.outcome = Some(outcome);
@@ -407,7 +393,8 @@ impl ConversationStore {
                 .push((std::mem::take(&mut pending.waiters), outcome));
             conv.dirty = true;
         }
-        done
+        let t = under_lock(&done.alerts);
+        (done, t)
     }
 
     /// A conversation's state, if tracked and of one of `tenants` (empty: any).

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::alerts::rules::Transition;
 use crate::alerts::triggers::{TriggerState, TurnFacts};
-use crate::alerts::{Alert, AlertState, AlertTracker, EvidenceTurn, Severity};
+use crate::alerts::{Alert, AlertKind, AlertState, AlertTracker, EvidenceTurn, Severity};
 use crate::error::InferenceError;
 use crate::inference::{ModelSpec, Scores};
 use crate::lang::Lang;
@@ -134,7 +134,7 @@ impl Conversation {
             self.lang = signal.lang;
         }
         let lang = self.lang();
-        let mut fired: Vec<(&'static str, Transition, String)> = Vec::new();
+        let mut fired: Vec<(AlertKind, Transition, String)> = Vec::new();
         let rolling_open_before = self.alert.level() != Severity::None;
         if speaker != Speaker::Bot {
             let ranked = scores.model.ranked(&scores.probs);
@@ -178,7 +178,7 @@ impl Conversation {
                         t.threshold
                     ),
                 };
-                fired.push(("rolling_valence", t, detail));
+                fired.push((AlertKind::RollingValence, t, detail));
             }
         }
         let set = settings
@@ -228,7 +228,7 @@ impl Conversation {
     fn explain(
         &self,
         conversation_id: &str,
-        kind: &'static str,
+        kind: AlertKind,
         t: Transition,
         detail: String,
         speaker: Speaker,
@@ -254,7 +254,11 @@ impl Conversation {
             AlertState::Resolved => String::new(),
             _ => settings
                 .playbook
-                .suggest(kind, dominant.iter().map(|(l, _)| l.as_str()), self.lang())
+                .suggest(
+                    kind.as_str(),
+                    dominant.iter().map(|(l, _)| l.as_str()),
+                    self.lang(),
+                )
                 .to_string(),
         };
         Alert {

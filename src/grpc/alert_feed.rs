@@ -205,20 +205,20 @@ impl AlertFeed for AlertFeedService {
         check_len("alert_id", &req.alert_id, MAX_ID_BYTES)?;
         check_len("supervisor", &req.supervisor, MAX_ID_BYTES)?;
         check_len("note", &req.note, MAX_NOTE_BYTES)?;
-        let app = self.app.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            app.hub.acknowledge(
+        let result = self
+            .app
+            .hub
+            .acknowledge(
                 &req.alert_id,
                 req.supervisor.trim(),
                 &req.note,
                 &identity.tenants,
             )
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+            .await;
         match result {
             Ok((ack, _new)) => Ok(Response::new(ack.as_ref().clone())),
             Err(e @ AckError::NotFound(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ AckError::Stopped) => Err(Status::unavailable(e.to_string())),
             Err(AckError::Log(e)) => Err(log_status(e)),
         }
     }

@@ -200,7 +200,7 @@ pub fn alert(a: &Alert) -> pb::Alert {
         context: Some(context(&a.context)),
         severity: severity(a.severity).into(),
         state: alert_state(a.state).into(),
-        kind: a.kind.to_string(),
+        kind: a.kind.as_str().to_string(),
         rolling_valence: a.rolling_valence,
         threshold: a.threshold,
         evidence: a.evidence.iter().map(evidence).collect(),

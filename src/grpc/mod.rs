@@ -11,8 +11,6 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 
-pub use emotion::{ValidTurn, validate_turn};
-
 use crate::alerts::AlertHub;
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -28,11 +26,13 @@ pub struct App {
     pub batcher: Batcher,
     /// Shared with the state persister thread.
     pub store: Arc<ConversationStore>,
-    pub hub: AlertHub,
+    pub hub: Arc<AlertHub>,
+    /// The one way a turn goes (StreamTurns): admit, submit, complete, publish to `hub`.
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
     pub metrics: Metrics,
     /// One permit per open StreamTurns call; none left means RESOURCE_EXHAUSTED.
     pub streams: Arc<Semaphore>,
-    pub models: ModelManager,
+    pub models: Arc<ModelManager>,
     pub auth: Arc<Authenticator>,
     /// False once shutdown began (health NOT_SERVING).
     pub serving: std::sync::atomic::AtomicBool,

@@ -3,9 +3,10 @@
 //! is full or the first one has waited `max_wait`, runs them as length-bucketed padded calls, and
 //! replies to each.
 //!
-//! Tokenisation happens on the caller's side, before queueing, so the inference thread only runs
-//! the graph. Batches are formed in arrival order (FIFO), so one conversation's turns are scored in
-//! the order they were submitted.
+//! Tokenisation happens on the inference thread, once a batch is gathered: callers (async tasks on
+//! the runtime's threads) only copy the text into the queue, so a long text never holds up a
+//! runtime thread. Batches are formed in arrival order (FIFO), so one conversation's turns are
+//! scored in the order they were submitted.
 //!
 //! Models swap without stopping anything: a [`LoadedModel`] holds its tokenizer and one ONNX
 //! Runtime session per worker, and every queued text carries the model it was tokenized for. A
@@ -51,7 +52,7 @@ impl LoadedModel {
 }
 
 struct Job {
-    ids: Vec<u32>,
+    text: Box<str>,
     model: Arc<LoadedModel>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Scores, InferenceError>>,
@@ -183,21 +184,15 @@ impl Batcher {
         std::mem::replace(&mut *current, model)
     }
 
-    fn job(&self, model: Arc<LoadedModel>, text: &str) -> Result<(Job, Pending), InferenceError> {
-        let ids = model
-            .encoder
-            .encode(text)
-            .map_err(|e| InferenceError::Runtime(format!("tokenizer: {e}")))?;
+    fn job(model: Arc<LoadedModel>, text: &str) -> (Job, Pending) {
         let (reply, rx) = oneshot::channel();
-        Ok((
-            Job {
-                ids,
-                model,
-                enqueued: Instant::now(),
-                reply,
-            },
-            Pending(rx),
-        ))
+        let job = Job {
+            text: text.into(),
+            model,
+            enqueued: Instant::now(),
+            reply,
+        };
+        (job, Pending(rx))
     }
 
     /// Queues a text for the model in service, waiting for room in the queue (backpressure for
@@ -212,7 +207,7 @@ impl Batcher {
         model: Arc<LoadedModel>,
         text: &str,
     ) -> Result<Pending, InferenceError> {
-        let (job, pending) = self.job(model, text)?;
+        let (job, pending) = Self::job(model, text);
         self.queue
             .send_async(job)
             .await
@@ -246,7 +241,7 @@ impl Batcher {
         model: Arc<LoadedModel>,
         text: &str,
     ) -> Result<Pending, InferenceError> {
-        let (job, pending) = self.job(model, text)?;
+        let (job, pending) = Self::job(model, text);
         self.queue.try_send(job).map_err(|e| match e {
             flume::TrySendError::Full(_) => InferenceError::QueueFull {
                 capacity: self.capacity,
@@ -270,38 +265,52 @@ fn run_worker(
     metrics: Metrics,
     batches: Arc<AtomicU64>,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(policy.max_batch);
+    let mut gathered: Vec<Job> = Vec::with_capacity(policy.max_batch);
+    let mut batch: Vec<(Vec<u32>, Job)> = Vec::with_capacity(policy.max_batch);
     while let Ok(first) = jobs.recv() {
         let deadline = first.enqueued + policy.max_wait;
-        batch.push(first);
-        while batch.len() < policy.max_batch {
+        gathered.push(first);
+        while gathered.len() < policy.max_batch {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => gathered.push(job),
                 Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => gathered.push(job),
                     Err(_) => break,
                 },
                 Err(flume::TryRecvError::Disconnected) => break,
             }
         }
         metrics.queue_depth.set(jobs.len() as i64);
+        for job in gathered.drain(..) {
+            match job.model.encoder.encode(&job.text) {
+                Ok(ids) => batch.push((ids, job)),
+                Err(e) => {
+                    let _ = job
+                        .reply
+                        .send(Err(InferenceError::Runtime(format!("tokenizer: {e}"))));
+                }
+            }
+        }
         // Length bucketing: sorted by model, then length, the batch runs as sub-batches of one
         // model and at most `max_batch_tokens` padded tokens, so short texts are not padded to a
         // long one's length. Safe for ordering: the conversation store applies results in turn
         // order regardless.
-        batch.sort_by_key(|j| (Arc::as_ptr(&j.model) as usize, j.ids.len()));
+        batch.sort_by_key(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()));
         let mut results = Vec::with_capacity(batch.len());
         let mut start = 0;
         while start < batch.len() {
-            let model = batch[start].model.clone();
+            let model = batch[start].1.model.clone();
             let mut end = start + 1;
             while end < batch.len()
-                && Arc::ptr_eq(&batch[end].model, &model)
-                && (end + 1 - start) * batch[end].ids.len() <= policy.max_batch_tokens
+                && Arc::ptr_eq(&batch[end].1.model, &model)
+                && (end + 1 - start) * batch[end].0.len() <= policy.max_batch_tokens
             {
                 end += 1;
             }
-            let ids: Vec<&[u32]> = batch[start..end].iter().map(|j| j.ids.as_slice()).collect();
+            let ids: Vec<&[u32]> = batch[start..end]
+                .iter()
+                .map(|(ids, _)| ids.as_slice())
+                .collect();
             let started = Instant::now();
             // Only this worker uses engine `worker` of any model: the lock is never contended.
             let mut engine = model.engines[worker]
@@ -323,7 +332,7 @@ fn run_worker(
             batches.fetch_add(1, Ordering::Relaxed);
             start = end;
         }
-        for (job, result) in batch.drain(..).zip(results) {
+        for ((_, job), result) in batch.drain(..).zip(results) {
             let _ = job.reply.send(result);
         }
     }

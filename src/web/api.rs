@@ -179,11 +179,14 @@ pub async fn acknowledge(
     check_len("note", &body.note, MAX_NOTE_BYTES)?;
     let tenants = identity.tenants.clone();
     let acked = web
-        .blocking(move |app| app.hub.acknowledge(&alert_id, &by, &body.note, &tenants))
-        .await?;
+        .app
+        .hub
+        .acknowledge(&alert_id, &by, &body.note, &tenants)
+        .await;
     match acked {
         Ok((event, _new)) => Ok(Json(alert_json(&event))),
         Err(e @ AckError::NotFound(_)) => Err(WebError(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ AckError::Stopped) => Err(WebError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         Err(AckError::Log(e)) => Err(WebError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("alert log: {e}"),

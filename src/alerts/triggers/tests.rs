@@ -97,7 +97,7 @@ fn each_trigger_fires_once_and_resolves() {
     let fired = t.observe(&s, &customer(Some(&esc), 0.2, 1, now));
     assert_eq!(fired.len(), 1);
     assert_eq!(
-        (fired[0].kind, fired[0].transition.severity),
+        (fired[0].kind.as_str(), fired[0].transition.severity),
         ("escalation_request", Severity::Critical)
     );
     assert!(
@@ -109,7 +109,7 @@ fn each_trigger_fires_once_and_resolves() {
     let same = normalize("My card was charged twice!");
     let kinds: Vec<_> = (0..4)
         .flat_map(|i| t.observe(&s, &customer(Some(&same), 0.0, i + 1, now)))
-        .map(|f| (f.kind, f.transition.severity))
+        .map(|f| (f.kind.as_str(), f.transition.severity))
         .collect();
     assert_eq!(
         kinds,
@@ -123,7 +123,7 @@ fn each_trigger_fires_once_and_resolves() {
         .iter()
         .enumerate()
         .flat_map(|(i, &r)| t.observe(&s, &customer(None, r, i as u32 + 1, now)))
-        .map(|f| (f.kind, f.transition.state))
+        .map(|f| (f.kind.as_str(), f.transition.state))
         .collect();
     assert_eq!(
         got,

@@ -1,0 +1,277 @@
+//! The turn pipeline: the one way a turn goes from the wire to its result, for `StreamTurns` and
+//! `emotion backtest` alike (and the fuzz harness, which drives a real server).
+//!
+//! ```text
+//!  admit     validate every field (validate.rs); the conversation store orders and de-duplicates
+//!    │       (a re-sent turn is answered from history, a turn in flight is joined)
+//!  submit    text signals for the triggers (normalised text, redacted excerpt, script), the
+//!    │       language route's model, the batcher's bounded queue (tokenised and scored on an
+//!    │       inference thread)
+//!  complete  rolling scores, alert rules and triggers, applied in turn order
+//!    │
+//!  publish   alert events to the [`AlertSink`] (the durable hub when serving), then the turn's
+//!            result to everyone waiting for it: a supervisor never learns of an alert later
+//!            than the turn's sender
+//! ```
+//!
+//! Scoring runs in a task of its own, so an admitted turn completes (and its alerts are published)
+//! even if the stream that sent it goes away. Ranking texts without a conversation (`ScoreTexts`,
+//! `emotion score`, `emotion eval`) uses the submit stage alone: [`Batcher`] directly.
+
+pub mod validate;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt};
+
+use crate::alerts::{Alert, AlertHub};
+use crate::config::{AlertConfig, Config, LimitsConfig};
+use crate::conversation::{Admission, ConversationStore, Speaker, TextSignal, TurnOutcome};
+use crate::error::{InferenceError, RequestError};
+use crate::grpc::convert;
+use crate::inference::shadow::{Compared, Shadow};
+use crate::inference::swap::ModelManager;
+use crate::inference::{Batcher, Scores};
+use crate::metrics::Metrics;
+use crate::pb;
+
+pub use validate::{ValidTurn, validate_turn};
+
+/// Where a completed turn's alert events go.
+pub trait AlertSink: Send + Sync {
+    /// Takes one completion's events, in order, without blocking: it is called while their
+    /// conversation is locked, so one conversation's events arrive in the order they were
+    /// decided. The future resolves once they are where their readers will find them (for the
+    /// hub: appended to the durable log, or held in its backlog).
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()>;
+}
+
+impl AlertSink for AlertHub {
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()> {
+        let published: Vec<_> = alerts
+            .iter()
+            .map(|a| AlertHub::enqueue(self, convert::alert(a)))
+            .collect();
+        async move {
+            for p in published {
+                p.await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Keeps alert events in memory, in order (backtest).
+#[derive(Default)]
+pub struct CollectedAlerts(Mutex<Vec<Alert>>);
+
+impl CollectedAlerts {
+    pub fn take(&self) -> Vec<Alert> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl AlertSink for CollectedAlerts {
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(alerts);
+        futures::future::ready(()).boxed()
+    }
+}
+
+/// Completions between deciding their alerts and the sink taking them: beyond this, turns wait
+/// before completing (backpressure from a slow alert log onto the streams).
+const MAX_PUBLISHING: usize = 1024;
+
+pub struct Pipeline {
+    limits: LimitsConfig,
+    alerts: AlertConfig,
+    store: Arc<ConversationStore>,
+    batcher: Batcher,
+    sink: Arc<dyn AlertSink>,
+    publishing: Arc<tokio::sync::Semaphore>,
+    /// For the shadow model, when one is being compared (serving only).
+    models: Option<Arc<ModelManager>>,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: &Config,
+        store: Arc<ConversationStore>,
+        batcher: Batcher,
+        sink: Arc<dyn AlertSink>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            limits: config.limits.clone(),
+            alerts: config.alerts.clone(),
+            store,
+            batcher,
+            sink,
+            publishing: Arc::new(tokio::sync::Semaphore::new(MAX_PUBLISHING)),
+            models: None,
+            metrics,
+        }
+    }
+
+    /// Samples turns for the shadow model `models` may be comparing.
+    pub fn with_shadow(mut self, models: Arc<ModelManager>) -> Self {
+        self.models = Some(models);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<ConversationStore> {
+        &self.store
+    }
+
+    /// One turn's way to its result. `tenants` are the tenants the caller may write to (empty:
+    /// any). The future resolves to the turn's result; scoring goes on in its own task whether
+    /// or not the future is polled to the end.
+    pub fn turn(
+        self: &Arc<Self>,
+        tenants: &[String],
+        turn: pb::TurnRequest,
+    ) -> BoxFuture<'static, pb::TurnResult> {
+        // admit
+        let ValidTurn { mut input, text } = match validate_turn(turn, &self.limits) {
+            Ok(valid) => valid,
+            Err((conversation_id, turn_id, e)) => {
+                return self.rejected(conversation_id, turn_id, e);
+            }
+        };
+        input.signal = TextSignal::of(&text, input.speaker, &self.alerts);
+        let tag = input.context.as_ref().map_or("", |c| c.language.as_str());
+        let model = self
+            .batcher
+            .model_for(crate::inference::turn_language(&text, tag));
+        let conversation_id = input.conversation_id.clone();
+        let turn_id = input.turn_id;
+        let rx = match self.store.admit(&mut input, tenants, Instant::now()) {
+            Admission::Rejected(e) => return self.rejected(conversation_id, turn_id, e),
+            Admission::Answered(scored) => {
+                self.metrics.turn("duplicate");
+                return futures::future::ready(convert::turn_result(
+                    &conversation_id,
+                    &scored,
+                    true,
+                ))
+                .boxed();
+            }
+            Admission::Joined(rx) => {
+                return finish(conversation_id, turn_id, rx, true, self.metrics.clone()).boxed();
+            }
+            Admission::Admitted(rx) => rx,
+        };
+        // submit
+        let customer = input.speaker == Speaker::Customer;
+        // The shadow stands in for the default model: turns a language route takes are not
+        // compared with it.
+        let on_default = Arc::ptr_eq(&model, &self.batcher.model());
+        let shadow = self
+            .models
+            .as_ref()
+            .and_then(|m| m.shadow())
+            .filter(|s| on_default && s.samples(&conversation_id));
+        if let Some(s) = shadow.as_ref().filter(|_| customer) {
+            s.expect(&conversation_id, turn_id); // in admission order
+        }
+        let this = self.clone();
+        let id = conversation_id.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let scores = match this.batcher.submit_to(model, &text).await {
+                Ok(pending) => pending.wait().await,
+                Err(e) => Err(e),
+            };
+            if let Some(shadow) = shadow {
+                match &scores {
+                    Ok(live) => {
+                        let live = (live.clone(), started.elapsed());
+                        let key = (id.clone(), turn_id, customer);
+                        tokio::spawn(shadow_score(this.batcher.clone(), shadow, text, live, key));
+                    }
+                    Err(_) => shadow.skipped(&id, turn_id, customer, Instant::now()),
+                }
+            }
+            // complete, and hand the alerts to the sink in the conversation's order
+            let _room = this.publishing.acquire().await;
+            let (completion, published) =
+                this.store
+                    .complete_with(&id, turn_id, scores, Instant::now(), |alerts| {
+                        this.sink.enqueue(alerts)
+                    });
+            // publish: alerts first, then the result.
+            published.await;
+            completion.deliver();
+        });
+        finish(conversation_id, turn_id, rx, false, self.metrics.clone()).boxed()
+    }
+
+    fn rejected(
+        &self,
+        conversation_id: String,
+        turn_id: u64,
+        e: RequestError,
+    ) -> BoxFuture<'static, pb::TurnResult> {
+        self.metrics.turn("rejected");
+        futures::future::ready(convert::error_result(
+            conversation_id,
+            turn_id,
+            e.code(),
+            e.to_string(),
+        ))
+        .boxed()
+    }
+}
+
+async fn finish(
+    conversation_id: String,
+    turn_id: u64,
+    rx: tokio::sync::oneshot::Receiver<TurnOutcome>,
+    duplicate: bool,
+    metrics: Metrics,
+) -> pb::TurnResult {
+    let outcome = rx.await.unwrap_or(Err(InferenceError::Stopped));
+    match outcome {
+        Ok(scored) => {
+            metrics.turn(if duplicate { "duplicate" } else { "scored" });
+            convert::turn_result(&conversation_id, &scored, duplicate)
+        }
+        Err(e) => {
+            metrics.turn("failed");
+            convert::error_result(conversation_id, turn_id, e.code(), e.to_string())
+        }
+    }
+}
+
+/// Scores a sampled turn with the shadow model and records how it compares; never answers anyone.
+async fn shadow_score(
+    batcher: Batcher,
+    shadow: Arc<Shadow>,
+    text: String,
+    (live, live_latency): (Scores, std::time::Duration),
+    (conversation_id, turn_id, customer): (String, u64, bool),
+) {
+    let started = Instant::now();
+    let scored = match batcher.try_submit_to(shadow.model.clone(), &text) {
+        Ok(pending) => pending.wait().await.ok(),
+        Err(_) => None,
+    };
+    let Some(scores) = scored else {
+        return shadow.skipped(&conversation_id, turn_id, customer, Instant::now());
+    };
+    shadow.record(Compared {
+        conversation_id: &conversation_id,
+        turn_id,
+        customer,
+        live: &live,
+        live_latency,
+        shadow: &scores,
+        shadow_latency: started.elapsed(),
+        now: Instant::now(),
+    });
+}
