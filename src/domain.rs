@@ -105,6 +105,11 @@ impl AlertKind {
         AlertKind::AgentStrain,
     ];
 
+    /// The kind a wire name (`Alert.kind`) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::RollingValence => "rolling_valence",
@@ -137,6 +142,10 @@ mod tests {
         let names: std::collections::BTreeSet<_> =
             AlertKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), AlertKind::ALL.len());
+        for k in AlertKind::ALL {
+            assert_eq!(AlertKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(AlertKind::parse("rolling"), None);
         assert_eq!(format!("{:<12}|", AlertKind::Repetition), "repetition  |");
     }
 }

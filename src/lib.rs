@@ -128,7 +128,7 @@ pub async fn run(
         StoreSettings::from(&config),
         metrics.clone(),
     ));
-    let persister = start_persisting(&config, &store, &metrics).await?;
+    let persister = start_persisting(&config, &store, hub.log().clone(), &metrics).await?;
     let hub = Arc::new(hub);
     let models = Arc::new(ModelManager::new(
         batcher.clone(),
@@ -221,25 +221,32 @@ pub async fn run(
 async fn start_persisting(
     config: &Config,
     store: &Arc<ConversationStore>,
+    log: Arc<dyn alerts::AlertLog>,
     metrics: &Metrics,
 ) -> anyhow::Result<Option<persist::Persister>> {
     let path = config.state.path.clone();
     let opened = {
         let state = config.state.clone();
         tokio::task::spawn_blocking(move || {
-            let store = persist::open(&state)?;
-            let saved = store.as_ref().map(|s| s.load()).transpose()?;
-            Ok::<_, persist::StateError>(store.zip(saved))
+            let store = persist::open(&state).context("opening the conversation state store")?;
+            let Some(store) = store else {
+                return anyhow::Ok(None);
+            };
+            let mut saved = store
+                .load()
+                .context("reading the conversation state store")?;
+            let reconciled = persist::reconcile(&mut saved, &*log)
+                .context("reading the alert log to reconcile restored conversations")?;
+            anyhow::Ok(Some((store, saved, reconciled)))
         })
-        .await?
-        .context("opening the conversation state store")?
+        .await??
     };
-    let Some((state, saved)) = opened else {
+    let Some((state, saved, reconciled)) = opened else {
         tracing::info!("conversation state in memory only (state.path is empty)");
         return Ok(None);
     };
     let restored = persist::restore(saved, store);
-    tracing::info!(path = %path.display(), restored, "conversation state restored");
+    tracing::info!(path = %path.display(), restored, reconciled, "conversation state restored");
     Ok(Some(persist::Persister::start(
         state,
         store.clone(),

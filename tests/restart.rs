@@ -204,3 +204,81 @@ async fn a_graceful_restart_loses_nothing() {
     );
     server.kill_9();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_behind_the_alert_log_is_put_right_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "EMOTION__ALERT_LOG__PATH",
+            dir.path().join("alerts.sqlite3").display().to_string(),
+        ),
+        // Far longer than the test: after the graceful stop nothing more is saved, so the kill -9
+        // below loses every turn the second server scored (the worst a crash can do).
+        ("EMOTION__STATE__PERSIST_INTERVAL_MS", "60000".to_string()),
+    ];
+    let addr = free_addr();
+    let turns = conversation(ESCALATING, "behind-1");
+    let server = ChildServer::spawn_at(addr, &env).await;
+    let mut client = EmotionAnalysisClient::new(server.channel().await);
+    stream_all(&mut client, turns[..11].to_vec()).await;
+    sigterm(&server);
+    server.wait(); // saved through turn 11, before any alert
+
+    let server = ChildServer::spawn_at(addr, &env).await;
+    let mut feed = AlertFeedClient::new(server.channel().await);
+    let mut live = feed
+        .subscribe_alerts(pb::SubscribeAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = EmotionAnalysisClient::new(server.channel().await);
+    stream_all(&mut client, turns[11..16].to_vec()).await;
+    let raised = next_alert(&mut live).await;
+    let escalated = next_alert(&mut live).await;
+    assert_eq!(
+        (raised.state(), escalated.state(), &escalated.alert_id),
+        (
+            pb::AlertState::Raised,
+            pb::AlertState::Escalated,
+            &raised.alert_id
+        )
+    );
+    server.kill_9();
+
+    let server = ChildServer::spawn_at(addr, &env).await;
+    let mut client = EmotionAnalysisClient::new(server.channel().await);
+    let view = client
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: "behind-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.last_turn_id, 11, "the state lost turns 12-16");
+    assert_eq!(
+        view.alert_level(),
+        pb::Severity::Critical,
+        "but the incident the log holds is open"
+    );
+    let mut feed = AlertFeedClient::new(server.channel().await);
+    let mut resumed = feed
+        .subscribe_alerts(pb::SubscribeAlertsRequest {
+            after_sequence: Some(escalated.sequence),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The platform re-sends what went unanswered; the call goes on to its calm end. No second
+    // RAISED for the same incident: the next event is its RESOLVED, under the original id.
+    let rest = stream_all(&mut client, turns[11..].to_vec()).await;
+    assert!(rest.iter().all(|r| r.error.is_none()), "{rest:?}");
+    let next = next_alert(&mut resumed).await;
+    assert_eq!(
+        (next.state(), &next.alert_id),
+        (pb::AlertState::Resolved, &raised.alert_id),
+        "{next:?}"
+    );
+    server.kill_9();
+}

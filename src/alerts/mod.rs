@@ -15,6 +15,18 @@ pub use rules::{AlertPolicy, AlertTracker, Transition};
 pub use crate::domain::{AlertKind, AlertState, Severity};
 use crate::domain::{Context, Speaker};
 
+/// An alert event as the durable log holds it: what putting restored conversation state right
+/// needs (see `persist::reconcile`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub alert_id: String,
+    pub kind: AlertKind,
+    pub state: AlertState,
+    pub severity: Severity,
+    /// When the hub published it (Unix ms).
+    pub at_ms: u64,
+}
+
 /// One turn attached to an alert as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceTurn {

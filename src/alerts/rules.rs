@@ -120,6 +120,40 @@ impl AlertTracker {
         }
     }
 
+    /// Puts an incident's logged event into this tracker (restored state older than the log):
+    /// RAISED and ESCALATED open it at the event's severity with its alert id, RESOLVED closes it
+    /// if it is the one open. Returns whether anything changed.
+    pub fn adopt(&mut self, event: &super::LoggedEvent) -> bool {
+        match event.state {
+            AlertState::Raised | AlertState::Escalated => {
+                let open = Some(OpenAlert {
+                    id: event.alert_id.clone(),
+                    severity: event.severity,
+                });
+                let changed = self.open.as_ref().map(|o| (&o.id, o.severity))
+                    != open.as_ref().map(|o| (&o.id, o.severity));
+                let at = Some(crate::persist::wallclock::from_ms(event.at_ms));
+                // The cooldowns run from the event, as `observe` would have set them.
+                match event.severity {
+                    Severity::Critical => self.last_critical = at,
+                    _ => self.last_warning = at,
+                }
+                self.open = open;
+                self.level = Some(event.severity);
+                changed
+            }
+            AlertState::Resolved => {
+                if self.open.as_ref().is_some_and(|o| o.id == event.alert_id) {
+                    self.open = None;
+                    self.level = None;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
     fn raise(
         &mut self,
         policy: &AlertPolicy,

@@ -250,6 +250,44 @@ impl TriggerState {
             .unwrap_or(Severity::None)
     }
 
+    /// Puts a logged event of one of these triggers into this state (restored state older than
+    /// the log): incidents open or close as the log says, cooldowns run from the event. Returns
+    /// whether anything changed.
+    pub fn adopt(&mut self, event: &super::LoggedEvent) -> bool {
+        let at = crate::persist::wallclock::from_ms(event.at_ms);
+        let later = |t: &mut Option<Instant>| {
+            let changed = t.is_none_or(|t| t < at);
+            if changed {
+                *t = Some(at);
+            }
+            changed
+        };
+        let slot = match event.kind {
+            AlertKind::EscalationRequest => return later(&mut self.escalation_at),
+            AlertKind::Repetition => return later(&mut self.repetition_at),
+            AlertKind::SustainedNegativity => &mut self.sustained,
+            AlertKind::AgentStrain => &mut self.strain,
+            AlertKind::RollingValence => return false,
+        };
+        match event.state {
+            AlertState::Raised | AlertState::Escalated => {
+                let changed = slot
+                    .as_ref()
+                    .is_none_or(|o| o.id != event.alert_id || o.severity != event.severity);
+                *slot = Some(Open {
+                    id: event.alert_id.clone(),
+                    severity: event.severity,
+                });
+                changed
+            }
+            AlertState::Resolved if slot.as_ref().is_some_and(|o| o.id == event.alert_id) => {
+                *slot = None;
+                true
+            }
+            AlertState::Resolved => false,
+        }
+    }
+
     pub fn observe(&mut self, set: &TriggerSet, facts: &TurnFacts<'_>) -> Vec<Fired> {
         let mut fired = Vec::new();
         match facts.speaker {

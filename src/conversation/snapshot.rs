@@ -72,6 +72,20 @@ impl ConversationSnapshot {
     pub fn last_turn_id(&self) -> Option<u64> {
         self.last_turn_id
     }
+
+    /// When its last turn was applied (Unix ms): alert events after it may be news to it.
+    pub fn updated_at_ms(&self) -> u64 {
+        self.updated_at_ms
+    }
+
+    /// Applies an alert event of this conversation from the log (see `persist::reconcile`).
+    /// Returns whether anything changed.
+    pub fn adopt(&mut self, event: &crate::alerts::LoggedEvent) -> bool {
+        match event.kind {
+            crate::alerts::AlertKind::RollingValence => self.alert.adopt(event),
+            _ => self.triggers.adopt(event),
+        }
+    }
 }
 
 /// What changed since the last [`ConversationStore::take_changes`].

@@ -56,6 +56,84 @@ pub fn open(config: &StateConfig) -> Result<Option<Arc<dyn StateStore>>, StateEr
     )?)))
 }
 
+/// How far before a conversation's last saved turn its alert events are read back (clock steps
+/// between the turn's and the event's timestamps).
+const RECONCILE_MARGIN_MS: u64 = 2_000;
+
+/// Puts the saved conversations right with the alert log, which is never behind them: a kill -9
+/// loses up to one persist interval of state, but every alert event published before it is in
+/// the log. For each saved conversation, its events from shortly before its last saved turn on
+/// are applied in sequence order (idempotent: what the snapshot already knew changes nothing),
+/// so an incident raised in the lost interval stays open under its alert id (and later
+/// resolves under it), one resolved in it is closed, and cooldowns hold. Blocking (reads the
+/// log). Returns how many conversations changed.
+///
+/// Not covered: a conversation whose first save never happened (it comes back from nothing:
+/// its incidents stay in the log, the conversation starts afresh), and the rolling scores of the
+/// lost interval (the turns' scores are not in the log).
+pub fn reconcile(
+    saved: &mut SavedState,
+    log: &dyn crate::alerts::AlertLog,
+) -> Result<usize, crate::alerts::log::LogError> {
+    use std::collections::HashMap;
+    let Some(since) = saved
+        .conversations
+        .iter()
+        .map(|(_, c)| c.updated_at_ms().saturating_sub(RECONCILE_MARGIN_MS))
+        .min()
+    else {
+        return Ok(0);
+    };
+    let index: HashMap<String, usize> = (saved.conversations.iter().enumerate())
+        .map(|(i, (id, _))| (id.clone(), i))
+        .collect();
+    let mut changed = vec![false; saved.conversations.len()];
+    let mut after = 0;
+    loop {
+        let page = log.query(&crate::alerts::log::Query {
+            since: Some(std::time::UNIX_EPOCH + Duration::from_millis(since)),
+            after_sequence: Some(after),
+            limit: 1_000,
+            ..Default::default()
+        })?;
+        let Some(last) = page.last() else { break };
+        after = last.sequence;
+        for alert in &page {
+            let Some(&i) = index.get(&alert.conversation_id) else {
+                continue;
+            };
+            let Some(event) = logged_event(alert) else {
+                continue;
+            };
+            let snapshot = &mut saved.conversations[i].1;
+            if event.at_ms + RECONCILE_MARGIN_MS >= snapshot.updated_at_ms() {
+                changed[i] |= snapshot.adopt(&event);
+            }
+        }
+    }
+    Ok(changed.into_iter().filter(|c| *c).count())
+}
+
+/// The incident event a logged alert records; None for acknowledgements and unknown kinds.
+fn logged_event(a: &crate::pb::Alert) -> Option<crate::alerts::LoggedEvent> {
+    use crate::alerts::AlertState;
+    use crate::pb::AlertState as Wire;
+    let state = match Wire::try_from(a.state).ok()? {
+        Wire::Raised => AlertState::Raised,
+        Wire::Escalated => AlertState::Escalated,
+        Wire::Resolved => AlertState::Resolved,
+        _ => return None,
+    };
+    let at = a.created_at.as_ref()?;
+    Some(crate::alerts::LoggedEvent {
+        alert_id: a.alert_id.clone(),
+        kind: crate::domain::AlertKind::parse(&a.kind)?,
+        state,
+        severity: crate::grpc::convert::severity_from(a.severity)?,
+        at_ms: (at.seconds.max(0) as u64) * 1000 + (at.nanos.max(0) as u64) / 1_000_000,
+    })
+}
+
 /// Puts saved state back into `store`; returns how many conversations came back.
 pub fn restore(saved: SavedState, store: &ConversationStore) -> usize {
     if let Some(heatmap) = saved.heatmap {
