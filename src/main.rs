@@ -275,22 +275,36 @@ async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
         .await?;
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.duration_secs);
     let mut total = emotion_service::fuzz::FuzzReport::default();
+    let mut unary = emotion_service::fuzz::unary::UnaryReport::default();
     let mut seed = args.seed;
     while std::time::Instant::now() < deadline {
         let round = deadline
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_secs(60));
         let r = emotion_service::fuzz::run(channel.clone(), seed, round, u64::MAX).await;
+        // And the other calls: as many as a tenth of the streams' frames.
+        let u =
+            emotion_service::fuzz::unary::run(channel.clone(), seed, (r.frames / 10).max(20)).await;
         let rss = args
             .server_pid
             .map(loadgen::process_usage)
             .transpose()?
             .map(|(rss, _)| format!(", server RSS {:.1} MiB", rss as f64 / 1048576.0))
             .unwrap_or_default();
-        println!("seed {seed}: {r}{rss}");
-        for v in &r.violations {
+        println!(
+            "seed {seed}: {r}; other calls: {} ({} ok, {} refused), {} violations{rss}",
+            u.calls,
+            u.ok,
+            u.refused,
+            u.violations.len()
+        );
+        for v in r.violations.iter().chain(&u.violations) {
             println!("  VIOLATION {v}");
         }
+        unary.calls += u.calls;
+        unary.ok += u.ok;
+        unary.refused += u.refused;
+        total.violations.extend(u.violations);
         total.cases += r.cases;
         total.frames += r.frames;
         total.results += r.results;
@@ -298,10 +312,13 @@ async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
         seed += 1;
     }
     println!(
-        "total: {} cases, {} frames, {} results, {} violations",
+        "total: {} cases, {} frames, {} results; other calls: {} ({} ok, {} refused); {} violations",
         total.cases,
         total.frames,
         total.results,
+        unary.calls,
+        unary.ok,
+        unary.refused,
         total.violations.len()
     );
     anyhow::ensure!(total.violations.is_empty(), "the contract was broken");

@@ -1,5 +1,6 @@
-//! The fuzz smoke run: seeded structure-aware StreamTurns cases against a real server (the same
-//! harness as `emotion fuzz`), then the server still serves and holds what it should.
+//! The fuzz smoke run: seeded structure-aware StreamTurns cases and hostile requests to every
+//! other call against a real server (the same harness as `emotion fuzz`), then the server still
+//! serves and holds what it should.
 
 mod common;
 
@@ -29,6 +30,12 @@ async fn seeded_fuzz_cases_keep_the_contract() {
     assert!(total.rejected_invalid > 100, "{total:?}");
     assert!(total.garbage_streams > 2, "{total:?}");
     assert!(total.duplicates > 10, "{total:?}");
+    // Every other call, with hostile requests.
+    let u = fuzz::unary::run(server.channel().await, 7, 300).await;
+    println!("other calls: {u:?}");
+    assert!(u.violations.is_empty(), "{:#?}", u.violations);
+    assert_eq!(u.calls, 300);
+    assert!(u.ok > 10 && u.refused > 150, "{u:?}");
     // Still serving, and nothing leaked into the conversation count beyond the fuzz ids.
     let scored = server
         .client()

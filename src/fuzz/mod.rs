@@ -12,10 +12,11 @@
 //!   only after every frame before it was answered;
 //! - the server still answers health after the case.
 //!
-//! `emotion fuzz` runs it for as long as asked (with the server's RSS over time); the test suite
+//! [`unary`] does the same for every other call. `emotion fuzz` runs both for as long as asked (with the server's RSS over time); the test suite
 //! runs a short seeded run.
 
 pub mod raw;
+pub mod unary;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -82,3 +82,23 @@ pub async fn unary<U: prost::Message + Default + Send + 'static>(
         .await?;
     Ok(response.into_inner())
 }
+
+/// A server-streaming call with a raw request frame.
+pub async fn server_streaming<U: prost::Message + Default + Send + 'static>(
+    channel: Channel,
+    path: &'static str,
+    frame: Vec<u8>,
+) -> Result<tonic::Streaming<U>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(e.to_string()))?;
+    let response = grpc
+        .server_streaming(
+            tonic::Request::new(frame),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            RawCodec::<U>::default(),
+        )
+        .await?;
+    Ok(response.into_inner())
+}

@@ -220,6 +220,13 @@ impl ModelManager {
             path: path.to_path_buf(),
             reason,
         };
+        // Refused here, before a child process is started for them.
+        if path.to_string_lossy().chars().any(char::is_control) {
+            return Err(rejected("the path holds control characters".into()));
+        }
+        if !path.is_dir() {
+            return Err(rejected("not a directory on the server".into()));
+        }
         let checker = match &self.config.model.checker {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| SwapError::Internal(e.to_string()))?,

@@ -71,6 +71,8 @@ pub fn with<T>(token: &str, message: T) -> tonic::Request<T> {
 pub fn config() -> Config {
     let mut config = Config::default();
     config.server.shutdown_grace_secs = 2;
+    // In-process servers: the checker is the `emotion` binary, not this test's executable.
+    config.model.checker = Some(std::path::PathBuf::from(env!("CARGO_BIN_EXE_emotion")));
     config
 }
 
