@@ -184,7 +184,7 @@ fn refused(code: Code) -> bool {
 
 /// `calls` hostile calls against the server on `channel`.
 pub async fn run(channel: Channel, seed: u64, calls: u64) -> UnaryReport {
-    let mut rng = Rng::new(seed ^ 0x756e_6172_79);
+    let mut rng = Rng::new(seed ^ 0x0075_6e61_7279);
     let mut report = UnaryReport::default();
     for n in 0..calls {
         // One in eight opens an alert subscription instead.
