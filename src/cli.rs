@@ -50,8 +50,10 @@ pub enum Command {
     /// Load a running server: concurrent conversations over several streams, texts from a corpus;
     /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
     Loadgen(LoadgenArgs),
-    /// Fuzz a running server's StreamTurns (auth off, loopback): random malformed, duplicate,
-    /// out-of-order, garbage and cancelled streams, checking every result against the contract.
+    /// Fuzz a running server (auth off, loopback): StreamTurns with random malformed, duplicate,
+    /// out-of-order, garbage and cancelled streams, every other call, the dashboard's HTTP
+    /// endpoints (--web-port), model directories (--model-dir) and config files, checking every
+    /// answer against the contract.
     Fuzz(FuzzArgs),
 }
 
@@ -67,6 +69,22 @@ pub struct FuzzArgs {
     /// The server's process id: its resident memory is printed every minute.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's dashboard port: its HTTP endpoints are fuzzed too.
+    #[arg(long)]
+    pub web_port: Option<u16>,
+    /// A model directory on the server's file system: mutated copies of it are offered to
+    /// LoadModel (the server must have the same file system; it swaps and rolls back).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Mutated configs per round loaded in-process; some that load are started as servers.
+    #[arg(long, default_value_t = 200)]
+    pub configs: u64,
+    /// Of those, how many per round are started as servers (this executable).
+    #[arg(long, default_value_t = 2)]
+    pub config_starts: u64,
+    /// Where mutated configs and model directories are written [default: a temporary dir].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -86,9 +86,9 @@ impl Config {
                 }
             })?;
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        // The path says which key was wrong (serde's own message names only the type).
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(format!("{}: {}", e.path(), e.inner())))?;
         config.validate()?;
         Ok(config)
     }
@@ -138,26 +138,123 @@ impl Config {
                 b.queue_capacity, b.max_batch
             ));
         }
-        let l = &self.limits;
-        for (name, value) in [
-            ("limits.max_text_bytes", l.max_text_bytes),
+        // Upper bounds: beyond them a value is a typo, and some would overflow a timer, an
+        // allocation or a semaphore at run time.
+        const DAY: u64 = 86_400;
+        let m = &self.model;
+        let (l, a) = (&self.limits, &self.alerts);
+        for (name, value, range) in [
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                0..=3_600,
+            ),
+            ("model.intra_threads", m.intra_threads as u64, 0..=256),
+            ("model.check_timeout_secs", m.check_timeout_secs, 1..=DAY),
+            ("model.watch_interval_secs", m.watch_interval_secs, 1..=DAY),
+            (
+                "batching.max_batch_tokens",
+                b.max_batch_tokens as u64,
+                512..=1 << 20,
+            ),
+            ("batching.max_wait_us", b.max_wait_us, 0..=1_000_000),
+            (
+                "batching.queue_capacity",
+                b.queue_capacity as u64,
+                1..=1 << 20,
+            ),
+            (
+                "limits.max_text_bytes",
+                l.max_text_bytes as u64,
+                1..=1 << 20,
+            ),
             (
                 "limits.max_conversation_id_bytes",
-                l.max_conversation_id_bytes,
+                l.max_conversation_id_bytes as u64,
+                1..=4_096,
             ),
-            ("limits.max_context_field_bytes", l.max_context_field_bytes),
-            ("limits.max_texts_per_request", l.max_texts_per_request),
-            ("limits.max_streams", l.max_streams),
+            (
+                "limits.max_context_field_bytes",
+                l.max_context_field_bytes as u64,
+                1..=4_096,
+            ),
+            (
+                "limits.max_message_bytes",
+                l.max_message_bytes as u64,
+                1..=64 << 20,
+            ),
+            (
+                "limits.max_texts_per_request",
+                l.max_texts_per_request as u64,
+                1..=65_536,
+            ),
+            ("limits.max_streams", l.max_streams as u64, 1..=1_000_000),
             (
                 "limits.max_in_flight_per_stream",
-                l.max_in_flight_per_stream,
+                l.max_in_flight_per_stream as u64,
+                1..=65_536,
             ),
-            ("limits.max_conversations", l.max_conversations),
-            ("limits.max_history_turns", l.max_history_turns),
+            (
+                "limits.max_conversations",
+                l.max_conversations as u64,
+                1..=10_000_000,
+            ),
+            (
+                "limits.conversation_ttl_secs",
+                l.conversation_ttl_secs,
+                1..=30 * DAY,
+            ),
+            (
+                "limits.max_history_turns",
+                l.max_history_turns as u64,
+                1..=10_000,
+            ),
+            (
+                "alerts.min_customer_turns",
+                u64::from(a.min_customer_turns),
+                0..=10_000,
+            ),
+            ("alerts.cooldown_secs", a.cooldown_secs, 0..=30 * DAY),
+            ("alerts.evidence_turns", a.evidence_turns as u64, 1..=100),
+            (
+                "alerts.subscriber_buffer",
+                a.subscriber_buffer as u64,
+                1..=1_000_000,
+            ),
+            (
+                "alerts.max_subscribers",
+                a.max_subscribers as u64,
+                1..=1_000_000,
+            ),
+            (
+                "alerts.max_subscribers_per_token",
+                a.max_subscribers_per_token as u64,
+                1..=1_000_000,
+            ),
+            (
+                "alert_log.retention_days",
+                self.alert_log.retention_days,
+                0..=36_500,
+            ),
+            (
+                "alert_log.retention_max_events",
+                self.alert_log.retention_max_events,
+                1..=1 << 40,
+            ),
         ] {
-            if value == 0 {
-                return fail(format!("{name} must be positive"));
+            if !range.contains(&value) {
+                return fail(format!(
+                    "{name} must be in {}..={}, got {value}",
+                    range.start(),
+                    range.end()
+                ));
             }
+        }
+        if !(m.gate_max_drop.is_finite() && (0.0..=1.0).contains(&m.gate_max_drop)) {
+            return fail(format!(
+                "model.gate_max_drop must be in [0, 1], got {}",
+                m.gate_max_drop
+            ));
         }
         if l.max_message_bytes < l.max_text_bytes + 1024 {
             return fail(format!(
@@ -178,7 +275,6 @@ impl Config {
                 s.half_life_turns
             ));
         }
-        let a = &self.alerts;
         if !(-1.0..=1.0).contains(&a.warning_threshold)
             || !(-1.0..=1.0).contains(&a.critical_threshold)
         {
@@ -195,15 +291,6 @@ impl Config {
                 "alerts.hysteresis must be in [0, 1], got {}",
                 a.hysteresis
             ));
-        }
-        if a.subscriber_buffer == 0
-            || a.evidence_turns == 0
-            || a.max_subscribers == 0
-            || a.max_subscribers_per_token == 0
-        {
-            return fail(
-                "alerts.subscriber_buffer, alerts.evidence_turns, alerts.max_subscribers and alerts.max_subscribers_per_token must be positive".into(),
-            );
         }
         if a.excerpt_chars > 2_000 {
             return fail(format!(
@@ -355,5 +442,44 @@ mod tests {
         let env = [("EMOTION__BATCHING__MAX_BACH".to_string(), "3".to_string())];
         let err = Config::load(None, env).unwrap_err().to_string();
         assert!(err.contains("max_bach"), "{err}");
+    }
+
+    /// Values the config fuzzer found loading and then panicking the server (a semaphore or a
+    /// broadcast buffer beyond what can be allocated), and a type error that did not name its
+    /// key: each is refused naming the key.
+    #[test]
+    fn refuses_values_beyond_their_bounds_and_names_the_key_of_a_type_error() {
+        for (name, value, key) in [
+            (
+                "EMOTION__LIMITS__MAX_STREAMS",
+                "9223372036854775807",
+                "limits.max_streams",
+            ),
+            (
+                "EMOTION__ALERTS__SUBSCRIBER_BUFFER",
+                "9223372036854775807",
+                "alerts.subscriber_buffer",
+            ),
+            (
+                "EMOTION__ALERTS__COOLDOWN_SECS",
+                "9223372036854775807",
+                "alerts.cooldown_secs",
+            ),
+            (
+                "EMOTION__MODEL__WATCH_INTERVAL_SECS",
+                "0",
+                "model.watch_interval_secs",
+            ),
+            (
+                "EMOTION__ALERTS__COOLDOWN_SECS",
+                "18446744073709551615",
+                "alerts.cooldown_secs",
+            ),
+        ] {
+            let err = Config::load(None, [(name.to_string(), value.to_string())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{name}={value}: {err}");
+        }
     }
 }

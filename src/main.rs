@@ -270,21 +270,53 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
 /// Runs the fuzzer in one-minute rounds (seed, seed+1, ...), printing each round and the
 /// server's RSS, until the duration is used up; fails on any violation.
 async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
+    use emotion_service::fuzz;
     let channel = tonic::transport::Endpoint::from_shared(args.url.clone())?
         .connect()
         .await?;
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("emotion-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let exe = std::env::current_exe()?;
+    let models = std::path::absolute("models")?;
+    let model_dir = args
+        .model_dir
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.duration_secs);
-    let mut total = emotion_service::fuzz::FuzzReport::default();
-    let mut unary = emotion_service::fuzz::unary::UnaryReport::default();
+    let mut total = fuzz::FuzzReport::default();
+    let (mut unary, mut web) = (
+        fuzz::unary::UnaryReport::default(),
+        fuzz::web::WebReport::default(),
+    );
+    let mut files = fuzz::files::FilesReport::default();
+    let mut violations = Vec::new();
     let mut seed = args.seed;
     while std::time::Instant::now() < deadline {
         let round = deadline
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_secs(60));
-        let r = emotion_service::fuzz::run(channel.clone(), seed, round, u64::MAX).await;
+        let r = fuzz::run(channel.clone(), seed, round, u64::MAX).await;
         // And the other calls: as many as a tenth of the streams' frames.
-        let u =
-            emotion_service::fuzz::unary::run(channel.clone(), seed, (r.frames / 10).max(20)).await;
+        let u = fuzz::unary::run(channel.clone(), seed, (r.frames / 10).max(20)).await;
+        let w = match args.web_port {
+            Some(port) => fuzz::web::run(port, seed, (r.frames / 10).max(20)).await,
+            None => Default::default(),
+        };
+        let mut f =
+            fuzz::files::run_configs(seed, args.configs, args.config_starts, &exe, &models, &work)
+                .await;
+        if let Some(base) = &model_dir {
+            let m = fuzz::files::run_model_dirs(channel.clone(), seed, 4, base, &work).await;
+            f.model_dirs += m.model_dirs;
+            f.models_loaded += m.models_loaded;
+            f.models_refused += m.models_refused;
+            f.violations.extend(m.violations);
+        }
         let rss = args
             .server_pid
             .map(loadgen::process_usage)
@@ -292,36 +324,69 @@ async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
             .map(|(rss, _)| format!(", server RSS {:.1} MiB", rss as f64 / 1048576.0))
             .unwrap_or_default();
         println!(
-            "seed {seed}: {r}; other calls: {} ({} ok, {} refused), {} violations{rss}",
+            "seed {seed}: {r}; other calls: {} ({} ok, {} refused); web: {} ({} ok, {} 4xx, {} short bodies closed); configs: {} ({} loaded, {} refused; {} started: {} served, {} refused); model dirs: {} ({} loaded, {} refused); {} violations{rss}",
             u.calls,
             u.ok,
             u.refused,
-            u.violations.len()
+            w.requests,
+            w.ok,
+            w.refused,
+            w.closed_short_body,
+            f.configs,
+            f.configs_loaded,
+            f.configs_refused,
+            f.servers_started,
+            f.servers_served,
+            f.servers_refused,
+            f.model_dirs,
+            f.models_loaded,
+            f.models_refused,
+            r.violations.len() + u.violations.len() + w.violations.len() + f.violations.len(),
         );
-        for v in r.violations.iter().chain(&u.violations) {
+        for v in r
+            .violations
+            .iter()
+            .chain(&u.violations)
+            .chain(&w.violations)
+            .chain(&f.violations)
+        {
             println!("  VIOLATION {v}");
         }
         unary.calls += u.calls;
         unary.ok += u.ok;
         unary.refused += u.refused;
-        total.violations.extend(u.violations);
+        web.requests += w.requests;
+        files.configs += f.configs;
+        files.servers_started += f.servers_started;
+        files.model_dirs += f.model_dirs;
         total.cases += r.cases;
         total.frames += r.frames;
         total.results += r.results;
-        total.violations.extend(r.violations);
+        violations.extend(
+            r.violations
+                .into_iter()
+                .chain(u.violations)
+                .chain(w.violations)
+                .chain(f.violations),
+        );
         seed += 1;
     }
     println!(
-        "total: {} cases, {} frames, {} results; other calls: {} ({} ok, {} refused); {} violations",
+        "total: {} cases, {} frames, {} results; other calls: {} ({} ok, {} refused); web requests: {}; configs: {} ({} started); model dirs: {}; {} violations",
         total.cases,
         total.frames,
         total.results,
         unary.calls,
         unary.ok,
         unary.refused,
-        total.violations.len()
+        web.requests,
+        files.configs,
+        files.servers_started,
+        files.model_dirs,
+        violations.len()
     );
-    anyhow::ensure!(total.violations.is_empty(), "the contract was broken");
+    let _ = std::fs::remove_dir_all(&work);
+    anyhow::ensure!(violations.is_empty(), "the contract was broken");
     Ok(())
 }
 

@@ -48,3 +48,30 @@ async fn seeded_fuzz_cases_keep_the_contract() {
     assert_eq!(scored.into_inner().results.len(), 1);
     server.stop().await.unwrap();
 }
+
+/// The dashboard's endpoints, mutated configs (some started as servers) and mutated model
+/// directories offered to LoadModel, each seeded.
+#[tokio::test(flavor = "multi_thread")]
+async fn seeded_web_config_and_model_dir_cases_keep_the_contract() {
+    let server = TestServer::start(common::config()).await;
+    let w = fuzz::web::run(server.web_addr.port(), 11, 400).await;
+    println!("web: {w:?}");
+    assert!(w.violations.is_empty(), "{:#?}", w.violations);
+    assert!(w.ok > 20 && w.refused > 150, "{w:?}");
+
+    let work = tempfile::tempdir().unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_emotion"));
+    let c =
+        fuzz::files::run_configs(13, 300, 3, exe, &common::repo_path("models"), work.path()).await;
+    println!("configs: {c:?}");
+    assert!(c.violations.is_empty(), "{:#?}", c.violations);
+    assert!(c.configs_loaded > 10 && c.configs_refused > 100, "{c:?}");
+    assert_eq!(c.servers_started, 3);
+
+    let base = common::repo_path("models/goemotions-minilm-l6");
+    let m = fuzz::files::run_model_dirs(server.channel().await, 17, 8, &base, work.path()).await;
+    println!("model dirs: {m:?}");
+    assert!(m.violations.is_empty(), "{:#?}", m.violations);
+    assert!(m.models_refused >= 4, "{m:?}");
+    server.stop().await.unwrap();
+}

@@ -12,11 +12,14 @@
 //!   only after every frame before it was answered;
 //! - the server still answers health after the case.
 //!
-//! [`unary`] does the same for every other call. `emotion fuzz` runs both for as long as asked (with the server's RSS over time); the test suite
-//! runs a short seeded run.
+//! [`unary`] does the same for every other call, [`web`] for the dashboard's HTTP endpoints and
+//! [`files`] for config files and model directories. `emotion fuzz` runs them all for as long as
+//! asked (with the server's RSS over time); the test suite runs a short seeded run.
 
+pub mod files;
 pub mod raw;
 pub mod unary;
+pub mod web;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
