@@ -113,6 +113,19 @@ pub struct LoadgenArgs {
     /// The server's process id, to report its resident memory and CPU use.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Soak mode (needs --rate): survive stream cancellations and server restarts (unanswered
+    /// turns re-sent on the reopened stream), end conversations after --turns-per-conversation,
+    /// print a line every --report-every-secs.
+    #[arg(long, requires = "rate")]
+    pub soak: bool,
+    /// Soak: mean seconds between random cancellations of each stream (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub cancel_every_secs: f64,
+    /// Soak: turns per conversation before it ends and a new one takes its place.
+    #[arg(long, default_value_t = 40)]
+    pub turns_per_conversation: u64,
+    #[arg(long, default_value_t = 30.0)]
+    pub report_every_secs: f64,
 }
 
 /// Where a client command connects.

@@ -229,6 +229,52 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
 
 async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     let texts = std::sync::Arc::new(loadgen::read_corpus(&args.data)?);
+    if args.soak {
+        let config = loadgen::soak::SoakConfig {
+            server: args.server.server(),
+            conversations: args.conversations,
+            streams: args.streams,
+            duration: Duration::from_secs_f64(args.duration_secs),
+            rate: args.rate.unwrap_or_default(),
+            cancel_every: (args.cancel_every_secs > 0.0).then_some(args.cancel_every_secs),
+            turns_per_conversation: args.turns_per_conversation.max(1),
+            report_every: Duration::from_secs_f64(args.report_every_secs.max(1.0)),
+            drain: Duration::from_secs_f64(args.drain_secs),
+        };
+        println!(
+            "soak: {} conversations over {} streams, open loop at {} turns/s, {:.0} s, {} turns per conversation, cancel every {:?} s per stream",
+            config.conversations,
+            config.streams,
+            config.rate,
+            args.duration_secs,
+            config.turns_per_conversation,
+            config.cancel_every
+        );
+        let r = loadgen::soak::run(config, texts).await?;
+        println!(
+            "total: sent {} answered {} lost {} duplicated {} errors {}; recovered (scored before a break, answered as duplicate on re-send) {}; reconnects {} cancels {} conversations ended {}; latency ms p50 {:.1} p99 {:.1} max {:.1}",
+            r.sent,
+            r.answered,
+            r.lost,
+            r.duplicated,
+            r.errors,
+            r.recovered,
+            r.reconnects,
+            r.cancels,
+            r.conversations_ended,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms
+        );
+        for e in &r.first_errors {
+            println!("  error: {e}");
+        }
+        anyhow::ensure!(
+            r.lost + r.duplicated + r.errors == 0,
+            "turns lost, duplicated or failed"
+        );
+        return Ok(());
+    }
     let config = loadgen::LoadConfig {
         server: args.server.server(),
         conversations: args.conversations,

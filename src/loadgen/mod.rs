@@ -8,6 +8,9 @@
 //!   that falls behind is not flattered by the generator waiting for it.
 //!
 //! Every turn must come back exactly once: the report counts lost, duplicated and failed turns.
+//! [`soak`] is the long-run variant that survives cancellations and server restarts.
+
+pub mod soak;
 
 use std::collections::HashMap;
 use std::path::Path;
