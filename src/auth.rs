@@ -13,29 +13,12 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-use crate::config::{AuthConfig, AuthMode, ConfigError};
+use crate::config::{AuthConfig, ConfigError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Ingest,
-    Supervisor,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Ingest => "ingest",
-            Role::Supervisor => "supervisor",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::domain::Role;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,42 +99,26 @@ pub struct Authenticator {
 impl Authenticator {
     /// Auth is on when `auth.mode` says so, or in `auto` mode when `listen_is_loopback` is false.
     pub fn new(config: &AuthConfig, listen_is_loopback: bool) -> Result<Self, ConfigError> {
-        let enabled = match config.mode {
-            AuthMode::On => true,
-            AuthMode::Off => false,
-            AuthMode::Auto => !listen_is_loopback,
-        };
-        if enabled && config.tokens.is_empty() {
-            return Err(ConfigError::Invalid(
-                "auth is on (auth.mode, or listening beyond loopback) but no auth.tokens are configured; \
-                 create one with `emotion token --name NAME --role ROLE`"
-                    .into(),
-            ));
-        }
-        let mut by_hash = HashMap::new();
-        for t in &config.tokens {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(&t.sha256, &mut hash).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "auth.tokens {:?}: sha256 must be 64 hex digits",
-                    t.name
-                ))
-            })?;
-            let identity = Arc::new(Identity {
-                name: t.name.clone(),
-                role: t.role,
-                tenants: t.tenants.clone(),
-                authenticated: true,
-            });
-            if by_hash.insert(hash, identity).is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.tokens {:?}: the same token hash is configured twice",
-                    t.name
-                )));
-            }
-        }
+        config
+            .validate(listen_is_loopback)
+            .map_err(ConfigError::Invalid)?;
+        let by_hash = config
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&t.sha256, &mut hash).ok()?;
+                let identity = Identity {
+                    name: t.name.clone(),
+                    role: t.role,
+                    tenants: t.tenants.clone(),
+                    authenticated: true,
+                };
+                Some((hash, Arc::new(identity)))
+            })
+            .collect();
         Ok(Self {
-            enabled,
+            enabled: config.enabled(listen_is_loopback),
             by_hash,
             anonymous: Arc::new(Identity::unauthenticated()),
         })
@@ -215,7 +182,7 @@ pub fn new_token() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenConfig;
+    use crate::config::{AuthMode, TokenConfig};
 
     fn config(mode: AuthMode) -> AuthConfig {
         AuthConfig {

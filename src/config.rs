@@ -305,16 +305,9 @@ impl Config {
         if self.alert_log.retention_max_events == 0 {
             return fail("alert_log.retention_max_events must be positive".into());
         }
-        let mut names = std::collections::HashSet::new();
-        for t in &self.auth.tokens {
-            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
-                return fail(format!(
-                    "auth.tokens: every token needs a unique, non-empty name ({:?})",
-                    t.name
-                ));
-            }
-        }
-        crate::auth::Authenticator::new(&self.auth, self.server.listen.ip().is_loopback())?;
+        self.auth
+            .validate(self.server.listen.ip().is_loopback())
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -404,7 +397,7 @@ mod tests {
         assert_eq!(c.batching.max_batch, 16);
         assert_eq!(c.alerts.cooldown_secs, 5);
         assert_eq!(c.server.listen.port(), 6000);
-        assert_eq!(c.auth.tokens[0].role, crate::auth::Role::Supervisor);
+        assert_eq!(c.auth.tokens[0].role, crate::domain::Role::Supervisor);
         // Beyond loopback without a token, the server refuses to start.
         std::fs::write(&file, "[batching]\nmax_batch = 8\n").unwrap();
         let env = [(

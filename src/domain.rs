@@ -1,9 +1,28 @@
-//! The domain's shared vocabulary: who speaks, where a conversation belongs, how severe an alert
+//! The domain's shared vocabulary: what a caller may do, who speaks, where a conversation belongs, how severe an alert
 //! is, what state an alert event records and which trigger raised it. A leaf: it imports nothing
 //! from the rest of the crate, so config, alerts, conversation and the stores can all use it
 //! without importing each other.
 
 use std::fmt;
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ingest,
+    Supervisor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
 
 /// Who said a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

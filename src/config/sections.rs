@@ -25,6 +25,54 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
 }
 
+impl AuthConfig {
+    /// Whether callers must present a token (`auto`: when listening beyond loopback).
+    pub fn enabled(&self, listen_is_loopback: bool) -> bool {
+        match self.mode {
+            AuthMode::On => true,
+            AuthMode::Off => false,
+            AuthMode::Auto => !listen_is_loopback,
+        }
+    }
+
+    /// Tokens to check callers against: there are some when auth is on, each a unique name and
+    /// a unique 64-hex-digit SHA-256.
+    pub fn validate(&self, listen_is_loopback: bool) -> Result<(), String> {
+        if self.enabled(listen_is_loopback) && self.tokens.is_empty() {
+            return Err(
+                "auth is on (auth.mode, or listening beyond loopback) but no auth.tokens are configured; \
+                 create one with `emotion token --name NAME --role ROLE`"
+                    .into(),
+            );
+        }
+        let (mut names, mut hashes) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        for t in &self.tokens {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "auth.tokens: every token needs a unique, non-empty name ({:?})",
+                    t.name
+                ));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.tokens {:?}: sha256 must be 64 hex digits",
+                    t.name
+                ));
+            }
+            if !hashes.insert(t.sha256.to_ascii_lowercase()) {
+                return Err(format!(
+                    "auth.tokens {:?}: the same token hash is configured twice",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One bearer token, by its SHA-256 (`emotion token` makes one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +80,7 @@ pub struct TokenConfig {
     pub name: String,
     /// Hex SHA-256 of the token.
     pub sha256: String,
-    pub role: crate::auth::Role,
+    pub role: crate::domain::Role,
     /// Tenants the token is limited to; empty or absent: all.
     #[serde(default)]
     pub tenants: Vec<String>,
