@@ -225,3 +225,43 @@ async fn escalation_phrases_trigger_in_every_written_form_and_ids_are_masked() {
     );
     server.stop().await.unwrap();
 }
+
+/// A turn whose text shows no script ("ok", "12315") goes where its own language tag says, else
+/// where its conversation's tag (given on an earlier turn) says: contexts are often sent once.
+#[tokio::test]
+async fn a_turn_without_script_or_tag_follows_its_conversations_language() {
+    let server = TestServer::start(config()).await; // English default, Chinese route
+    let mut client = server.client().await;
+    let tagged = |id: &str, n: u64, text: &str, language: &str| {
+        let mut t = turn(id, n, Speaker::Customer, text);
+        t.context = Some(pb::TurnContext {
+            language: language.into(),
+            ..Default::default()
+        });
+        t
+    };
+    let turns = vec![
+        tagged("route-zh", 1, "你好，我想查一下话费", "zh"),
+        turn("route-zh", 2, Speaker::Customer, "ok"),
+        turn("route-zh", 3, Speaker::Customer, "12315"),
+        tagged("route-zh", 4, "ok", "en"), // its own tag wins
+        turn("route-none", 1, Speaker::Customer, "ok"),
+    ];
+    let r = stream_all(&mut client, turns).await;
+    let models: Vec<&str> = r
+        .iter()
+        .map(|r| r.model_version.split('@').next().unwrap())
+        .collect();
+    assert_eq!(
+        models,
+        [
+            "emotion-e5-zh-en",
+            "emotion-e5-zh-en",
+            "emotion-e5-zh-en",
+            "goemotions-minilm-l6",
+            "goemotions-minilm-l6"
+        ],
+        "{r:?}"
+    );
+    server.stop().await.unwrap();
+}

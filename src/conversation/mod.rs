@@ -246,6 +246,13 @@ impl ConversationStore {
 
     /// Admits a turn. `tenants` limits which tenants' conversations the sender may write (empty:
     /// any); a conversation's tenant, once known, never changes.
+    /// The language tag the conversation's context carries (from an earlier turn), if any.
+    pub fn language_tag(&self, conversation_id: &str) -> Option<String> {
+        let shard = self.shard(conversation_id);
+        let language = &shard.get(conversation_id)?.context.language;
+        (!language.is_empty()).then(|| language.clone())
+    }
+
     pub fn admit(&self, turn: &mut TurnInput, tenants: &[String], now: Instant) -> Admission {
         let mut shard = self.shard(&turn.conversation_id);
         let turn_tenant = turn.context.as_ref().map_or("", |c| c.tenant.as_str());

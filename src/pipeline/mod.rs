@@ -144,7 +144,14 @@ impl Pipeline {
             }
         };
         input.signal = TextSignal::of(&text, input.speaker, &self.alerts);
-        let tag = input.context.as_ref().map_or("", |c| c.language.as_str());
+        // The route: the text's script, else the turn's language tag, else the one its
+        // conversation was given on an earlier turn (contexts are often sent once).
+        let own = input.context.as_ref().map(|c| c.language.as_str());
+        let stored = match own.filter(|t| !t.is_empty()) {
+            Some(_) => None,
+            None => self.store.language_tag(&input.conversation_id),
+        };
+        let tag = stored.as_deref().or(own).unwrap_or("");
         let model = self
             .batcher
             .model_for(crate::inference::turn_language(&text, tag));
