@@ -42,12 +42,6 @@ pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
     Ok(batcher)
 }
 
-/// The language a turn is scored in: the script of its text when that says (a Chinese turn in
-/// a conversation tagged `en` is Chinese), else its conversation's language tag.
-pub fn turn_language(text: &str, language_tag: &str) -> Option<crate::lang::Lang> {
-    crate::lang::Lang::of_text(text).or_else(|| crate::lang::Lang::from_tag(language_tag))
-}
-
 /// Loads and checks the model in `dir` with one session per configured inference worker.
 pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, ModelError> {
     let env = runtime::environment(config.model.onnxruntime.as_deref())?;

@@ -33,6 +33,7 @@ use crate::grpc::convert;
 use crate::inference::shadow::{Compared, Shadow};
 use crate::inference::swap::ModelManager;
 use crate::inference::{Batcher, Scores};
+use crate::lang::Lang;
 use crate::metrics::Metrics;
 use crate::pb;
 
@@ -145,16 +146,22 @@ impl Pipeline {
         };
         input.signal = TextSignal::of(&text, input.speaker, &self.alerts);
         // The route: the text's script, else the turn's language tag, else the one its
-        // conversation was given on an earlier turn (contexts are often sent once).
-        let own = input.context.as_ref().map(|c| c.language.as_str());
-        let stored = match own.filter(|t| !t.is_empty()) {
-            Some(_) => None,
-            None => self.store.language_tag(&input.conversation_id),
+        // conversation was given on an earlier turn (contexts are often sent once); the
+        // conversation is looked up only for a turn that has neither.
+        // (The text signal already read the script, bots' turns aside.)
+        let script = match &input.signal {
+            Some(signal) => signal.lang,
+            None => Lang::of_text(&text),
         };
-        let tag = stored.as_deref().or(own).unwrap_or("");
-        let model = self
-            .batcher
-            .model_for(crate::inference::turn_language(&text, tag));
+        let own = input.context.as_ref().map_or("", |c| c.language.as_str());
+        let language = script.or_else(|| match own {
+            "" => self
+                .store
+                .language_tag(&input.conversation_id)
+                .and_then(|tag| Lang::from_tag(&tag)),
+            own => Lang::from_tag(own),
+        });
+        let model = self.batcher.model_for(language);
         let conversation_id = input.conversation_id.clone();
         let turn_id = input.turn_id;
         let rx = match self.store.admit(&mut input, tenants, Instant::now()) {
