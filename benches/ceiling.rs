@@ -6,11 +6,14 @@
 //!
 //! Prints texts/s for several batch policies and layouts: inference workers x ONNX Runtime
 //! intra-op threads (`CEILING_LAYOUTS=1x2,2x1` to choose; `CEILING_SETTINGS=128x1024` picks
-//! max_batch x max_batch_tokens).
+//! max_batch x max_batch_tokens; `CEILING_IN_FLIGHT=1` keeps that many texts in flight instead of
+//! 2 x max_batch: one is a lone conversation's ceiling). Texts go to their language's model, as in
+//! the service (`model.languages`: Chinese to the shipped multilingual model).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use emotion_service::lang::Lang;
 use emotion_service::{Config, inference, loadgen, metrics::Metrics};
 
 fn main() -> anyhow::Result<()> {
@@ -58,7 +61,10 @@ fn main() -> anyhow::Result<()> {
             config.model.inference_workers = workers;
             let metrics = Metrics::new();
             let batcher = inference::start(&config, metrics.clone())?;
-            let in_flight = 2 * max_batch.max(4);
+            let in_flight = match std::env::var("CEILING_IN_FLIGHT") {
+                Ok(v) => v.parse()?,
+                Err(_) => 2 * max_batch.max(4),
+            };
             let (done, batches) =
                 runtime.block_on(drive(batcher, texts.clone(), in_flight, seconds));
             println!(
@@ -86,8 +92,9 @@ async fn drive(
             let mut done = 0u64;
             let mut i = w;
             while Instant::now() < deadline {
+                let text = &texts[i % texts.len()];
                 let pending = batcher
-                    .submit(&texts[i % texts.len()])
+                    .submit_in(Lang::of_text(text), text)
                     .await
                     .expect("queued");
                 pending.wait().await.expect("scored");

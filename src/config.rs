@@ -150,6 +150,7 @@ impl Config {
                 0..=3_600,
             ),
             ("model.intra_threads", m.intra_threads as u64, 0..=256),
+            ("model.solo_threads", m.solo_threads as u64, 0..=256),
             ("model.check_timeout_secs", m.check_timeout_secs, 1..=DAY),
             ("model.watch_interval_secs", m.watch_interval_secs, 1..=DAY),
             (

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub queue_depth: Gauge,
     pub inference_seconds: Histogram,
+    pub solo_batches: Counter,
     pub alerts: Family<AlertLabels, Counter>,
     pub active_conversations: Gauge,
     pub open_streams: Gauge,
@@ -60,6 +61,7 @@ impl Metrics {
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let queue_depth = Gauge::default();
         let inference_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let solo_batches = Counter::default();
         let alerts = Family::<AlertLabels, Counter>::default();
         let active_conversations = Gauge::default();
         let open_streams = Gauge::default();
@@ -93,6 +95,11 @@ impl Metrics {
             "inference_seconds",
             "ONNX Runtime time per batch",
             inference_seconds.clone(),
+        );
+        registry.register(
+            "solo_batches",
+            "Inference batches that ran alone on the solo session (every core)",
+            solo_batches.clone(),
         );
         registry.register(
             "alerts",
@@ -184,6 +191,7 @@ impl Metrics {
             batch_size,
             queue_depth,
             inference_seconds,
+            solo_batches,
             alerts,
             active_conversations,
             open_streams,

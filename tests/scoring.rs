@@ -192,3 +192,81 @@ async fn acoustic_valence_is_fused_with_the_configured_weight() {
     );
     server.stop().await.unwrap();
 }
+
+/// A lone text runs on the solo session (every core) and a batch under load on the workers' own
+/// sessions, and neither changes a score: the same texts through a batcher without a solo session
+/// agree to 1e-4. Both shipped models (the Chinese one through its texts).
+#[tokio::test]
+async fn the_solo_session_takes_lone_texts_and_scores_like_the_workers_sessions() {
+    use emotion_service::inference::{self, BatchPolicy, Batcher};
+    use emotion_service::metrics::Metrics;
+    let policy = BatchPolicy {
+        max_batch: 32,
+        max_batch_tokens: 1024,
+        max_wait: std::time::Duration::ZERO,
+        queue_capacity: 512,
+    };
+    let texts = [
+        "Thank you so much, that fixed it!",
+        "This is the third time I call and nobody helps, I'm furious",
+        "ok",
+        "我要投诉你们，马上给我转人工！",
+        "谢谢你，问题解决了",
+    ];
+    for model in ["models/goemotions-minilm-l6", "models/emotion-e5-zh-en"] {
+        let dir = common::repo_path(model);
+        let mut config = emotion_service::Config::default();
+        config.model.inference_workers = 2;
+        config.model.intra_threads = 1;
+        config.model.solo_threads = 2;
+        let solo = Batcher::start(
+            inference::load(&config, &dir).unwrap(),
+            policy.clone(),
+            Metrics::new(),
+        );
+        config.model.solo_threads = 1;
+        let plain = Batcher::start(
+            inference::load(&config, &dir).unwrap(),
+            policy.clone(),
+            Metrics::new(),
+        );
+        let same = |a: &inference::Scores, b: &inference::Scores, what: &str| {
+            for (x, y) in a.probs.iter().zip(&b.probs) {
+                assert!((x - y).abs() <= 1e-4, "{model} {what}: {x} vs {y}");
+            }
+            assert!((a.valence - b.valence).abs() <= 1e-4, "{model} {what}");
+        };
+        let mut reference = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let a = solo.submit(text).await.unwrap().wait().await.unwrap();
+            assert_eq!(
+                solo.solo_batches_run(),
+                i as u64 + 1,
+                "{model}: a lone text runs solo"
+            );
+            let b = plain.submit(text).await.unwrap().wait().await.unwrap();
+            same(&a, &b, text);
+            reference.push(b);
+        }
+        assert_eq!(plain.solo_batches_run(), 0, "no solo session, no solo call");
+
+        // Under load (400 texts queued at once), calls run beside each other, not solo.
+        let (batches, solos) = (solo.batches_run(), solo.solo_batches_run());
+        let mut pending = Vec::new();
+        for i in 0..400 {
+            pending.push(solo.submit(texts[i % texts.len()]).await.unwrap());
+        }
+        for (i, p) in pending.into_iter().enumerate() {
+            let s = p.wait().await.unwrap();
+            same(&s, &reference[i % texts.len()], "under load");
+        }
+        let (batches, solos) = (
+            solo.batches_run() - batches,
+            solo.solo_batches_run() - solos,
+        );
+        assert!(
+            solos < batches,
+            "{model}: {solos} of {batches} calls under load ran solo"
+        );
+    }
+}

@@ -3,6 +3,9 @@ proto. grpcio server (thread pool), onnxruntime 1.31.1 and tokenizers, one infer
 a rolling score per conversation and speaker. Not part of CI; see bench/README.md.
 
     python bench/python/server.py --model models/goemotions-minilm-l6 --listen 127.0.0.1:50061
+
+With `--zh-model DIR`, a turn whose text has a CJK character is scored by that model instead (the
+service's Chinese route, done the simple way).
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ class Model:
         return probs, float((probs * self.weights).sum() / max(probs.sum(), 1e-6))
 
 
-def make_servicer(pb, pb_grpc, model: Model, half_life: float):
+def has_cjk(text: str) -> bool:
+    return any("\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
+
+
+def make_servicer(pb, pb_grpc, default: Model, half_life: float, zh: Model | None = None):
     decay = 0.5 ** (1.0 / half_life)
     rolling: dict[tuple[str, int], float] = {}
     lock = threading.Lock()
@@ -72,6 +79,7 @@ def make_servicer(pb, pb_grpc, model: Model, half_life: float):
                     yield pb.TurnResult(conversation_id=turn.conversation_id, turn_id=turn.turn_id,
                                         error=pb.TurnError(code=3, message="conversation_id and text are required"))
                     continue
+                model = zh if zh is not None and has_cjk(turn.text) else default
                 probs, valence = model.score(turn.text)
                 key = (turn.conversation_id, turn.speaker)
                 with lock:
@@ -96,6 +104,7 @@ def make_servicer(pb, pb_grpc, model: Model, half_life: float):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", type=Path, default=ROOT / "models/goemotions-minilm-l6")
+    p.add_argument("--zh-model", type=Path, default=None, help="model for texts with CJK characters")
     p.add_argument("--listen", default="127.0.0.1:50061")
     p.add_argument("--workers", type=int, default=16, help="gRPC thread pool size")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
@@ -105,8 +114,9 @@ def main() -> None:
     from emotion.v1 import emotion_pb2_grpc as pb_grpc
 
     model = Model(args.model, args.threads)
+    zh = Model(args.zh_model, args.threads) if args.zh_model else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
-    pb_grpc.add_EmotionAnalysisServicer_to_server(make_servicer(pb, pb_grpc, model, 2.0), server)
+    pb_grpc.add_EmotionAnalysisServicer_to_server(make_servicer(pb, pb_grpc, model, 2.0, zh), server)
     server.add_insecure_port(args.listen)
     server.start()
     print(f"python baseline serving {model.version} on {args.listen}", flush=True)

@@ -112,6 +112,10 @@ pub struct ModelConfig {
     pub onnxruntime: Option<PathBuf>,
     /// ONNX Runtime intra-op threads per inference worker; 0 = CPU cores / inference_workers.
     pub intra_threads: usize,
+    /// ONNX Runtime threads of the solo session: a batch that finds no other batch running and
+    /// nothing else waiting runs on it, so a lone conversation gets every core. 0 = CPU cores;
+    /// at most `intra_threads`: no solo session (every batch on its worker's own session).
+    pub solo_threads: usize,
     /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
     /// On 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads under load (BENCHMARKS.md).
     pub inference_workers: usize,
@@ -293,6 +297,7 @@ impl Default for ModelConfig {
             .collect(),
             onnxruntime: None,
             intra_threads: 0,
+            solo_threads: 0,
             inference_workers: 2,
             checker: None,
             check_timeout_secs: 300,

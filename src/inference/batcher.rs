@@ -8,6 +8,13 @@
 //! runtime thread. Batches are formed in arrival order (FIFO), so one conversation's turns are
 //! scored in the order they were submitted.
 //!
+//! Cores are shared by a gate: each ONNX Runtime call runs either on its worker's own session
+//! (`model.intra_threads`, one thread on 2 cores) alongside the other workers' calls, or, when it
+//! finds no other call running and nothing else waiting in the queue, alone on the model's solo
+//! session (`model.solo_threads`, every core). A lone conversation's turn so gets every core,
+//! while under load every worker runs its own single-thread call (which is faster per core than
+//! one call on several threads); a worker whose call arrives during a solo call waits for it.
+//!
 //! Models swap without stopping anything: a [`LoadedModel`] holds its tokenizer and one ONNX
 //! Runtime session per worker, and every queued text carries the model it was tokenized for. A
 //! swap only changes which model new texts get; texts already queued or running finish on theirs,
@@ -15,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
@@ -27,21 +34,29 @@ use crate::error::InferenceError;
 use crate::lang::Lang;
 use crate::metrics::Metrics;
 
-/// A model ready to serve: its spec, its tokenizer, and one session per inference worker.
+/// A model ready to serve: its spec, its tokenizer, one session per inference worker, and the
+/// solo session a call running alone gets (if configured).
 pub struct LoadedModel {
     pub spec: Arc<ModelSpec>,
     pub encoder: TextEncoder,
     engines: Vec<Mutex<Engine>>,
+    solo: Option<Mutex<Engine>>,
     pub loaded_at: SystemTime,
 }
 
 impl LoadedModel {
     /// `engines` must number the batcher's inference workers.
-    pub fn new(spec: Arc<ModelSpec>, encoder: TextEncoder, engines: Vec<Engine>) -> Self {
+    pub fn new(
+        spec: Arc<ModelSpec>,
+        encoder: TextEncoder,
+        engines: Vec<Engine>,
+        solo: Option<Engine>,
+    ) -> Self {
         Self {
             spec,
             encoder,
             engines: engines.into_iter().map(Mutex::new).collect(),
+            solo: solo.map(Mutex::new),
             loaded_at: SystemTime::now(),
         }
     }
@@ -81,6 +96,49 @@ pub struct Batcher {
     metrics: Metrics,
     /// Batches the inference thread has run (for benchmarks and tests).
     batches: Arc<AtomicU64>,
+    /// Of those, the ones that ran alone on a solo session.
+    solo_batches: Arc<AtomicU64>,
+}
+
+/// Who is using the cores: calls running on workers' own sessions, or one solo call.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    shared: usize,
+    solo: bool,
+}
+
+impl Gate {
+    /// Waits until no solo call runs, then enters: solo (returns true) if `solo_wanted` and no
+    /// other call runs, else beside the others.
+    fn enter(&self, solo_wanted: bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.solo {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if solo_wanted && state.shared == 0 {
+            state.solo = true;
+        } else {
+            state.shared += 1;
+        }
+        state.solo
+    }
+
+    fn leave(&self, solo: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if solo {
+            state.solo = false;
+        } else {
+            state.shared -= 1;
+        }
+        drop(state);
+        self.freed.notify_all();
+    }
 }
 
 /// A submitted text's eventual scores.
@@ -100,16 +158,21 @@ impl Batcher {
         let workers = model.workers();
         assert!(workers > 0, "at least one engine");
         let batches = Arc::new(AtomicU64::new(0));
+        let solo_batches = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(Gate::default());
         for i in 0..workers {
-            let (jobs, policy, metrics, batches) = (
-                jobs.clone(),
-                policy.clone(),
-                metrics.clone(),
-                batches.clone(),
-            );
+            let worker = Worker {
+                index: i,
+                jobs: jobs.clone(),
+                policy: policy.clone(),
+                metrics: metrics.clone(),
+                batches: batches.clone(),
+                solo_batches: solo_batches.clone(),
+                gate: gate.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || run_worker(i, jobs, policy, metrics, batches))
+                .spawn(move || worker.run())
                 .expect("spawning an inference thread");
         }
         Self {
@@ -120,11 +183,17 @@ impl Batcher {
             capacity: policy.queue_capacity,
             metrics,
             batches,
+            solo_batches,
         }
     }
 
     pub fn batches_run(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Batches that ran alone on a model's solo session.
+    pub fn solo_batches_run(&self) -> u64 {
+        self.solo_batches.load(Ordering::Relaxed)
     }
 
     /// The model in service now.
@@ -258,83 +327,109 @@ impl Batcher {
     }
 }
 
-fn run_worker(
-    worker: usize,
+/// One inference thread and what it shares with the others.
+struct Worker {
+    index: usize,
     jobs: flume::Receiver<Job>,
     policy: BatchPolicy,
     metrics: Metrics,
     batches: Arc<AtomicU64>,
-) {
-    let mut gathered: Vec<Job> = Vec::with_capacity(policy.max_batch);
-    let mut batch: Vec<(Vec<u32>, Job)> = Vec::with_capacity(policy.max_batch);
-    while let Ok(first) = jobs.recv() {
-        let deadline = first.enqueued + policy.max_wait;
-        gathered.push(first);
-        while gathered.len() < policy.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => gathered.push(job),
-                Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+    solo_batches: Arc<AtomicU64>,
+    gate: Arc<Gate>,
+}
+
+impl Worker {
+    fn run(self) {
+        let Worker {
+            index: worker,
+            jobs,
+            policy,
+            metrics,
+            batches,
+            solo_batches,
+            gate,
+        } = self;
+        let mut gathered: Vec<Job> = Vec::with_capacity(policy.max_batch);
+        let mut batch: Vec<(Vec<u32>, Job)> = Vec::with_capacity(policy.max_batch);
+        while let Ok(first) = jobs.recv() {
+            let deadline = first.enqueued + policy.max_wait;
+            gathered.push(first);
+            while gathered.len() < policy.max_batch {
+                match jobs.try_recv() {
                     Ok(job) => gathered.push(job),
-                    Err(_) => break,
-                },
-                Err(flume::TryRecvError::Disconnected) => break,
-            }
-        }
-        metrics.queue_depth.set(jobs.len() as i64);
-        for job in gathered.drain(..) {
-            match job.model.encoder.encode(&job.text) {
-                Ok(ids) => batch.push((ids, job)),
-                Err(e) => {
-                    let _ = job
-                        .reply
-                        .send(Err(InferenceError::Runtime(format!("tokenizer: {e}"))));
+                    Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+                        Ok(job) => gathered.push(job),
+                        Err(_) => break,
+                    },
+                    Err(flume::TryRecvError::Disconnected) => break,
                 }
             }
-        }
-        // Length bucketing: sorted by model, then length, the batch runs as sub-batches of one
-        // model and at most `max_batch_tokens` padded tokens, so short texts are not padded to a
-        // long one's length. Safe for ordering: the conversation store applies results in turn
-        // order regardless.
-        batch.sort_by_key(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()));
-        let mut results = Vec::with_capacity(batch.len());
-        let mut start = 0;
-        while start < batch.len() {
-            let model = batch[start].1.model.clone();
-            let mut end = start + 1;
-            while end < batch.len()
-                && Arc::ptr_eq(&batch[end].1.model, &model)
-                && (end + 1 - start) * batch[end].0.len() <= policy.max_batch_tokens
-            {
-                end += 1;
+            metrics.queue_depth.set(jobs.len() as i64);
+            for job in gathered.drain(..) {
+                match job.model.encoder.encode(&job.text) {
+                    Ok(ids) => batch.push((ids, job)),
+                    Err(e) => {
+                        let _ = job
+                            .reply
+                            .send(Err(InferenceError::Runtime(format!("tokenizer: {e}"))));
+                    }
+                }
             }
-            let ids: Vec<&[u32]> = batch[start..end]
-                .iter()
-                .map(|(ids, _)| ids.as_slice())
-                .collect();
-            let started = Instant::now();
-            // Only this worker uses engine `worker` of any model: the lock is never contended.
-            let mut engine = model.engines[worker]
-                .lock()
+            // Length bucketing: sorted by model, then length, the batch runs as sub-batches of
+            // one model and at most `max_batch_tokens` padded tokens, so short texts are not
+            // padded to a long one's length. Safe for ordering: the conversation store applies
+            // results in turn order regardless.
+            batch.sort_by_key(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()));
+            let mut results = Vec::with_capacity(batch.len());
+            let mut start = 0;
+            while start < batch.len() {
+                let model = batch[start].1.model.clone();
+                let mut end = start + 1;
+                while end < batch.len()
+                    && Arc::ptr_eq(&batch[end].1.model, &model)
+                    && (end + 1 - start) * batch[end].0.len() <= policy.max_batch_tokens
+                {
+                    end += 1;
+                }
+                let ids: Vec<&[u32]> = batch[start..end]
+                    .iter()
+                    .map(|(ids, _)| ids.as_slice())
+                    .collect();
+                // Solo only when nothing waits: queued texts are the other workers' to take,
+                // and they would wait for a solo call to end.
+                let solo = gate.enter(model.solo.is_some() && jobs.is_empty());
+                let started = Instant::now();
+                // Only this worker uses engine `worker` of any model, and only a solo call the
+                // solo engine: neither lock is ever contended.
+                let mut engine = match (&model.solo, solo) {
+                    (Some(engine), true) => engine.lock(),
+                    _ => model.engines[worker].lock(),
+                }
                 .unwrap_or_else(|p| p.into_inner());
-            let outcome = engine.run(&ids);
-            drop(engine);
-            match outcome {
-                Ok(scores) => results.extend(scores.into_iter().map(Ok)),
-                Err(e) => {
-                    tracing::error!(error = %e, size = ids.len(), "inference batch failed");
-                    results.extend(std::iter::repeat_n(Err(e), ids.len()));
+                let outcome = engine.run(&ids);
+                drop(engine);
+                let elapsed = started.elapsed();
+                gate.leave(solo);
+                match outcome {
+                    Ok(scores) => results.extend(scores.into_iter().map(Ok)),
+                    Err(e) => {
+                        tracing::error!(error = %e, size = ids.len(), "inference batch failed");
+                        results.extend(std::iter::repeat_n(Err(e), ids.len()));
+                    }
                 }
+                metrics.inference_seconds.observe(elapsed.as_secs_f64());
+                metrics.batch_size.observe(ids.len() as f64);
+                batches.fetch_add(1, Ordering::Relaxed);
+                if solo {
+                    solo_batches.fetch_add(1, Ordering::Relaxed);
+                    metrics.solo_batches.inc();
+                }
+                start = end;
             }
-            metrics
-                .inference_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.batch_size.observe(ids.len() as f64);
-            batches.fetch_add(1, Ordering::Relaxed);
-            start = end;
+            for ((_, job), result) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(result);
+            }
         }
-        for ((_, job), result) in batch.drain(..).zip(results) {
-            let _ = job.reply.send(result);
-        }
+        tracing::info!("inference thread stopped");
     }
-    tracing::info!("inference thread stopped");
 }

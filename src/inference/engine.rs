@@ -12,6 +12,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::model_dir::{ModelSpec, ProblemType};
 use super::text::TextEncoder;
+use super::weights::SharedWeights;
 use crate::error::{InferenceError, ModelError};
 
 /// The scores of one text.
@@ -42,20 +43,38 @@ impl Engine {
         spec: Arc<ModelSpec>,
         encoder: &TextEncoder,
         intra_threads: usize,
+        shared: &SharedWeights,
     ) -> Result<Self, ModelError> {
         let path = spec.model_path();
         let session_err = |source: ort::Error| ModelError::Session {
             path: path.clone(),
             source,
         };
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(session_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| session_err(e.into()))?
             .with_intra_threads(intra_threads)
             .map_err(|e| session_err(e.into()))?
-            .commit_from_file(&path)
-            .map_err(session_err)?;
+            // The sessions of one model (a worker's each, the solo one) share their weights
+            // (src/inference/weights.rs) instead of holding a copy each.
+            .with_prepacked_weights(&shared.prepacked)
+            .map_err(|e| session_err(e.into()))?;
+        for (name, value) in &shared.initializers {
+            builder = builder
+                .with_initializer(name, value.clone())
+                .map_err(|e| session_err(e.into()))?;
+        }
+        if intra_threads > 1 {
+            // The pool's threads spin while a call runs (a wake-up per operator would cost more
+            // than the operator at batch 1) and stop the moment it returns: a session that runs
+            // only now and then (the solo session) must not keep a core busy spinning while the
+            // other workers' single-thread sessions need it.
+            builder = builder
+                .with_config_entry("session.force_spinning_stop", "1")
+                .map_err(|e| session_err(e.into()))?;
+        }
+        let session = builder.commit_from_file(&path).map_err(session_err)?;
 
         let mut token_type_ids = false;
         for input in session.inputs() {

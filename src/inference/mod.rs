@@ -8,6 +8,7 @@ pub mod runtime;
 pub mod shadow;
 pub mod swap;
 pub mod text;
+pub mod weights;
 
 use std::sync::Arc;
 
@@ -42,20 +43,45 @@ pub fn start(config: &Config, metrics: Metrics) -> Result<Batcher, ModelError> {
     Ok(batcher)
 }
 
-/// Loads and checks the model in `dir` with one session per configured inference worker.
+/// Loads and checks the model in `dir` with one session per configured inference worker, and the
+/// solo session (`model.solo_threads`) when it has more threads than a worker's.
 pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, ModelError> {
     let env = runtime::environment(config.model.onnxruntime.as_deref())?;
     let spec = Arc::new(ModelSpec::load(dir)?);
     let encoder = TextEncoder::load(&spec)?;
+    let (workers, threads, solo_threads) = thread_layout(config);
+    let shared = weights::SharedWeights::load(&spec.model_path())?;
+    let engines = (0..workers)
+        .map(|_| Engine::load(env, spec.clone(), &encoder, threads, &shared))
+        .collect::<Result<Vec<_>, _>>()?;
+    let solo = solo_threads
+        .map(|n| Engine::load(env, spec.clone(), &encoder, n, &shared))
+        .transpose()?;
+    tracing::debug!(
+        model = %spec.tag,
+        sessions = engines.len() + usize::from(solo.is_some()),
+        threads,
+        solo_threads,
+        shared_weights_mib = shared.bytes / (1 << 20),
+        "model sessions"
+    );
+    Ok(LoadedModel::new(spec, encoder, engines, solo))
+}
+
+/// Inference workers, ONNX Runtime threads per worker's session, and the solo session's threads
+/// (none when it would have no more than a worker's).
+pub fn thread_layout(config: &Config) -> (usize, usize, Option<usize>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = config.model.inference_workers;
     let threads = match config.model.intra_threads {
-        0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / workers).max(1),
+        0 => (cores / workers).max(1),
         n => n,
     };
-    let engines = (0..workers)
-        .map(|_| Engine::load(env, spec.clone(), &encoder, threads))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(LoadedModel::new(spec, encoder, engines))
+    let solo = match config.model.solo_threads {
+        0 => cores,
+        n => n,
+    };
+    (workers, threads, (solo > threads).then_some(solo))
 }
 
 impl ModelSpec {
