@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod playbook;
 mod sections;
+pub mod triggers;
 
 pub use sections::{
     AlertConfig, AlertLogConfig, AuthConfig, AuthMode, BatchingConfig, LimitsConfig, LogSync,
@@ -33,8 +35,8 @@ pub struct Config {
     pub alert_log: AlertLogConfig,
     pub state: StateConfig,
     pub auth: AuthConfig,
-    pub triggers: crate::alerts::triggers::TriggersConfig,
-    pub playbook: crate::alerts::explain::PlaybookConfig,
+    pub triggers: triggers::TriggersConfig,
+    pub playbook: playbook::PlaybookConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,13 +381,10 @@ mod tests {
         std::fs::write(
             &file,
             "[batching]\nmax_batch = 8\n[alerts]\ncooldown_secs = 5\n\
-             [[auth.tokens]]\nname = \"sam\"\nrole = \"supervisor\"\nsha256 = \"",
+             [[auth.tokens]]\nname = \"sam\"\nrole = \"supervisor\"\n\
+             sha256 = \"e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8\"\n", // sha256 of "t"
         )
         .unwrap();
-        let mut text = std::fs::read_to_string(&file).unwrap();
-        text.push_str(&crate::auth::token_hash("t"));
-        text.push_str("\"\n");
-        std::fs::write(&file, text).unwrap();
         let env = [
             ("EMOTION__BATCHING__MAX_BATCH".to_string(), "16".to_string()),
             (
@@ -418,10 +417,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, &readme[start..start + len]).unwrap();
         let c = Config::load(Some(&file), []).unwrap();
-        assert_eq!(
-            c.alerts.redaction,
-            crate::alerts::explain::Redaction::Masked
-        );
+        assert_eq!(c.alerts.redaction, playbook::Redaction::Masked);
         assert!(c.triggers.escalation.enabled);
     }
 

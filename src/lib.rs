@@ -39,6 +39,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod persist;
 pub mod pipeline;
+pub mod wallclock;
 pub mod web;
 
 use std::future::Future;
@@ -378,6 +379,78 @@ async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
                 }
             }
             _ = &mut stopped => return,
+        }
+    }
+}
+
+/// The module layering, checked on the sources: the leaves (domain, lang, wallclock) import no
+/// other module of the crate, the configuration only those, and auth and alerts nothing above
+/// them, so config, auth, alerts and conversation never import each other in a circle.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    fn imports(module: &str) -> Vec<String> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.join(format!("{module}.rs"))];
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (i, _) in line.match_indices("crate::") {
+                    let name: String = line[i + 7..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if name != module && !found.contains(&name) {
+                        found.push(name);
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn leaves_config_auth_and_alerts_import_only_what_is_below_them() {
+        // The scanner sees imports where they are (the conversation store uses the alerts).
+        assert!(imports("conversation").contains(&"alerts".to_string()));
+        for (module, allowed) in [
+            ("domain", &[][..]),
+            ("lang", &[]),
+            ("wallclock", &[]),
+            ("config", &["domain", "lang"]),
+            ("auth", &["config", "domain", "pb"]),
+            (
+                "alerts",
+                &[
+                    "config",
+                    "domain",
+                    "lang",
+                    "wallclock",
+                    "pb",
+                    "metrics",
+                    "error",
+                ],
+            ),
+        ] {
+            let extra: Vec<String> = imports(module)
+                .into_iter()
+                .filter(|m| !allowed.contains(&m.as_str()))
+                .collect();
+            assert!(extra.is_empty(), "{module} imports {extra:?}");
         }
     }
 }

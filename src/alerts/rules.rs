@@ -55,9 +55,9 @@ struct OpenAlert {
 pub struct AlertTracker {
     level: Option<Severity>,
     open: Option<OpenAlert>,
-    #[serde(with = "crate::persist::wallclock::option")]
+    #[serde(with = "crate::wallclock::option")]
     last_warning: Option<Instant>,
-    #[serde(with = "crate::persist::wallclock::option")]
+    #[serde(with = "crate::wallclock::option")]
     last_critical: Option<Instant>,
 }
 
@@ -132,7 +132,7 @@ impl AlertTracker {
                 });
                 let changed = self.open.as_ref().map(|o| (&o.id, o.severity))
                     != open.as_ref().map(|o| (&o.id, o.severity));
-                let at = Some(crate::persist::wallclock::from_ms(event.at_ms));
+                let at = Some(crate::wallclock::from_ms(event.at_ms));
                 // The cooldowns run from the event, as `observe` would have set them.
                 match event.severity {
                     Severity::Critical => self.last_critical = at,

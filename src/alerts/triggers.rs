@@ -23,9 +23,7 @@ use super::{AlertState, Severity};
 use crate::domain::{AlertKind, Speaker};
 use crate::lang::Lang;
 
-mod config;
-
-pub use config::{
+pub use crate::config::triggers::{
     AgentStrainTrigger, EscalationTrigger, RepetitionTrigger, SeverityName, SustainedTrigger,
     TriggerOverride, TriggersConfig,
 };
@@ -73,6 +71,14 @@ impl Phrase {
         }
         contains_word(normalized, &self.text)
             || (self.compact && contains_word(compact, &self.text))
+    }
+}
+
+impl TriggersConfig {
+    /// The trigger set in force where `o` applies (see [`TriggersConfig::merged`]).
+    pub(crate) fn resolved(&self, o: Option<&TriggerOverride>) -> TriggerSet {
+        let m = self.merged(o);
+        TriggerSet::new(m.escalation, m.repetition, m.sustained, m.agent_strain)
     }
 }
 
@@ -225,15 +231,15 @@ struct Open {
 /// persisted with it (times as wall-clock times, see `persist::wallclock`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TriggerState {
-    #[serde(with = "crate::persist::wallclock::option")]
+    #[serde(with = "crate::wallclock::option")]
     escalation_at: Option<Instant>,
     /// (fingerprint, when) of recent customer turns within the repetition window.
-    #[serde(with = "crate::persist::wallclock::keyed")]
+    #[serde(with = "crate::wallclock::keyed")]
     recent: VecDeque<(u64, Instant)>,
-    #[serde(with = "crate::persist::wallclock::option")]
+    #[serde(with = "crate::wallclock::option")]
     repetition_at: Option<Instant>,
     /// Since when, and for how many customer turns, the score has been below the threshold.
-    #[serde(with = "crate::persist::wallclock::since")]
+    #[serde(with = "crate::wallclock::since")]
     below: Option<(Instant, u32)>,
     sustained: Option<Open>,
     strain: Option<Open>,
@@ -254,7 +260,7 @@ impl TriggerState {
     /// the log): incidents open or close as the log says, cooldowns run from the event. Returns
     /// whether anything changed.
     pub fn adopt(&mut self, event: &super::LoggedEvent) -> bool {
-        let at = crate::persist::wallclock::from_ms(event.at_ms);
+        let at = crate::wallclock::from_ms(event.at_ms);
         let later = |t: &mut Option<Instant>| {
             let changed = t.is_none_or(|t| t < at);
             if changed {

@@ -203,7 +203,7 @@ pub struct AlertConfig {
     /// Open alert subscribers per authenticated token.
     pub max_subscribers_per_token: usize,
     /// How much turn text alerts carry: "masked" (PII replaced), "none" (as sent), "no_text".
-    pub redaction: crate::alerts::explain::Redaction,
+    pub redaction: super::playbook::Redaction,
     /// Longest text excerpt per evidence turn, in characters.
     pub excerpt_chars: usize,
 }
@@ -358,7 +358,7 @@ impl Default for AlertConfig {
             subscriber_buffer: 1_024,
             max_subscribers: 10_000,
             max_subscribers_per_token: 1_000,
-            redaction: crate::alerts::explain::Redaction::Masked,
+            redaction: super::playbook::Redaction::Masked,
             excerpt_chars: 160,
         }
     }

@@ -171,7 +171,7 @@ impl Conversation {
             context: self.context.clone(),
             started_at_ms: ms(self.started_at),
             updated_at_ms: ms(self.updated_at),
-            touched_ms: crate::persist::wallclock::to_ms(self.touched),
+            touched_ms: crate::wallclock::to_ms(self.touched),
             last_turn_id,
             models: models.0.iter().map(|m| (**m).clone()).collect(),
             history,
@@ -231,7 +231,7 @@ impl Conversation {
                 }))
             })
             .collect::<Option<VecDeque<_>>>()?;
-        let mut conv = Conversation::new(crate::persist::wallclock::from_ms(s.touched_ms));
+        let mut conv = Conversation::new(crate::wallclock::from_ms(s.touched_ms));
         conv.context = s.context;
         conv.started_at = wall(s.started_at_ms);
         conv.updated_at = wall(s.updated_at_ms);

@@ -12,7 +12,6 @@
 //! distributed implementation can stand beside this one.
 
 pub mod sqlite;
-pub mod wallclock;
 
 use std::sync::Arc;
 use std::sync::mpsc;

@@ -1,12 +1,13 @@
-//! The triggers' configuration: defaults (escalation phrases in English and Chinese, the playbook
-//! thresholds), per tenant/queue overrides, and their resolution into a [`TriggerSet`].
+//! The triggers' configuration (`[triggers]`): defaults (escalation phrases in English and
+//! Chinese, the playbook thresholds) and per tenant/queue overrides. The alerts module resolves
+//! them into its trigger sets; the configuration imports nothing from it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{TriggerSet, normalize};
-use crate::alerts::Severity;
+use crate::domain::Severity;
+use crate::lang::normalize;
 
 /// A severity as written in the config.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -226,14 +227,14 @@ impl Default for AgentStrainTrigger {
 
 impl TriggersConfig {
     pub fn validate(&self) -> Result<(), String> {
-        let sets = std::iter::once(("triggers".to_string(), self.resolved(None))).chain(
+        let sets = std::iter::once(("triggers".to_string(), self.merged(None))).chain(
             self.overrides.iter().map(|o| {
                 (
                     format!(
                         "triggers.overrides (tenant {:?}, queue {:?})",
                         o.tenant, o.queue
                     ),
-                    self.resolved(Some(o)),
+                    self.merged(Some(o)),
                 )
             }),
         );
@@ -273,14 +274,16 @@ impl TriggersConfig {
         Ok(())
     }
 
-    pub(super) fn resolved(&self, o: Option<&TriggerOverride>) -> TriggerSet {
-        let pick = |o: Option<&TriggerOverride>| o.cloned().unwrap_or_default();
-        let o = pick(o);
-        TriggerSet::new(
-            o.escalation.unwrap_or_else(|| self.escalation.clone()),
-            o.repetition.unwrap_or_else(|| self.repetition.clone()),
-            o.sustained.unwrap_or_else(|| self.sustained.clone()),
-            o.agent_strain.unwrap_or_else(|| self.agent_strain.clone()),
-        )
+    /// The sections in force where `o` applies: its own sections, the defaults for the rest (no
+    /// overrides of its own).
+    pub fn merged(&self, o: Option<&TriggerOverride>) -> TriggersConfig {
+        let o = o.cloned().unwrap_or_default();
+        TriggersConfig {
+            escalation: o.escalation.unwrap_or_else(|| self.escalation.clone()),
+            repetition: o.repetition.unwrap_or_else(|| self.repetition.clone()),
+            sustained: o.sustained.unwrap_or_else(|| self.sustained.clone()),
+            agent_strain: o.agent_strain.unwrap_or_else(|| self.agent_strain.clone()),
+            overrides: Vec::new(),
+        }
     }
 }

@@ -1,0 +1,137 @@
+//! What alerts may carry and suggest (`alerts.redaction`, `[alerts.playbook]`): the data as
+//! configured. The alerts module (`alerts::explain`) applies them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How much of a turn's text an alert may carry.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Redaction {
+    /// The text as sent.
+    None,
+    /// E-mail addresses, card numbers, phone numbers and long ids replaced by [EMAIL], [CARD],
+    /// [PHONE], [ID].
+    #[default]
+    Masked,
+    /// No text at all.
+    NoText,
+}
+
+impl Redaction {
+    /// As configured (`alerts.redaction`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Redaction::None => "none",
+            Redaction::Masked => "masked",
+            Redaction::NoText => "no_text",
+        }
+    }
+}
+
+/// Suggested next steps: by trigger kind first, then by the first dominant emotion listed, in the
+/// conversation's language: `[alerts.playbook]` is English, `[alerts.playbook.zh]` Chinese (any
+/// entry it lacks falls back to the English one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybookConfig {
+    pub triggers: BTreeMap<String, String>,
+    pub emotions: BTreeMap<String, String>,
+    /// When nothing above applies.
+    pub default: String,
+    /// The same in Chinese (zh-CN), for conversations in Chinese.
+    pub zh: PlaybookTexts,
+}
+
+/// One language's playbook entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybookTexts {
+    pub triggers: BTreeMap<String, String>,
+    pub emotions: BTreeMap<String, String>,
+    pub default: String,
+}
+
+fn entries(list: &[(&[&str], &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .flat_map(|(keys, text)| keys.iter().map(|k| (k.to_string(), text.to_string())))
+        .collect()
+}
+
+const ANGER: &[&str] = &["anger", "annoyance", "disapproval", "disgust"];
+const FEAR: &[&str] = &["fear", "nervousness"];
+const SADNESS: &[&str] = &["sadness", "disappointment", "grief", "remorse"];
+
+impl Default for PlaybookConfig {
+    fn default() -> Self {
+        Self {
+            triggers: entries(&[
+                (
+                    &["escalation_request"],
+                    "Offer the transfer now: say who they will speak to, and stay on until the handover.",
+                ),
+                (
+                    &["repetition"],
+                    "They are repeating themselves: answer exactly what they asked, then confirm it is solved.",
+                ),
+                (
+                    &["agent_strain"],
+                    "Check in with the agent: offer help or take over, and a short break after the call.",
+                ),
+            ]),
+            emotions: entries(&[
+                (
+                    ANGER,
+                    "Apologise first, then explain what happened and what you will do.",
+                ),
+                (
+                    FEAR,
+                    "Reassure step by step: say what happens next and when, and check they are with you.",
+                ),
+                (
+                    &["confusion"],
+                    "Simplify and confirm: one step at a time, and ask them to repeat the key point back.",
+                ),
+                (
+                    SADNESS,
+                    "Acknowledge how they feel and offer a concrete remedy.",
+                ),
+            ]),
+            default: "Listen, acknowledge the concern in their words, and agree on a next step."
+                .into(),
+            zh: PlaybookTexts {
+                triggers: entries(&[
+                    (
+                        &["escalation_request"],
+                        "立即为客户转接：告诉客户将由谁接听，转接完成前不要挂断。",
+                    ),
+                    (
+                        &["repetition"],
+                        "客户在重复同一个问题：正面回答他问的那一点，再确认问题已经解决。",
+                    ),
+                    (
+                        &["agent_strain"],
+                        "关心一下坐席：提供协助或接手这通电话，通话结束后安排短暂休息。",
+                    ),
+                ]),
+                emotions: entries(&[
+                    (ANGER, "先真诚道歉，再说明发生了什么、接下来你会怎么处理。"),
+                    (
+                        FEAR,
+                        "一步一步地引导安抚：说清楚下一步做什么、什么时候完成，并确认客户跟上了。",
+                    ),
+                    (
+                        &["confusion"],
+                        "简化并确认：一次只讲一步，请客户把关键点复述一遍。",
+                    ),
+                    (
+                        SADNESS,
+                        "先体谅客户的感受，再给出具体的补救办法，并约定回电时间。",
+                    ),
+                ]),
+                default: "耐心倾听，用客户自己的话复述他的诉求，并约定下一步。".into(),
+            },
+        }
+    }
+}
