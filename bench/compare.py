@@ -117,6 +117,11 @@ def start(name: str, load: dict, env: dict | None = None) -> tuple[subprocess.Po
         cmd = [str(EMOTION), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
                "--web-listen", ""]
         ready = "serving gRPC"
+        # Its own empty state and alert log each time: a server that restored the conversations
+        # of the runs before it would be measured holding them (and hit max_conversations).
+        fresh = Path(tempfile.mkdtemp(prefix="compare-state-"))
+        env = {"EMOTION__STATE__PATH": str(fresh / "state.sqlite3"),
+               "EMOTION__ALERT_LOG__PATH": str(fresh / "alerts.sqlite3"), **(env or {})}
     else:
         port = 50061
         cmd = [sys.executable, str(ROOT / "bench/python/server.py"), "--listen", f"127.0.0.1:{port}",
