@@ -1,21 +1,3 @@
-//! Alert fan-out over the durable log. `publish` assigns the next sequence number, appends the
-//! event to the [`AlertLog`], then sends it into a bounded broadcast ring, all under one lock, so
-//! the log and the ring see events in sequence order. Publishing never waits for subscribers.
-//!
-//! A subscriber reads the ring at its own pace. Resuming (`after_sequence`) or falling more than
-//! the ring behind, it reads the log from the last sequence it delivered until the log has nothing
-//! newer, then returns to the ring, skipping what it already delivered: no gap, no duplicate. The
-//! ring subscription is taken before the first log read, so an event is either in the log when it
-//! is read or arrives through the ring.
-//!
-//! Nothing is delivered live that a resume would not see. When an append fails (disk full, a
-//! read-only file, an I/O error), the event waits in a bounded in-memory backlog, in sequence
-//! order, and every later event waits behind it; [`AlertHub::retry_unlogged`] (every second, from
-//! `lib.rs`) appends the backlog once the log takes writes again and only then fans it out. While
-//! a backlog exists the AlertFeed health is NOT_SERVING and `emotion_alert_log_backlog` says how
-//! many events wait. A backlog full at [`MAX_UNLOGGED`] refuses further events (counted in
-//! `emotion_alert_events_dropped_total`, logged as errors): bounded memory over silent growth.
-
 //! Alert fan-out over the durable log. One writer thread (`alert-writer`) owns everything that
 //! writes: it takes commands (publish, acknowledge, retention) from its queue in order, assigns
 //! each event the next sequence number, appends it to the [`AlertLog`], then sends it into a
