@@ -1,8 +1,9 @@
 //! Alert fan-out over the durable log. One writer thread (`alert-writer`) owns everything that
-//! writes: it takes commands (publish, acknowledge, retention) from its queue in order, assigns
-//! each event the next sequence number, appends it to the [`AlertLog`], then sends it into a
-//! bounded broadcast ring, so the log and the ring see events in sequence order and no SQLite
-//! call (nor its fsync) ever runs on an async runtime thread. [`AlertHub::enqueue`] never blocks
+//! writes: it takes commands (publish, acknowledge, retention) from its queue in order and
+//! appends each event to the [`AlertLog`], which numbers it, so no SQLite call (nor its fsync, nor
+//! a cluster's round trip) ever runs on an async runtime thread. The log hands every durable event
+//! (this process's and, in a cluster, every other replica's) to the hub's bounded broadcast ring
+//! in sequence order ([`AlertLog::follow`]): the ring carries exactly what is in the log. [`AlertHub::enqueue`] never blocks
 //! (the turn pipeline calls it under a conversation's lock, to keep that conversation's events in
 //! order); what bounds the queue is the pipeline's limit on completions waiting for their events
 //! to be durable (`pipeline::MAX_PUBLISHING`), and the callers of acknowledge and retention, who
@@ -15,9 +16,9 @@
 //! in the log when it is read or arrives through the ring.
 //!
 //! Nothing is delivered live that a resume would not see. When an append fails (disk full, a
-//! read-only file, an I/O error), the event waits in a bounded in-memory backlog, in sequence
-//! order, and every later event waits behind it; the writer retries the backlog every second and
-//! fans each event out once it is durable. While a backlog exists the AlertFeed health is
+//! read-only file, an I/O error), the event waits unnumbered in a bounded in-memory backlog, in
+//! order, and every later event waits behind it; the writer retries the backlog every second, and
+//! the log numbers and fans out each event once it is durable. While a backlog exists the AlertFeed health is
 //! NOT_SERVING (`lib.rs` watches [`AlertHub::unlogged`]) and `emotion_alert_log_backlog` says how
 //! many events wait. A backlog full at [`MAX_UNLOGGED`] refuses further events (counted in
 //! `emotion_alert_events_dropped_total`, logged as errors): bounded memory over silent growth.
@@ -42,12 +43,10 @@ pub const MAX_UNLOGGED: usize = 10_000;
 /// How often the writer retries a backlog.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Sequence numbers, shared between the writer and readers of the hub.
+/// Sequence numbers, shared between the writer, the log's deliveries and readers of the hub.
 #[derive(Default)]
 struct Sequences {
-    /// The last sequence assigned (durable or waiting in the backlog).
-    assigned: AtomicU64,
-    /// The last sequence appended and sent to the ring: everything at or below it is in the log.
+    /// The last sequence sent to the ring: everything at or below it is in the log.
     delivered: AtomicU64,
     /// Events waiting in the backlog.
     unlogged: AtomicUsize,
@@ -87,7 +86,6 @@ pub struct AlertHub {
 struct Writer {
     log: Arc<dyn AlertLog>,
     sequences: Arc<Sequences>,
-    ring: broadcast::Sender<Arc<pb::Alert>>,
     /// Events not yet appended (the log failed), oldest first; not yet sent to anyone.
     unlogged: VecDeque<pb::Alert>,
     metrics: Metrics,
@@ -168,7 +166,7 @@ pub struct Subscription {
 }
 
 impl AlertHub {
-    /// Starts the writer thread. Blocking (reads the log's last sequence).
+    /// Follows the log from its end and starts the writer thread. Blocking (reads the log).
     pub fn new(
         log: Arc<dyn AlertLog>,
         buffer: usize,
@@ -178,15 +176,22 @@ impl AlertHub {
         let (ring, _) = broadcast::channel(buffer);
         let last = log.last_sequence()?;
         let sequences = Arc::new(Sequences {
-            assigned: AtomicU64::new(last),
             delivered: AtomicU64::new(last),
             unlogged: AtomicUsize::new(0),
         });
+        let deliver = {
+            let (sequences, ring) = (sequences.clone(), ring.clone());
+            move |alert: Arc<pb::Alert>| {
+                sequences.delivered.store(alert.sequence, Ordering::SeqCst);
+                // An error only means nobody is subscribed right now.
+                let _ = ring.send(alert);
+            }
+        };
+        log.follow(last, Box::new(deliver))?;
         let (commands, rx) = flume::unbounded();
         let writer = Writer {
             log: log.clone(),
             sequences: sequences.clone(),
-            ring: ring.clone(),
             unlogged: VecDeque::new(),
             metrics: metrics.clone(),
         };
@@ -212,9 +217,10 @@ impl AlertHub {
         &self.log
     }
 
-    /// The sequence of the newest event published (or found in the log at start).
+    /// The sequence of the newest event in the log that the ring has carried (or found in the
+    /// log at start): a live subscription taken now starts after it.
     pub fn last_sequence(&self) -> u64 {
-        self.sequences.assigned.load(Ordering::SeqCst)
+        self.sequences.delivered.load(Ordering::SeqCst)
     }
 
     /// Events waiting for the log to take writes again (0: everything published is durable).
@@ -229,9 +235,9 @@ impl AlertHub {
     }
 
     /// Queues the event for the writer (never blocks; events queued in order are published in
-    /// that order): it assigns the next sequence number and the time, appends the event to the
-    /// log, then fans it out. The future gives the event as sent, once durable, or once held in
-    /// the backlog if the log cannot take it (see the module docs).
+    /// that order): it stamps the time and appends the event to the log, which numbers it and
+    /// fans it out. The future gives the event as logged, once durable, or once held in the
+    /// backlog if the log cannot take it (then with `sequence` 0: see the module docs).
     pub fn enqueue(&self, alert: pb::Alert) -> impl Future<Output = Arc<pb::Alert>> + Send + use<> {
         let (reply, answer) = oneshot::channel();
         let refused = match self.commands.send(Command::Publish(Box::new(alert), reply)) {
@@ -389,16 +395,15 @@ impl Writer {
         }
     }
 
-    /// Appends the backlog, oldest first, fanning out each event once it is durable; stops at
-    /// the first failure.
+    /// Appends the backlog, oldest first (the log fans out each event once it is durable);
+    /// stops at the first failure.
     fn retry_unlogged(&mut self) {
         while let Some(alert) = self.unlogged.front() {
             if let Err(error) = self.log.append(alert) {
                 tracing::warn!(%error, waiting = self.unlogged.len(), "alert log still not writable");
                 break;
             }
-            let alert = Arc::new(self.unlogged.pop_front().expect("front above"));
-            self.deliver(alert);
+            self.unlogged.pop_front();
         }
         if self.unlogged.is_empty() {
             tracing::info!("alert log writable again; backlog delivered");
@@ -415,15 +420,6 @@ impl Writer {
             .set(self.unlogged.len() as i64);
     }
 
-    /// A durable event: everything up to it is in the log, then it goes to the ring.
-    fn deliver(&self, alert: Arc<pb::Alert>) {
-        self.sequences
-            .delivered
-            .store(alert.sequence, Ordering::SeqCst);
-        // An error only means nobody is subscribed right now.
-        let _ = self.ring.send(alert);
-    }
-
     fn publish(&mut self, mut alert: pb::Alert) -> Arc<pb::Alert> {
         if self.unlogged.len() >= MAX_UNLOGGED {
             self.metrics.alert_events_dropped.inc();
@@ -433,13 +429,23 @@ impl Writer {
             );
             return Arc::new(alert);
         }
-        alert.sequence = self.sequences.assigned.fetch_add(1, Ordering::SeqCst) + 1;
+        alert.sequence = 0;
         alert.created_at = Some(SystemTime::now().into());
-        let logged = self.unlogged.is_empty()
-            && self.log.append(&alert).map_err(|error| {
-                self.metrics.alert_log_errors.inc();
-                tracing::error!(%error, sequence = alert.sequence, "alert event not logged; held until the log takes writes");
-            }).is_ok();
+        let logged = if self.unlogged.is_empty() {
+            match self.log.append(&alert) {
+                Ok(sequence) => {
+                    alert.sequence = sequence;
+                    true
+                }
+                Err(error) => {
+                    self.metrics.alert_log_errors.inc();
+                    tracing::error!(%error, conversation = %alert.conversation_id, "alert event not logged; held until the log takes writes");
+                    false
+                }
+            }
+        } else {
+            false
+        };
         self.metrics
             .alerts
             .get_or_create(&AlertLabels {
@@ -450,11 +456,8 @@ impl Writer {
         if !logged {
             self.unlogged.push_back(alert.clone());
             self.count_unlogged();
-            return Arc::new(alert);
         }
-        let alert = Arc::new(alert);
-        self.deliver(alert.clone());
-        alert
+        Arc::new(alert)
     }
 
     fn acknowledge(

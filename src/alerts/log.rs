@@ -1,7 +1,9 @@
 //! The durable alert log: the [`AlertLog`] seam, chosen once at start-up ([`open`]), and its
 //! embedded implementation, [`SqliteAlertLog`]: an SQLite database in WAL mode holding every alert
-//! event, keyed by its sequence number. The hub appends an event here before any subscriber sees
-//! it; resuming subscribers, `ListAlerts` and acknowledgements read from it.
+//! event, keyed by its sequence number. The log assigns the sequence (in a cluster, the shared
+//! stream does), and the hub's live fan-out is fed by the log ([`AlertLog::follow`]), never by the
+//! hub's own appends: subscribers get live exactly what is durable, in sequence order, whoever
+//! appended it. Resuming subscribers, `ListAlerts` and acknowledgements read from it.
 //!
 //! Every method blocks (file I/O). The hub calls the writing ones from its one writer thread;
 //! readers call the others from the blocking pool, never from an async runtime thread.
@@ -12,7 +14,7 @@
 //! retention has deleted every row.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
@@ -72,8 +74,11 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// Where alert events are kept. Sequence numbers are assigned by the hub, increasing; an
-/// implementation stores them as given and never reuses one.
+/// Where the log hands durable events, in sequence order (the hub's fan-out). Called on whatever
+/// thread made the event durable; it must not block.
+pub type Deliver = Box<dyn Fn(Arc<pb::Alert>) + Send + Sync>;
+
+/// Where alert events are kept. The log assigns sequence numbers, increasing, never reusing one.
 pub trait AlertLog: Send + Sync {
     /// Where the log is, for messages.
     fn describe(&self) -> String;
@@ -81,9 +86,13 @@ pub trait AlertLog: Send + Sync {
     fn last_sequence(&self) -> Result<u64, LogError>;
     /// The smallest retained sequence, if any event is retained.
     fn first_sequence(&self) -> Result<Option<u64>, LogError>;
-    /// Appends one event under its (caller-assigned, increasing) sequence number; durable (as the
-    /// configured sync level makes it) when this returns.
-    fn append(&self, alert: &pb::Alert) -> Result<(), LogError>;
+    /// Appends one event (its `sequence` field is ignored) and returns the sequence the log gave
+    /// it; durable (as the configured sync level makes it) when this returns.
+    fn append(&self, alert: &pb::Alert) -> Result<u64, LogError>;
+    /// From now on hands `deliver` every event appended after sequence `after`, by this process
+    /// or any other writing the same log, once durable, in sequence order, each once. Called once,
+    /// by the hub, before its first append.
+    fn follow(&self, after: u64, deliver: Deliver) -> Result<(), LogError>;
     /// Events matching `q`, in sequence order (oldest first unless `q.newest_first`).
     fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError>;
     /// Deletes events older than `max_age` and all but the newest `max_events`. Returns how many.
@@ -106,6 +115,9 @@ pub struct SqliteAlertLog {
     writer: Mutex<Connection>,
     /// Idle reading connections (WAL lets them read while the writer writes).
     readers: Mutex<Vec<Connection>>,
+    /// The hub's fan-out: only this process writes the file, so what `append` commits is all
+    /// there is to follow.
+    deliver: Mutex<Option<Deliver>>,
 }
 
 impl SqliteAlertLog {
@@ -121,6 +133,7 @@ impl SqliteAlertLog {
         let log = Self {
             writer: Mutex::new(Connection::open(&path).map_err(sqlite(&path))?),
             readers: Mutex::new(Vec::new()),
+            deliver: Mutex::new(None),
             sync: config.sync,
             path,
         };
@@ -203,32 +216,52 @@ impl AlertLog for SqliteAlertLog {
         })
     }
 
-    fn append(&self, alert: &pb::Alert) -> Result<(), LogError> {
+    fn append(&self, alert: &pb::Alert) -> Result<u64, LogError> {
         let context = alert.context.clone().unwrap_or_default();
         let mut body = alert.clone();
         body.sequence = 0;
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        conn.prepare_cached(
-            "INSERT INTO alert_events (sequence, alert_id, conversation_id, tenant, queue, agent_id,
-                 severity, state, created_at_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(rusqlite::params![
-                alert.sequence as i64,
-                alert.alert_id,
-                alert.conversation_id,
-                context.tenant,
-                context.queue,
-                context.agent_id,
-                alert.severity,
-                alert.state,
-                timestamp_ms(alert.created_at.as_ref()),
-                body.encode_to_vec(),
-            ])
-        })
-        .map(|_| ())
-        .map_err(sqlite(&self.path))
+        let sequence = conn
+            .prepare_cached(
+                "INSERT INTO alert_events (alert_id, conversation_id, tenant, queue, agent_id,
+                     severity, state, created_at_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut stmt| {
+                stmt.insert(rusqlite::params![
+                    alert.alert_id,
+                    alert.conversation_id,
+                    context.tenant,
+                    context.queue,
+                    context.agent_id,
+                    alert.severity,
+                    alert.state,
+                    timestamp_ms(alert.created_at.as_ref()),
+                    body.encode_to_vec(),
+                ])
+            })
+            .map_err(sqlite(&self.path))? as u64;
+        // Still under the writer's lock: deliveries leave in the order of the commits.
+        if let Some(deliver) = &*self.deliver.lock().unwrap_or_else(|p| p.into_inner()) {
+            body.sequence = sequence;
+            deliver(Arc::new(body));
+        }
+        Ok(sequence)
+    }
+
+    fn follow(&self, after: u64, deliver: Deliver) -> Result<(), LogError> {
+        let last = self.last_sequence()?;
+        if after != last {
+            return Err(LogError::Io {
+                path: self.path.clone(),
+                message: format!(
+                    "following from sequence {after}, but the last is {last} (only this process \
+                     writes the embedded log: it is followed from its end)"
+                ),
+            });
+        }
+        *self.deliver.lock().unwrap_or_else(|p| p.into_inner()) = Some(deliver);
+        Ok(())
     }
 
     fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
@@ -391,7 +424,9 @@ mod tests {
             } else {
                 pb::Severity::Warning
             };
-            log.append(&event(s, queue, sev)).unwrap();
+            let mut e = event(s, queue, sev);
+            e.sequence = 99; // ignored: the log numbers its events
+            assert_eq!(log.append(&e).unwrap(), s);
         }
         let billing = log
             .query(&Query {
