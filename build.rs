@@ -57,46 +57,20 @@ fn fetch_onnxruntime(out_dir: &Path) -> Result<PathBuf, String> {
         return Ok(lib);
     }
     let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let wheels = dir.join("wheel");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fetch_wheel_member.py");
+    println!("cargo:rerun-if-changed={}", script.display());
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--quiet",
-            "-d",
-        ])
-        .arg(&wheels)
+        .arg(&script)
         .arg(format!("onnxruntime=={ORT_VERSION}"))
-        .status()
-        .map_err(|e| format!("running {python} -m pip: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "pip download onnxruntime=={ORT_VERSION} failed ({status})"
-        ));
-    }
-    // A wheel is a zip; Python's zipfile extracts the one member we need.
-    let script = format!(
-        "import glob, sys, zipfile\n\
-         wheel = sorted(glob.glob(sys.argv[1] + '/onnxruntime-{ORT_VERSION}-*.whl'))[-1]\n\
-         name = 'onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}'\n\
-         open(sys.argv[2], 'wb').write(zipfile.ZipFile(wheel).read(name))\n"
-    );
-    let tmp = dir.join("libonnxruntime.so.partial");
-    let status = Command::new(&python)
-        .args(["-c", &script])
-        .arg(&wheels)
-        .arg(&tmp)
+        .arg(format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}"))
+        .arg(&lib)
         .status()
         .map_err(|e| format!("running {python}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "extracting the library from the wheel failed ({status})"
+            "fetching libonnxruntime from the onnxruntime=={ORT_VERSION} wheel failed ({status})"
         ));
     }
-    std::fs::rename(&tmp, &lib).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&wheels);
     Ok(lib)
 }

@@ -174,6 +174,9 @@ pub struct ServeArgs {
     /// Supervisor dashboard listen address, or "" to disable [default 127.0.0.1:8080].
     #[arg(long)]
     pub web_listen: Option<String>,
+    /// Cluster mode: NATS server URL(s), comma-separated (sets `cluster.nats`; docs/cluster.md).
+    #[arg(long, value_delimiter = ',')]
+    pub nats: Vec<String>,
 }
 
 #[derive(Args)]

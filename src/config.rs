@@ -16,8 +16,8 @@ mod sections;
 pub mod triggers;
 
 pub use sections::{
-    AlertConfig, AlertLogConfig, AuthConfig, AuthMode, BatchingConfig, LimitsConfig, LogSync,
-    ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
+    AlertConfig, AlertLogConfig, AuthConfig, AuthMode, BatchingConfig, ClusterConfig, LimitsConfig,
+    LogSync, ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
 };
 
 /// The prefix of configuration environment variables.
@@ -37,6 +37,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub triggers: triggers::TriggersConfig,
     pub playbook: playbook::PlaybookConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +308,33 @@ impl Config {
         }
         if self.alert_log.retention_max_events == 0 {
             return fail("alert_log.retention_max_events must be positive".into());
+        }
+        let c = &self.cluster;
+        if !matches!(c.replicas, 1 | 3 | 5) {
+            return fail(format!(
+                "cluster.replicas must be 1, 3 or 5, got {}",
+                c.replicas
+            ));
+        }
+        if !(100..=600_000).contains(&c.op_timeout_ms) {
+            return fail(format!(
+                "cluster.op_timeout_ms must be in 100..=600000, got {}",
+                c.op_timeout_ms
+            ));
+        }
+        if c.prefix.is_empty()
+            || !c
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return fail(format!(
+                "cluster.prefix must be letters, digits, '_' or '-', got {:?}",
+                c.prefix
+            ));
+        }
+        if let Some(url) = c.nats.iter().find(|u| u.trim().is_empty()) {
+            return fail(format!("cluster.nats: an empty server URL ({url:?})"));
         }
         self.auth
             .validate(self.server.listen.ip().is_loopback())

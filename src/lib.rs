@@ -26,6 +26,7 @@ pub mod alerts;
 pub mod auth;
 pub mod backtest;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod conversation;
 pub mod domain;
@@ -111,8 +112,21 @@ pub async fn run(
     }
     let hub = {
         let (config, metrics) = (config.clone(), metrics.clone());
+        let cluster = match config.cluster.enabled() {
+            true => Some(Arc::new(cluster::Cluster::connect(&config.cluster).await?)),
+            false => None,
+        };
         tokio::task::spawn_blocking(move || {
-            let log = alerts::log::open(&config.alert_log).context("opening the alert log")?;
+            let log: Arc<dyn alerts::AlertLog> = match cluster {
+                Some(cluster) => {
+                    tracing::info!(replica = %cluster.replica_id, servers = %cluster.config.nats.join(","), "cluster mode: alert events on JetStream");
+                    Arc::new(
+                        cluster::JetStreamAlertLog::open(cluster, &config.alert_log)
+                            .context("opening the alert stream")?,
+                    )
+                }
+                None => alerts::log::open(&config.alert_log).context("opening the alert log")?,
+            };
             let subscribers = SubscriberLimits::new(
                 config.alerts.max_subscribers,
                 config.alerts.max_subscribers_per_token,
@@ -122,7 +136,7 @@ pub async fn run(
         })
         .await??
     };
-    tracing::info!(path = %config.alert_log.path.display(), "alert log open");
+    tracing::info!(log = %hub.log().describe(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
     let store = Arc::new(ConversationStore::new(

@@ -447,6 +447,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(web) = args.web_listen {
         config.server.web_listen = web;
     }
+    if !args.nats.is_empty() {
+        config.cluster.nats = args.nats;
+    }
     config.validate()?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)

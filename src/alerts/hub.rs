@@ -182,7 +182,11 @@ impl AlertHub {
         let deliver = {
             let (sequences, ring) = (sequences.clone(), ring.clone());
             move |alert: Arc<pb::Alert>| {
-                sequences.delivered.store(alert.sequence, Ordering::SeqCst);
+                // A shared log's follower may hand over, while catching up at start, events
+                // below the last sequence read: the mark never moves back.
+                sequences
+                    .delivered
+                    .fetch_max(alert.sequence, Ordering::SeqCst);
                 // An error only means nobody is subscribed right now.
                 let _ = ring.send(alert);
             }

