@@ -254,7 +254,10 @@ async fn two_servers_share_one_alert_stream() {
         config.cluster = cluster_config(&nats);
         TestServer::start(config)
     };
-    let (one, two) = (start().await, start().await);
+    // Started together, as replicas of a deployment are: they race to create the stream.
+    let (mut one, mut two) = (start().await, start().await);
+    one.ready().await;
+    two.ready().await;
     let mut feed_one = one.alerts().await;
     let mut feed_two = two.alerts().await;
     let live = |feed: &mut emotion_service::pb::alert_feed_client::AlertFeedClient<_>| {

@@ -40,6 +40,8 @@ use crate::pb;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 /// Pause before re-creating the follower's consumer after an error.
 const FOLLOW_RETRY: Duration = Duration::from_millis(500);
+/// The limit of one attempt to create or read the stream at start-up.
+const ATTEMPT: Duration = Duration::from_secs(2);
 /// Pause between attempts to publish one event.
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
 /// A follower that received nothing for this long asks the stream whether it missed something.
@@ -76,18 +78,48 @@ impl JetStreamAlertLog {
         let js = cluster.jetstream.clone();
         let state = cluster
             .block_on("creating the alert stream", async move {
-                // Replicas starting together race to create it: the loser updates.
-                let mut attempt = 0;
+                // Replicas starting together race to create it, and a stream being placed
+                // may leave a request unanswered: each attempt has a short limit, retried until
+                // the operation timeout.
+                let mut attempt = 0u32;
                 loop {
-                    match js.create_or_update_stream(stream_config.clone()).await {
-                        Ok(info) => return Ok(info.state),
-                        Err(e) if attempt < 5 => {
-                            attempt += 1;
-                            tracing::debug!(error = %e, attempt, "creating the alert stream; retrying");
-                            tokio::time::sleep(PUBLISH_RETRY).await;
+                    let tried = tokio::time::timeout(ATTEMPT, async {
+                        match js.get_stream(&stream_config.name).await {
+                            Ok(mut existing) => {
+                                let current = existing.info().await.map_err(|e| e.to_string())?;
+                                let c = &current.config;
+                                if (c.max_age, c.max_messages, c.num_replicas)
+                                    != (
+                                        stream_config.max_age,
+                                        stream_config.max_messages,
+                                        stream_config.num_replicas,
+                                    )
+                                {
+                                    let info = js
+                                        .update_stream(stream_config.clone())
+                                        .await
+                                        .map_err(|e| e.to_string())?;
+                                    return Ok(info.state);
+                                }
+                                Ok(current.state.clone())
+                            }
+                            Err(_) => js
+                                .create_stream(stream_config.clone())
+                                .await
+                                .map(|s| s.cached_info().state.clone())
+                                .map_err(|e| e.to_string()),
                         }
-                        Err(e) => return Err(e.to_string()),
+                    })
+                    .await;
+                    match tried {
+                        Ok(Ok(state)) => return Ok(state),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, attempt, "creating the alert stream; retrying")
+                        }
+                        Err(_) => tracing::warn!(attempt, "creating the alert stream: no answer; retrying"),
                     }
+                    attempt += 1;
+                    tokio::time::sleep(PUBLISH_RETRY).await;
                 }
             })
             .map_err(unavailable(&stream))?;

@@ -119,6 +119,39 @@ impl TestServer {
         }
     }
 
+    /// Waits until the server answers health SERVING; if it stopped instead, panics with the
+    /// error `run` returned.
+    pub async fn ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                let ended = self.handle.take().unwrap().await.unwrap();
+                panic!("the server stopped while starting: {ended:?}");
+            }
+            let serving = async {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+                        .ok()?
+                        .connect()
+                        .await
+                        .ok()?;
+                let status = tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .ok()?;
+                (status.into_inner().status == 1).then_some(())
+            };
+            if serving.await.is_some() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server not ready within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
