@@ -126,6 +126,10 @@ pub struct LoadgenArgs {
     pub turns_per_conversation: u64,
     #[arg(long, default_value_t = 30.0)]
     pub report_every_secs: f64,
+    /// Soak: more replicas of the service (URLs, comma-separated): streams are spread over
+    /// --server and these, and a broken stream reopens on the next one (cluster mode failover).
+    #[arg(long, value_delimiter = ',')]
+    pub failover: Vec<String>,
 }
 
 /// Where a client command connects.

@@ -82,7 +82,7 @@ impl Severity {
 }
 
 /// What an alert event records about its incident (acknowledgements are the hub's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AlertState {
     Raised,
     Escalated,
@@ -101,7 +101,9 @@ impl AlertState {
 
 /// Which rule raised an alert. On the wire (`Alert.kind`), in the playbook's keys and on the
 /// dashboard it is [`AlertKind::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum AlertKind {
     /// The speaker's rolling valence crossed a threshold.
     RollingValence,

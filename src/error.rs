@@ -28,6 +28,13 @@ pub enum InferenceError {
     Stopped,
     #[error("inference failed: {0}")]
     Runtime(String),
+    /// Scored, but its conversation's shared state could not be written (cluster mode): not
+    /// decided, so the client re-sends it.
+    #[error("conversation state unavailable: {0}; re-send the turn")]
+    Unavailable(String),
+    /// Found not to be new only once its conversation's shared state was read (cluster mode).
+    #[error(transparent)]
+    Rejected(RequestError),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -96,6 +103,8 @@ pub enum RequestError {
     TenantNotAllowed { tenant: String },
     #[error("conversation {conversation_id:?} belongs to another tenant")]
     TenantConflict { conversation_id: String },
+    #[error("conversation state unavailable: {0}")]
+    StateUnavailable(String),
 }
 
 impl RequestError {
@@ -116,6 +125,7 @@ impl RequestError {
             RequestError::TooManyConversations(_) | RequestError::TooManyStreams(_) => {
                 Code::ResourceExhausted
             }
+            RequestError::StateUnavailable(_) => Code::Unavailable,
         }
     }
 }
@@ -126,6 +136,8 @@ impl InferenceError {
             InferenceError::QueueFull { .. } => Code::ResourceExhausted,
             InferenceError::Stopped => Code::Unavailable,
             InferenceError::Runtime(_) => Code::Internal,
+            InferenceError::Unavailable(_) => Code::Unavailable,
+            InferenceError::Rejected(e) => e.code(),
         }
     }
 }

@@ -110,12 +110,12 @@ pub async fn run(
     } else {
         tracing::warn!("auth is off: any local caller may do anything");
     }
+    let cluster = match config.cluster.enabled() {
+        true => Some(Arc::new(cluster::Cluster::connect(&config.cluster).await?)),
+        false => None,
+    };
     let hub = {
-        let (config, metrics) = (config.clone(), metrics.clone());
-        let cluster = match config.cluster.enabled() {
-            true => Some(Arc::new(cluster::Cluster::connect(&config.cluster).await?)),
-            false => None,
-        };
+        let (config, metrics, cluster) = (config.clone(), metrics.clone(), cluster.clone());
         tokio::task::spawn_blocking(move || {
             let log: Arc<dyn alerts::AlertLog> = match cluster {
                 Some(cluster) => {
@@ -139,11 +139,22 @@ pub async fn run(
     tracing::info!(log = %hub.log().describe(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
-    let store = Arc::new(ConversationStore::new(
-        StoreSettings::from(&config),
-        metrics.clone(),
-    ));
-    let persister = start_persisting(&config, &store, hub.log().clone(), &metrics).await?;
+    let store = ConversationStore::new(StoreSettings::from(&config), metrics.clone());
+    // Conversations are decided in the cluster's bucket, else in this process (saved to
+    // `state.path`).
+    let (store, persister) = match &cluster {
+        Some(cluster) => {
+            let ttl = Duration::from_secs(config.limits.conversation_ttl_secs);
+            let shared = cluster::conversations::open(cluster, ttl).await?;
+            tracing::info!("cluster mode: conversation state in a JetStream key-value bucket");
+            (Arc::new(store.with_shared(shared)), None)
+        }
+        None => {
+            let store = Arc::new(store);
+            let persister = start_persisting(&config, &store, hub.log().clone(), &metrics).await?;
+            (store, persister)
+        }
+    };
     let hub = Arc::new(hub);
     let models = Arc::new(ModelManager::new(
         batcher.clone(),

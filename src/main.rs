@@ -240,6 +240,14 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
             turns_per_conversation: args.turns_per_conversation.max(1),
             report_every: Duration::from_secs_f64(args.report_every_secs.max(1.0)),
             drain: Duration::from_secs_f64(args.drain_secs),
+            failover: (args.failover.iter())
+                .map(|url| client::Server {
+                    url: url.clone(),
+                    token: args.server.token.clone(),
+                })
+                .collect(),
+            total_turns: args.turns,
+            run_id: None,
         };
         println!(
             "soak: {} conversations over {} streams, open loop at {} turns/s, {:.0} s, {} turns per conversation, cancel every {:?} s per stream",

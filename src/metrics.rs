@@ -46,6 +46,8 @@ pub struct Metrics {
     pub state_saved: Counter,
     pub state_save_seconds: Histogram,
     pub state_save_errors: Counter,
+    /// Commits of conversation state that found another replica's commit first (cluster mode).
+    pub conflicts: Counter,
     registry: Arc<Registry>,
 }
 
@@ -78,6 +80,7 @@ impl Metrics {
         let state_saved = Counter::default();
         let state_save_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let state_save_errors = Counter::default();
+        let conflicts = Counter::default();
 
         let mut registry = Registry::with_prefix("emotion");
         registry.register("turns", "Turns answered, by outcome", turns.clone());
@@ -172,6 +175,11 @@ impl Metrics {
             state_save_errors.clone(),
         );
         registry.register(
+            "conversation_commit_conflicts",
+            "Commits of conversation state that found another replica's commit first (cluster mode)",
+            conflicts.clone(),
+        );
+        registry.register(
             "alert_log_backlog",
             "Alert events waiting for the durable log to take writes (not yet sent to anyone)",
             alert_log_backlog.clone(),
@@ -187,6 +195,7 @@ impl Metrics {
             state_saved,
             state_save_seconds,
             state_save_errors,
+            conflicts,
             turns,
             batch_size,
             queue_depth,

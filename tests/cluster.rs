@@ -244,20 +244,28 @@ async fn the_alert_stream_numbers_once_and_every_replica_follows_it_in_order() {
     nats.restart(0).await;
 }
 
+fn replica_config(nats: &NatsCluster) -> emotion_service::Config {
+    let mut config = common::config();
+    config.cluster = cluster_config(nats);
+    config
+}
+
+/// Two servers in cluster mode, started together as replicas of a deployment are (they race to
+/// create the stream and the bucket), each ready.
+async fn two_replicas(nats: &NatsCluster) -> (TestServer, TestServer) {
+    let mut one = TestServer::start(replica_config(nats)).await;
+    let mut two = TestServer::start(replica_config(nats)).await;
+    one.ready().await;
+    two.ready().await;
+    (one, two)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_servers_share_one_alert_stream() {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
-    let start = || {
-        let mut config = common::config();
-        config.cluster = cluster_config(&nats);
-        TestServer::start(config)
-    };
-    // Started together, as replicas of a deployment are: they race to create the stream.
-    let (mut one, mut two) = (start().await, start().await);
-    one.ready().await;
-    two.ready().await;
+    let (one, two) = two_replicas(&nats).await;
     let mut feed_one = one.alerts().await;
     let mut feed_two = two.alerts().await;
     let live = |feed: &mut emotion_service::pb::alert_feed_client::AlertFeedClient<_>| {
@@ -312,4 +320,410 @@ async fn two_servers_share_one_alert_stream() {
     );
     one.stop().await.unwrap();
     two.stop().await.unwrap();
+}
+
+/// What decides an alert event, without what only its replica knows (ids, sequence, time).
+fn decision(a: &pb::Alert) -> (String, i32, i32, u64) {
+    (a.kind.clone(), a.state, a.severity, a.turn_id)
+}
+
+async fn decisions(server: &TestServer, conversation_id: &str) -> Vec<(String, i32, i32, u64)> {
+    let mut history = server
+        .alerts()
+        .await
+        .list_alerts(pb::ListAlertsRequest {
+            conversation_id: conversation_id.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    history.reverse(); // oldest first
+    history.iter().map(decision).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (one, two) = two_replicas(&nats).await;
+    let solo = TestServer::start(common::config()).await;
+
+    // The reference: the whole call on one process, on one stream.
+    let turns = common::conversation("examples/escalating-call.jsonl", "moving");
+    let expected = stream_all(&mut solo.client().await, turns.clone()).await;
+    assert!(expected.iter().all(|r| r.error.is_none()), "{expected:?}");
+
+    // The same call with its turns alternating between the replicas (a new stream each time,
+    // as a client that reconnects through a load balancer would): each replica's memory is
+    // stale every time, so every turn after the first conflicts and is re-applied on the
+    // committed state.
+    let (mut c1, mut c2) = (one.client().await, two.client().await);
+    let mut results = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        let client = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        results.extend(stream_all(client, vec![turn.clone()]).await);
+    }
+    assert_eq!(results.len(), expected.len());
+    for (got, want) in results.iter().zip(&expected) {
+        assert!(got.error.is_none(), "turn {}: {:?}", got.turn_id, got.error);
+        assert_eq!(got.turn_id, want.turn_id);
+        assert!(!got.duplicate, "turn {} scored once", got.turn_id);
+        assert!(
+            (got.rolling_valence - want.rolling_valence).abs() < 1e-4,
+            "turn {}: rolling {} across replicas, {} on one process",
+            got.turn_id,
+            got.rolling_valence,
+            want.rolling_valence
+        );
+        assert_eq!(got.alert_level, want.alert_level, "turn {}", got.turn_id);
+    }
+
+    // The last turn re-sent to a third replica that has never seen the conversation (the
+    // client's answer was lost in a failover): a duplicate, answered as committed, not scored
+    // again; and an earlier one re-sent to a replica whose memory has it.
+    let mut three = TestServer::start(replica_config(&nats)).await;
+    three.ready().await;
+    let last = turns.len() - 1;
+    let resent = stream_all(&mut three.client().await, vec![turns[last].clone()]).await;
+    assert!(resent[0].duplicate, "{resent:?}");
+    assert!(resent[0].error.is_none(), "{resent:?}");
+    assert_eq!(resent[0].rolling_valence, results[last].rolling_valence);
+    let again = stream_all(&mut c1, vec![turns[3].clone()]).await;
+    assert!(again[0].duplicate, "{again:?}");
+    assert_eq!(again[0].rolling_valence, results[3].rolling_valence);
+
+    // Alerts: the same decisions as one process, once each, on either replica's history.
+    let want = decisions(&solo, "moving").await;
+    assert!(!want.is_empty(), "the call raises alerts");
+    assert_eq!(decisions(&one, "moving").await, want);
+    assert_eq!(decisions(&two, "moving").await, want);
+
+    // GetConversation on either replica: every turn, whoever scored it.
+    for server in [&one, &two] {
+        let view = server
+            .client()
+            .await
+            .get_conversation(pb::GetConversationRequest {
+                conversation_id: "moving".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(view.last_turn_id, turns.last().unwrap().turn_id);
+    }
+    // Ended on one replica: gone on the other.
+    let summary = c1
+        .end_conversation(pb::EndConversationRequest {
+            conversation_id: "moving".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.turns as usize, turns.len());
+    let gone = c2
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: "moving".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
+    three.stop().await.unwrap();
+    solo.stop().await.unwrap();
+}
+
+/// Every event of the log, oldest first (ListAlerts, page by page).
+async fn all_alerts(url: String) -> Vec<pb::Alert> {
+    let mut feed = pb::alert_feed_client::AlertFeedClient::connect(url)
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = feed
+            .list_alerts(pb::ListAlertsRequest {
+                page_size: 100,
+                before_sequence: before,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.alerts);
+        if page.next_before_sequence == 0 {
+            break;
+        }
+        before = page.next_before_sequence;
+    }
+    all.reverse();
+    all
+}
+
+fn soak(
+    server: String,
+    failover: Vec<String>,
+    texts: &Arc<Vec<String>>,
+) -> impl Future<Output = emotion_service::loadgen::soak::SoakReport> + use<> {
+    let config = emotion_service::loadgen::soak::SoakConfig {
+        server: emotion_service::client::Server::new(server),
+        conversations: 200,
+        streams: 6,
+        duration: Duration::from_secs(120),
+        rate: 60.0,
+        cancel_every: None,
+        turns_per_conversation: 6,
+        report_every: Duration::from_secs(5),
+        drain: Duration::from_secs(60),
+        failover: failover
+            .into_iter()
+            .map(emotion_service::client::Server::new)
+            .collect(),
+        total_turns: Some(1200),
+        run_id: Some("failover".into()),
+    };
+    let texts = texts.clone();
+    async move {
+        emotion_service::loadgen::soak::run(config, texts)
+            .await
+            .unwrap()
+    }
+}
+
+/// The failover test: 3 NATS nodes and 3 replicas (real processes), 200 conversations
+/// over 6 streams spread over the replicas; one replica is killed (kill -9) after a third of the
+/// turns and one NATS node after two thirds; the load generator re-sends unanswered turns on
+/// another replica. Every turn is answered once, the alert stream is gap-free and the same on
+/// a gRPC supervisor (who moves from the killed replica to a third one, resuming from its last
+/// sequence) and an SSE reader, and holds exactly the events one process decides for the same
+/// input.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_fail_over_without_losing_a_turn_or_an_alert() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let servers = nats
+        .urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let copy = dir.path().join(format!("r{i}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        let env = [
+            ("EMOTION__CLUSTER__NATS", format!("[{servers}]")),
+            ("EMOTION__CLUSTER__REPLICAS", "3".into()),
+            // Turns wait out a NATS leader election (8-9 s seen here) rather than fail.
+            ("EMOTION__CLUSTER__OP_TIMEOUT_MS", "30000".into()),
+            ("EMOTION__CLUSTER__REPLICA_ID", format!("r{i}")),
+            (
+                "EMOTION__ALERT_LOG__PATH",
+                copy.join("alerts.sqlite3").display().to_string(),
+            ),
+        ];
+        let web = (i == 2).then(free);
+        replicas.push(Some(
+            common::ChildServer::spawn_with_web(free(), web, &env).await,
+        ));
+    }
+    let url = |i: usize| replicas[i].as_ref().unwrap().url();
+    let (url0, url1, url2) = (url(0), url(1), url(2));
+    let web2 = replicas[2].as_ref().unwrap().web_addr.unwrap();
+
+    // The texts of every example call, English and Chinese.
+    let mut texts = Vec::new();
+    for entry in std::fs::read_dir(common::repo_path("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        for t in emotion_service::client::read_conversation_file(&path).unwrap() {
+            texts.push(String::from_utf8_lossy(&t.text).into_owned());
+        }
+    }
+    texts.sort();
+    let texts = Arc::new(texts);
+
+    // The reference: the same input on one process (first: the cluster run is then compared
+    // with it once every replica's copy of the stream has caught up).
+    let key = |a: &pb::Alert| {
+        (
+            a.conversation_id.clone(),
+            a.turn_id,
+            a.kind.clone(),
+            a.state,
+            a.severity,
+        )
+    };
+    let mut want: Vec<_> = {
+        let solo = TestServer::start(common::config()).await;
+        let solo_url = format!("http://{}", solo.addr);
+        let reference = soak(solo_url.clone(), vec![], &texts).await;
+        assert_eq!(
+            (reference.answered, reference.errors),
+            (1200, 0),
+            "{reference:?}"
+        );
+        let decided = all_alerts(solo_url).await.iter().map(key).collect();
+        solo.stop().await.unwrap();
+        decided
+    };
+    want.sort();
+
+    // A supervisor on the replica that will die, who moves to another when it does, and from
+    // there (told to, when the NATS node dies) to a third, each time resuming from the last
+    // sequence it saw; an SSE reader on the third replica throughout.
+    let supervisor = Arc::new(std::sync::Mutex::new(Vec::<pb::Alert>::new()));
+    let moves = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let move_now = Arc::new(tokio::sync::Notify::new());
+    let supervising = {
+        let urls = [url1.clone(), url0.clone(), url2.clone()];
+        let (seen, moves, move_now) = (supervisor.clone(), moves.clone(), move_now.clone());
+        tokio::spawn(async move {
+            let mut after = None;
+            for (i, url) in urls.into_iter().enumerate() {
+                let mut feed = pb::alert_feed_client::AlertFeedClient::connect(url)
+                    .await
+                    .unwrap();
+                let mut live = feed
+                    .subscribe_alerts(pb::SubscribeAlertsRequest {
+                        after_sequence: after,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                loop {
+                    tokio::select! {
+                        next = live.next() => match next {
+                            Some(Ok(a)) => {
+                                after = Some(a.sequence);
+                                seen.lock().unwrap().push(a);
+                            }
+                            _ => break, // its replica died
+                        },
+                        () = move_now.notified(), if i == 1 => break,
+                    }
+                }
+                moves.lock().unwrap().push(after.unwrap_or(0));
+            }
+        })
+    };
+    let sse = Arc::new(std::sync::Mutex::new(Vec::<(u64, serde_json::Value)>::new()));
+    let sse_reader = {
+        let sse = sse.clone();
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(web2).await.unwrap();
+            stream
+                .write_all(b"GET /api/alerts/stream?after=0 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+                .await
+                .unwrap();
+            let mut lines = BufReader::new(stream).lines();
+            let (mut id, mut kind) = (None, None);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse::<u64>().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ")
+                    && kind.as_deref() == Some("alert")
+                {
+                    sse.lock()
+                        .unwrap()
+                        .push((id.unwrap(), serde_json::from_str(v).unwrap()));
+                }
+            }
+        })
+    };
+
+    // The load, and the deaths: a replica after a third of the turns (1,200 at 60/s), a NATS
+    // node after two thirds.
+    let load = tokio::spawn(soak(url0.clone(), vec![url1.clone(), url2.clone()], &texts));
+    tokio::time::sleep(Duration::from_secs_f64(20.0 / 3.0)).await;
+    replicas[1].take().unwrap().kill_9();
+    eprintln!("replica r1 killed");
+    tokio::time::sleep(Duration::from_secs_f64(20.0 / 3.0)).await;
+    nats.nodes[1].kill_9();
+    move_now.notify_one();
+    eprintln!("NATS node 1 killed");
+    let report = load.await.unwrap();
+    eprintln!("cluster run: {report:?}");
+    assert_eq!(report.sent, 1200);
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.duplicated, 0, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.answered, 1200);
+    assert_eq!(report.conversations_ended, 200);
+    assert!(
+        report.reconnects >= 2,
+        "the killed replica's streams moved: {report:?}"
+    );
+
+    // The alert stream: gap-free, one event per decision, the same on every reader.
+    // r2's copy of the stream may still be catching up (its consumer may have been on the
+    // NATS node that died): wait for at least the reference's number of events.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let logged = loop {
+        let logged = all_alerts(url2.clone()).await;
+        if logged.len() >= want.len() || std::time::Instant::now() > deadline {
+            break logged;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let n = logged.len() as u64;
+    assert!(n > 0, "the calls raise alerts");
+    assert_eq!(
+        logged.iter().map(|a| a.sequence).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>(),
+        "contiguous sequences"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (supervisor.lock().unwrap().len() as u64) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    supervising.abort();
+    let moves = moves.lock().unwrap().clone();
+    eprintln!(
+        "the supervisor moved r1 -> r0 after sequence {}, r0 -> r2 after {}; {n} events in all",
+        moves[0], moves[1]
+    );
+    assert!(
+        moves[1] > moves[0],
+        "it saw events on r0 before moving on: {moves:?}"
+    );
+    assert_eq!(
+        *supervisor.lock().unwrap(),
+        logged,
+        "the supervisor got exactly every event, once, in order"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (sse.lock().unwrap().len() as u64) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sse_reader.abort();
+    let sse = sse.lock().unwrap().clone();
+    assert_eq!(
+        sse.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>(),
+        "the SSE reader on r2 saw the same sequence"
+    );
+    for ((_, json), a) in sse.iter().zip(&logged) {
+        assert_eq!(json["alert_id"], a.alert_id.as_str());
+    }
+
+    let mut got: Vec<_> = logged.iter().map(key).collect();
+    got.sort();
+    assert_eq!(got, want, "the cluster decided what one process decides");
 }

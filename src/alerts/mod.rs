@@ -28,7 +28,7 @@ pub struct LoggedEvent {
 }
 
 /// One turn attached to an alert as evidence.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvidenceTurn {
     pub turn_id: u64,
     pub speaker: Speaker,
@@ -40,7 +40,7 @@ pub struct EvidenceTurn {
 }
 
 /// An alert event decided by a conversation; the hub numbers, stamps, logs and publishes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     pub alert_id: String,
     pub conversation_id: String,

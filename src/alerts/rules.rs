@@ -186,16 +186,25 @@ impl AlertTracker {
     }
 }
 
-/// Unique within a process and across restarts: start time in ms, then a counter.
+/// Unique within a process, across restarts and across replicas: start time in ms and a random
+/// number drawn at start, then a counter.
 pub(crate) fn new_alert_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
-    let start = START.get_or_init(|| {
-        SystemTime::now()
+    static START: std::sync::OnceLock<(u128, u32)> = std::sync::OnceLock::new();
+    let (start, nonce) = START.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
+            .map_or(0, |d| d.as_millis());
+        // The standard library seeds each RandomState from the OS.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        (ms, h.finish() as u32)
     });
-    format!("al-{start:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "al-{start:x}{nonce:08x}-{}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! domain code asks which mode it runs in.
 
 pub mod alert_log;
+pub mod conversations;
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@
 pub mod heatmap;
 mod overview;
 pub mod rolling;
+pub mod shared;
 pub mod snapshot;
 mod state;
 
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 pub use heatmap::Heatmap;
 pub use overview::AtRisk;
 pub use rolling::RollingScore;
+pub use shared::{Revision, SharedConversations, SharedError, SharedState};
 pub use snapshot::{Changes, ConversationSnapshot};
 
 use state::{Conversation, PendingTurn};
@@ -95,13 +97,17 @@ pub struct ScoredTurn {
 
 pub type TurnOutcome = Result<Arc<ScoredTurn>, InferenceError>;
 
+/// What a waiter for a turn receives: its outcome, and whether the turn had been scored before
+/// this send of it (found so only once a shared store was read).
+pub type Delivery = (TurnOutcome, bool);
+
 pub enum Admission {
     /// Already scored: the stored result (a re-send).
     Answered(Arc<ScoredTurn>),
     /// An earlier send of this turn is being scored; this receives its outcome.
-    Joined(oneshot::Receiver<TurnOutcome>),
+    Joined(oneshot::Receiver<Delivery>),
     /// New: the caller scores the text, calls `complete`, and this receives the outcome.
-    Admitted(oneshot::Receiver<TurnOutcome>),
+    Admitted(oneshot::Receiver<Delivery>),
     Rejected(RequestError),
 }
 
@@ -109,15 +115,24 @@ pub enum Admission {
 #[derive(Default)]
 pub struct Completion {
     pub alerts: Vec<Alert>,
-    results: Vec<(Vec<oneshot::Sender<TurnOutcome>>, TurnOutcome)>,
+    results: Vec<Applied>,
+}
+
+/// One turn a completion applied (or failed): who waits for it and what they get.
+struct Applied {
+    waiters: Vec<oneshot::Sender<Delivery>>,
+    outcome: TurnOutcome,
+    duplicate: bool,
+    /// What applying it again needs (shared store only: see `shared.rs`).
+    again: Option<shared::Reapply>,
 }
 
 impl Completion {
     /// Hands each applied turn's outcome to everyone waiting for it.
     pub fn deliver(self) {
-        for (waiters, outcome) in self.results {
-            for waiter in waiters {
-                let _ = waiter.send(outcome.clone());
+        for applied in self.results {
+            for waiter in applied.waiters {
+                let _ = waiter.send((applied.outcome.clone(), applied.duplicate));
             }
         }
     }
@@ -199,6 +214,9 @@ pub struct ConversationStore {
     /// the store (`track_changes`), so a store nobody saves does not grow it.
     removed: Mutex<Vec<String>>,
     tracking: std::sync::atomic::AtomicBool,
+    /// Where conversations are decided when replicas share them (cluster mode); without it this
+    /// store's memory is the truth.
+    shared: Option<Arc<dyn SharedConversations>>,
 }
 
 const SHARDS: usize = 32;
@@ -213,7 +231,14 @@ impl ConversationStore {
             heatmap: Heatmap::default(),
             removed: Mutex::new(Vec::new()),
             tracking: std::sync::atomic::AtomicBool::new(false),
+            shared: None,
         }
+    }
+
+    /// Decides every turn in `shared` (cluster mode): see [`Self::settle`].
+    pub fn with_shared(mut self, shared: Arc<dyn SharedConversations>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// From now on, records which conversations are ended or evicted (for `take_changes`).
@@ -357,13 +382,31 @@ impl ConversationStore {
         if let Some(pending) = conv.pending.get_mut(&turn_id) {
             pending.outcome = Some(outcome);
         }
+        self.apply_ready(conv, conversation_id, now, &mut done);
+        let t = under_lock(&done.alerts);
+        (done, t)
+    }
+
+    /// Applies every turn of `conv` that is ready (scored, and every turn before it applied), in
+    /// turn order, into `done`.
+    fn apply_ready(
+        &self,
+        conv: &mut Conversation,
+        conversation_id: &str,
+        now: Instant,
+        done: &mut Completion,
+    ) {
         while let Some(entry) = conv.pending.first_entry() {
             if entry.get().outcome.is_none() {
                 break;
             }
             let (turn_id, mut pending) = entry.remove_entry();
+            let mut again = None;
             let outcome = match pending.outcome.take().expect("checked above") {
                 Ok(scores) => {
+                    if self.shared.is_some() {
+                        again = Some(shared::Reapply::of(turn_id, &pending, &scores));
+                    }
                     let (scored, alerts) = conv.apply(
                         conversation_id,
                         turn_id,
@@ -396,28 +439,21 @@ impl ConversationStore {
                     Err(e)
                 }
             };
-            done.results
-                .push((std::mem::take(&mut pending.waiters), outcome));
+            done.results.push(Applied {
+                waiters: std::mem::take(&mut pending.waiters),
+                outcome,
+                duplicate: false,
+                again,
+            });
             conv.dirty = true;
         }
-        let t = under_lock(&done.alerts);
-        (done, t)
     }
 
     /// A conversation's state, if tracked and of one of `tenants` (empty: any).
     pub fn view(&self, conversation_id: &str, tenants: &[String]) -> Option<ConversationView> {
         let shard = self.shard(conversation_id);
         let conv = shard.get(conversation_id).filter(|c| visible(c, tenants))?;
-        Some(ConversationView {
-            conversation_id: conversation_id.to_string(),
-            context: conv.context.clone(),
-            speakers: conv.speaker_states(),
-            alert_level: conv.alert.level().max(conv.triggers.open_level()),
-            last_turn_id: conv.last_turn_id.unwrap_or(0),
-            turns: conv.history.iter().cloned().collect(),
-            started_at: conv.started_at,
-            updated_at: conv.updated_at,
-        })
+        Some(conv.view(conversation_id))
     }
 
     /// Ends a conversation: its summary, and its state released. Refused while turns are in flight.

@@ -128,7 +128,7 @@ impl Models {
 }
 
 impl Conversation {
-    fn snapshot(&self) -> ConversationSnapshot {
+    pub(super) fn snapshot(&self) -> ConversationSnapshot {
         let mut models = Models::default();
         let evidence = |ring: &VecDeque<Evidence>, models: &mut Models| {
             ring.iter()
@@ -187,6 +187,11 @@ impl Conversation {
             customer_model,
             lang: self.lang,
         }
+    }
+
+    /// The conversation a snapshot describes, on its own (none if it does not hold together).
+    pub(super) fn from_snapshot(s: ConversationSnapshot) -> Option<Self> {
+        Self::restore(s, &mut Models::default())
     }
 
     /// The conversation a snapshot describes; `models` shares model specs between conversations.

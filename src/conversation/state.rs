@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
+use super::shared::Revision;
 use super::{
     Context, ConversationSummary, RollingScore, ScoredTurn, Speaker, SpeakerState, StoreSettings,
     TextSignal, TurnOutcome,
@@ -24,7 +25,7 @@ pub(super) struct PendingTurn {
     pub(super) acoustic_valence: Option<f32>,
     pub(super) signal: Option<TextSignal>,
     pub(super) outcome: Option<Result<Scores, InferenceError>>,
-    pub(super) waiters: Vec<oneshot::Sender<TurnOutcome>>,
+    pub(super) waiters: Vec<oneshot::Sender<(TurnOutcome, bool)>>,
 }
 
 /// Compact evidence kept for a speaker's last few turns: (turn_id, valence, top 3 label indexes,
@@ -71,6 +72,9 @@ pub(super) struct Conversation {
     pub(super) lang: Option<Lang>,
     /// Changed since it was last persisted (see `snapshot.rs`).
     pub(super) dirty: bool,
+    /// With a shared store (cluster mode): its revision there, held while a turn is committed,
+    /// so one conversation's turns commit one at a time and in order (see `shared.rs`).
+    pub(super) commit: Arc<tokio::sync::Mutex<Revision>>,
 }
 
 impl Conversation {
@@ -96,6 +100,20 @@ impl Conversation {
             customer_model: None,
             lang: None,
             dirty: false,
+            commit: Arc::default(),
+        }
+    }
+
+    pub(super) fn view(&self, conversation_id: &str) -> super::ConversationView {
+        super::ConversationView {
+            conversation_id: conversation_id.to_string(),
+            context: self.context.clone(),
+            speakers: self.speaker_states(),
+            alert_level: self.alert.level().max(self.triggers.open_level()),
+            last_turn_id: self.last_turn_id.unwrap_or(0),
+            turns: self.history.iter().cloned().collect(),
+            started_at: self.started_at,
+            updated_at: self.updated_at,
         }
     }
 

@@ -150,7 +150,8 @@ impl EmotionAnalysis for EmotionService {
         let view = self
             .app
             .store
-            .view(&id, &identity.tenants)
+            .latest_view(&id, &identity.tenants)
+            .await?
             .ok_or(RequestError::UnknownConversation(id))?;
         Ok(Response::new(convert::conversation(&view)))
     }
@@ -162,7 +163,7 @@ impl EmotionAnalysis for EmotionService {
         let identity = Identity::require(&request, &[Role::Ingest])?;
         let id = request.into_inner().conversation_id;
         validate_conversation_id(&id, &self.app.config.limits)?;
-        let summary = self.app.store.end(&id, &identity.tenants)?;
+        let summary = self.app.pipeline.end(&id, &identity.tenants).await?;
         Ok(Response::new(convert::summary(&summary)))
     }
 }

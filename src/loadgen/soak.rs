@@ -7,6 +7,10 @@
 //! - on every reopened stream the turns still unanswered are re-sent first, in order, then the
 //!   new ones: a re-sent turn the server had scored before the break comes back as a duplicate
 //!   (counted as recovered, not lost); a turn answered twice as scored is counted duplicated;
+//! - with `failover` servers (replicas in cluster mode), streams are spread over all of them
+//!   and a broken stream reopens on the next one, where its unanswered turns are re-sent: what
+//!   a client of a cluster does when a replica dies (the conversation's state is shared, so any
+//!   replica answers a re-sent turn as the one that scored it would);
 //! - conversations end: after `turns_per_conversation` turns, once the last is answered, the
 //!   conversation is ended (EndConversation) and its slot starts a new one, so the server's
 //!   conversations turn over as calls do.
@@ -40,6 +44,22 @@ pub struct SoakConfig {
     pub report_every: Duration,
     /// After the last send, how long to wait for outstanding results.
     pub drain: Duration,
+    /// More replicas: streams start on `server` and these in turn, and move to the next on a
+    /// break.
+    pub failover: Vec<crate::client::Server>,
+    /// Stop after this many turns (else at `duration`).
+    pub total_turns: Option<u64>,
+    /// Names the run's conversations (`sk{run_id}g{generation}-{slot}`); default: the start
+    /// time. The same id, configuration and texts send the same turns.
+    pub run_id: Option<String>,
+}
+
+impl SoakConfig {
+    fn servers(&self) -> Vec<crate::client::Server> {
+        std::iter::once(self.server.clone())
+            .chain(self.failover.iter().cloned())
+            .collect()
+    }
 }
 
 /// One turn in flight: its request (to re-send) and when it was scheduled.
@@ -108,10 +128,14 @@ async fn stream_task(
     let mut rng = Rng::new(0x50a4 + s as u64);
     let mut order = 0u64;
     let mut inputs_done = false;
+    let servers = config.servers();
+    let mut at = s % servers.len();
     loop {
-        let channel = match config.server.channel().await {
+        let server = &servers[at];
+        let channel = match server.channel().await {
             Ok(c) => c,
             Err(_) => {
+                at = (at + 1) % servers.len();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -126,11 +150,12 @@ async fn stream_task(
         }
         let mut client = EmotionAnalysisClient::new(channel);
         let mut results = match client
-            .stream_turns(config.server.request(UnboundedReceiverStream::new(rx)))
+            .stream_turns(server.request(UnboundedReceiverStream::new(rx)))
             .await
         {
             Ok(r) => r.into_inner(),
             Err(_) => {
+                at = (at + 1) % servers.len();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -191,6 +216,7 @@ async fn stream_task(
             }
         }
         if broke {
+            at = (at + 1) % servers.len();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -242,12 +268,14 @@ pub async fn run(config: SoakConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         config.conversations > 0 && config.streams > 0 && config.rate > 0.0,
         "conversations, streams and rate must be positive"
     );
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    );
+    let run_id = config.run_id.clone().unwrap_or_else(|| {
+        format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        )
+    });
     let shared = Arc::new(Mutex::new(Shared {
         outstanding: (0..config.streams).map(|_| BTreeMap::new()).collect(),
         index: (0..config.streams).map(|_| HashMap::new()).collect(),
@@ -255,11 +283,17 @@ pub async fn run(config: SoakConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
     }));
     let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<String>();
     let ender = {
-        let (server, shared) = (config.server.clone(), shared.clone());
+        let (servers, shared) = (config.servers(), shared.clone());
         tokio::spawn(async move {
+            let mut at = 0;
             while let Some(id) = ends_rx.recv().await {
-                // Retried across restarts; a conversation already gone is ended all the same.
-                for _ in 0..50 {
+                // Retried across restarts (and replicas); a conversation already gone is ended
+                // all the same.
+                for attempt in 0..50 {
+                    if attempt > 0 {
+                        at = (at + 1) % servers.len();
+                    }
+                    let server = &servers[at];
                     let Ok(channel) = server.channel().await else {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
@@ -322,7 +356,7 @@ pub async fn run(config: SoakConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         sh.window_us.clear();
         sh.window_answered = 0;
     };
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && config.total_turns.is_none_or(|n| sent < n) {
         let at = start + Duration::from_secs_f64(sent as f64 / config.rate);
         tokio::time::sleep_until(at.into()).await;
         if Instant::now() >= next_report {

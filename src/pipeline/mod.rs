@@ -27,7 +27,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use crate::alerts::{Alert, AlertHub};
 use crate::config::{AlertConfig, Config, LimitsConfig};
-use crate::conversation::{Admission, ConversationStore, Speaker, TextSignal, TurnOutcome};
+use crate::conversation::{Admission, ConversationStore, Delivery, Speaker, TextSignal};
 use crate::error::{InferenceError, RequestError};
 use crate::grpc::convert;
 use crate::inference::shadow::{Compared, Shadow};
@@ -129,6 +129,18 @@ impl Pipeline {
         &self.store
     }
 
+    /// EndConversation: the conversation's summary, its state released wherever it is decided.
+    pub async fn end(
+        &self,
+        conversation_id: &str,
+        tenants: &[String],
+    ) -> Result<crate::conversation::ConversationSummary, RequestError> {
+        let enqueue = |alerts: &[Alert]| self.sink.enqueue(alerts);
+        self.store
+            .end_latest(conversation_id, tenants, &enqueue)
+            .await
+    }
+
     /// One turn's way to its result. `tenants` are the tenants the caller may write to (empty:
     /// any). The future resolves to the turn's result; scoring goes on in its own task whether
     /// or not the future is polled to the end.
@@ -211,15 +223,11 @@ impl Pipeline {
                     Err(_) => shadow.skipped(&id, turn_id, customer, Instant::now()),
                 }
             }
-            // complete, and hand the alerts to the sink in the conversation's order
+            // complete (and commit, where conversations are shared), hand the alerts to the sink
+            // in the conversation's order, then the results to their waiters
             let _room = this.publishing.acquire().await;
-            let (completion, published) =
-                this.store
-                    .complete_with(&id, turn_id, scores, Instant::now(), |alerts| {
-                        this.sink.enqueue(alerts)
-                    });
-            // publish: alerts first, then the result.
-            published.await;
+            let enqueue = |alerts: &[Alert]| this.sink.enqueue(alerts);
+            let completion = this.store.settle(&id, turn_id, scores, &enqueue).await;
             completion.deliver();
         });
         finish(conversation_id, turn_id, rx, false, self.metrics.clone()).boxed()
@@ -245,11 +253,12 @@ impl Pipeline {
 async fn finish(
     conversation_id: String,
     turn_id: u64,
-    rx: tokio::sync::oneshot::Receiver<TurnOutcome>,
-    duplicate: bool,
+    rx: tokio::sync::oneshot::Receiver<Delivery>,
+    joined: bool,
     metrics: Metrics,
 ) -> pb::TurnResult {
-    let outcome = rx.await.unwrap_or(Err(InferenceError::Stopped));
+    let (outcome, scored_before) = rx.await.unwrap_or((Err(InferenceError::Stopped), false));
+    let duplicate = joined || scored_before;
     match outcome {
         Ok(scored) => {
             metrics.turn(if duplicate { "duplicate" } else { "scored" });

@@ -272,12 +272,15 @@ pub async fn conversation(
 ) -> Result<Json<Value>, WebError> {
     let identity = web.identity(&headers, &[Role::Supervisor])?;
     check_len("conversation_id", &id, MAX_ID_BYTES)?;
-    let view = web.app.store.view(&id, &identity.tenants).ok_or_else(|| {
-        WebError(
-            StatusCode::NOT_FOUND,
-            format!("no live conversation {id:?} (ended, evicted, or never seen)"),
-        )
-    })?;
+    let view = web.app.store.latest_view(&id, &identity.tenants).await;
+    let view = view
+        .map_err(|e| WebError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            WebError(
+                StatusCode::NOT_FOUND,
+                format!("no live conversation {id:?} (ended, evicted, or never seen)"),
+            )
+        })?;
     let speaker = |s: Speaker| match s {
         Speaker::Customer => "customer",
         Speaker::Agent => "agent",

@@ -129,13 +129,19 @@ impl Node {
 pub struct NatsCluster {
     pub nodes: Vec<Node>,
     dir: tempfile::TempDir,
+    /// One cluster at a time per test binary: tests run in parallel, and a dozen nodes and
+    /// several servers at once on two cores starve each other's elections.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl NatsCluster {
     /// Starts the nodes and waits until JetStream answers on each (its meta leader elected).
     /// None when there is no binary (the test skips; see [`server_binary`]).
     pub async fn start(n: usize) -> Option<Self> {
         let binary = server_binary()?;
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
@@ -174,7 +180,11 @@ impl NatsCluster {
             node.start();
             nodes.push(node);
         }
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            dir,
+            _serial: serial,
+        };
         for node in &cluster.nodes {
             cluster.wait_for_jetstream(&node.url()).await;
         }
@@ -199,11 +209,20 @@ impl NatsCluster {
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "JetStream at {url} not ready within 30 s; logs in {}",
-                self.dir.path().display()
-            );
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = (self.nodes.iter())
+                    .map(|n| {
+                        let log = std::fs::read_to_string(n.config.with_extension("log"))
+                            .unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                        format!("{}: {}", n.url(), tail.join(" | "))
+                    })
+                    .collect();
+                panic!(
+                    "JetStream at {url} not ready within 30 s; the nodes' last log lines: {}",
+                    logs.join("; ")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

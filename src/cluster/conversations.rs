@@ -1,0 +1,219 @@
+//! The conversations of a cluster: one replicated JetStream key-value bucket
+//! (`{prefix}-conversations`), one key per conversation (`c.` and the first 16 bytes of the
+//! SHA-256 of its id, in hex: any id is a valid key; the snapshot holds the real one), holding
+//! its committed [`SharedState`]. The key's revision is what commits compare and set
+//! (`conversation::shared`). History 1; the bucket's `max_age` is `limits.conversation_ttl_secs`,
+//! so a conversation nobody writes to expires there as it does in memory.
+//!
+//! A failed attempt (a dead node, a leader election, no answer) is retried every 100 ms until
+//! `cluster.op_timeout_ms`. A commit whose first attempt landed but whose acknowledgement was
+//! lost comes back from its retry as a conflict: the store then reads the state, finds its own
+//! turns in it, and answers them as they were committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{Cluster, ClusterError};
+use crate::conversation::{Revision, SharedConversations, SharedError, SharedState};
+
+/// The first byte of every value: the encoding's version.
+const FORMAT: u8 = 1;
+/// Pause between attempts of one operation.
+const RETRY: Duration = Duration::from_millis(100);
+/// The limit of one attempt (an operation is retried until `cluster.op_timeout_ms`).
+const ATTEMPT: Duration = Duration::from_secs(2);
+
+pub struct JetStreamConversations {
+    kv: kv::Store,
+    op_timeout: Duration,
+}
+
+impl JetStreamConversations {
+    /// Opens the bucket, creating it if no replica has yet.
+    pub async fn open(cluster: &Cluster, ttl: Duration) -> Result<Self, ClusterError> {
+        let bucket = format!("{}-conversations", cluster.config.prefix);
+        let config = kv::Config {
+            bucket: bucket.clone(),
+            description: "emotion-service conversation state (one key per conversation)".into(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: cluster.config.replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let js = cluster.jetstream.clone();
+        let deadline = tokio::time::Instant::now() + cluster.config.op_timeout();
+        loop {
+            let attempt = tokio::time::timeout(ATTEMPT, async {
+                match js.get_key_value(bucket.as_str()).await {
+                    Ok(store) => Ok(store),
+                    Err(_) => js
+                        .create_key_value(config.clone())
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer".into()));
+            match attempt {
+                Ok(kv) => {
+                    return Ok(Self {
+                        kv,
+                        op_timeout: cluster.config.op_timeout(),
+                    });
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ClusterError::JetStream(format!(
+                        "opening the conversation bucket {bucket}: {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(RETRY).await,
+            }
+        }
+    }
+}
+
+fn key(conversation_id: &str) -> String {
+    format!(
+        "c.{}",
+        hex::encode(&Sha256::digest(conversation_id.as_bytes())[..16])
+    )
+}
+
+fn encode(state: &SharedState) -> Result<Bytes, SharedError> {
+    let mut out = vec![FORMAT];
+    out.extend(
+        postcard::to_stdvec(state)
+            .map_err(|e| SharedError::Unavailable(format!("encoding conversation state: {e}")))?,
+    );
+    Ok(out.into())
+}
+
+fn decode(conversation_id: &str, body: &[u8]) -> Option<SharedState> {
+    let state = match body.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
+        _ => None,
+    };
+    if state.is_none() {
+        tracing::warn!(conversation = %conversation_id, "the committed state of a conversation cannot be read (another version?); it starts again");
+    }
+    state
+}
+
+/// Runs `op` until it gives an answer other than a transient failure, at most `timeout`.
+async fn retried<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    timeout: Duration,
+    mut op: impl FnMut() -> F,
+    final_error: impl Fn(&E) -> Option<SharedError>,
+) -> Result<T, SharedError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Each attempt is cut short: a request sent to a node that died is never answered, and
+        // its retry (through the client's new connection) is what succeeds.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let last = match tokio::time::timeout(left.min(ATTEMPT), op()).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(e)) => match final_error(&e) {
+                Some(error) => return Err(error),
+                None => e.to_string(),
+            },
+            Err(_) => "no answer".to_string(),
+        };
+        if tokio::time::Instant::now() + RETRY >= deadline {
+            return Err(SharedError::Unavailable(format!(
+                "{what}: {last} (tried for {} ms)",
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+fn conflict(e: &kv::UpdateError) -> Option<SharedError> {
+    (e.kind() == kv::UpdateErrorKind::WrongLastRevision).then_some(SharedError::Conflict)
+}
+
+impl SharedConversations for JetStreamConversations {
+    fn load(
+        &self,
+        conversation_id: &str,
+    ) -> BoxFuture<'static, Result<(Option<SharedState>, Revision), SharedError>> {
+        let (kv, key, id, timeout) = (
+            self.kv.clone(),
+            key(conversation_id),
+            conversation_id.to_string(),
+            self.op_timeout,
+        );
+        async move {
+            let entry = retried(
+                "reading conversation state",
+                timeout,
+                || kv.entry(key.clone()),
+                |_| None,
+            )
+            .await?;
+            Ok(match entry {
+                None => (None, 0),
+                Some(e) => match e.operation {
+                    kv::Operation::Put => (decode(&id, &e.value), e.revision),
+                    kv::Operation::Delete | kv::Operation::Purge => (None, e.revision),
+                },
+            })
+        }
+        .boxed()
+    }
+
+    fn commit(
+        &self,
+        conversation_id: &str,
+        state: &SharedState,
+        expected: Revision,
+    ) -> BoxFuture<'static, Result<Revision, SharedError>> {
+        let body = encode(state);
+        let (kv, key, timeout) = (self.kv.clone(), key(conversation_id), self.op_timeout);
+        async move {
+            let body = body?;
+            retried(
+                "committing conversation state",
+                timeout,
+                || kv.update(key.clone(), body.clone(), expected),
+                conflict,
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn remove(
+        &self,
+        conversation_id: &str,
+        expected: Revision,
+    ) -> BoxFuture<'static, Result<(), SharedError>> {
+        let (kv, key, timeout) = (self.kv.clone(), key(conversation_id), self.op_timeout);
+        async move {
+            retried(
+                "ending the conversation",
+                timeout,
+                || kv.delete_expect_revision(key.clone(), Some(expected)),
+                conflict,
+            )
+            .await
+        }
+        .boxed()
+    }
+}
+
+/// For `lib.rs`: the bucket behind the conversation store's shared seam.
+pub async fn open(
+    cluster: &Cluster,
+    ttl: Duration,
+) -> Result<Arc<dyn SharedConversations>, ClusterError> {
+    Ok(Arc::new(JetStreamConversations::open(cluster, ttl).await?))
+}
