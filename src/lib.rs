@@ -208,6 +208,11 @@ pub async fn run(
         health.clone(),
         stopped(stop_rx.clone()),
     ));
+    tokio::spawn(conversation_state_health(
+        app.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
     if let Some(dir) = app.config.model.watch_dir.clone() {
         tokio::spawn(watch_models(app.clone(), dir, stopped(stop_rx.clone())));
     }
@@ -348,6 +353,45 @@ async fn watch_models(app: Arc<App>, dir: std::path::PathBuf, stopped: impl Futu
                     tracing::info!(model = %s.model.spec.tag, path = %path.display(), "watched model loaded")
                 }
                 Err(error) => tracing::error!(%error, "watched model refused"),
+            }
+        }
+    }
+}
+
+/// Every second, in cluster mode: while the conversation bucket does not answer (NATS
+/// unreachable, or this replica cut off from its majority), the server and EmotionAnalysis say
+/// NOT_SERVING, so a load balancer moves the turns to replicas that can commit them (each turn
+/// sent here meanwhile is answered UNAVAILABLE); SERVING again once it answers.
+async fn conversation_state_health(
+    app: Arc<App>,
+    health: tonic_health::server::HealthReporter,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut degraded = false;
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
+        let Some(probe) = app.store.probe_shared().await else {
+            return; // embedded: memory is the truth
+        };
+        if probe.is_err() != degraded && app.serving.load(std::sync::atomic::Ordering::Relaxed) {
+            degraded = probe.is_err();
+            let status = match probe {
+                Err(error) => {
+                    tracing::error!(%error, "conversation state unreachable: NOT_SERVING");
+                    ServingStatus::NotServing
+                }
+                Ok(()) => {
+                    tracing::info!("conversation state reachable again: SERVING");
+                    ServingStatus::Serving
+                }
+            };
+            for service in ["", "emotion.v1.EmotionAnalysis"] {
+                health.set_service_status(service, status).await;
             }
         }
     }

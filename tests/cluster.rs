@@ -727,3 +727,82 @@ async fn replicas_fail_over_without_losing_a_turn_or_an_alert() {
     got.sort();
     assert_eq!(got, want, "the cluster decided what one process decides");
 }
+
+/// The server's own health status (grpc.health.v1, service "").
+async fn health(server: &TestServer) -> i32 {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    client
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .map_or(0, |r| r.into_inner().status)
+}
+
+async fn health_becomes(server: &TestServer, status: i32, within: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while health(server).await != status {
+        assert!(
+            start.elapsed() < within,
+            "health not {status} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// NATS gone entirely: the replica says NOT_SERVING (a load balancer stops sending to it), a
+/// turn sent anyway is answered UNAVAILABLE, not scored into state it could not keep; once NATS
+/// is back it serves again and the conversation goes on from its committed state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_without_nats_says_not_serving_and_answers_unavailable() {
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut config = replica_config(&nats);
+    config.cluster.op_timeout_ms = 2_000;
+    let mut server = TestServer::start(config).await;
+    server.ready().await;
+    assert_eq!(health(&server).await, SERVING);
+    let mut client = server.client().await;
+    let turn = |id: u64| {
+        common::turn(
+            "cut-off",
+            id,
+            pb::Speaker::Customer,
+            "My parcel is late again.",
+        )
+    };
+    let first = stream_all(&mut client, vec![turn(1)]).await;
+    assert!(first[0].error.is_none(), "{first:?}");
+
+    for node in &mut nats.nodes {
+        node.kill_9();
+    }
+    let took = health_becomes(&server, NOT_SERVING, Duration::from_secs(15)).await;
+    eprintln!("NOT_SERVING {} ms after NATS died", took.as_millis());
+    let refused = stream_all(&mut client, vec![turn(2)]).await;
+    let error = refused[0].error.as_ref().expect("not scored");
+    assert_eq!(error.code, tonic::Code::Unavailable as i32, "{error:?}");
+    assert!(error.message.contains("conversation state"), "{error:?}");
+
+    nats.restart_all().await;
+    let took = health_becomes(&server, SERVING, Duration::from_secs(60)).await;
+    eprintln!("SERVING {} ms after NATS came back", took.as_millis());
+    let resent = stream_all(&mut client, vec![turn(2)]).await;
+    assert!(resent[0].error.is_none(), "{resent:?}");
+    assert!(!resent[0].duplicate, "scored now, not before: {resent:?}");
+    let view = client
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: "cut-off".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        view.turns.iter().map(|t| t.turn_id).collect::<Vec<_>>(),
+        [1, 2],
+        "turn 1 kept through the outage"
+    );
+    server.stop().await.unwrap();
+}

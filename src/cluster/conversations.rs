@@ -170,6 +170,23 @@ impl SharedConversations for JetStreamConversations {
         .boxed()
     }
 
+    fn probe(&self) -> BoxFuture<'static, Result<(), SharedError>> {
+        let kv = self.kv.clone();
+        async move {
+            match tokio::time::timeout(ATTEMPT, kv.entry("probe")).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(SharedError::Unavailable(format!(
+                    "reading the conversation bucket: {e}"
+                ))),
+                Err(_) => Err(SharedError::Unavailable(format!(
+                    "the conversation bucket did not answer within {} ms",
+                    ATTEMPT.as_millis()
+                ))),
+            }
+        }
+        .boxed()
+    }
+
     fn commit(
         &self,
         conversation_id: &str,

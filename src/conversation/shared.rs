@@ -65,6 +65,8 @@ pub trait SharedConversations: Send + Sync {
         state: &SharedState,
         expected: Revision,
     ) -> BoxFuture<'static, Result<Revision, SharedError>>;
+    /// One quick read that tells whether commits can be made now (readiness).
+    fn probe(&self) -> BoxFuture<'static, Result<(), SharedError>>;
     /// Removes the conversation if the stored revision is still `expected`.
     fn remove(
         &self,
@@ -355,6 +357,12 @@ impl ConversationStore {
         }
         done.alerts.clear();
         done
+    }
+
+    /// Whether the shared store answers now (none without one): readiness in cluster mode.
+    pub async fn probe_shared(&self) -> Option<Result<(), SharedError>> {
+        let shared = self.shared.clone()?;
+        Some(shared.probe().await)
     }
 
     /// A conversation's state as decided: with a shared store, as last committed there (any

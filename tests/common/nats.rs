@@ -233,6 +233,18 @@ impl NatsCluster {
     }
 
     /// Restarts a killed node on its ports and storage.
+    /// Starts every node that is not running (all of them after a total outage) and waits for
+    /// JetStream on each.
+    pub async fn restart_all(&mut self) {
+        for node in self.nodes.iter_mut().filter(|n| n.child.is_none()) {
+            node.start();
+        }
+        for i in 0..self.nodes.len() {
+            let url = self.nodes[i].url();
+            self.wait_for_jetstream(&url).await;
+        }
+    }
+
     pub async fn restart(&mut self, i: usize) {
         self.nodes[i].start();
         let url = self.nodes[i].url();
