@@ -50,6 +50,9 @@ pub enum Command {
     /// Load a running server: concurrent conversations over several streams, texts from a corpus;
     /// reports throughput, latency percentiles, and lost / duplicated / failed turns.
     Loadgen(LoadgenArgs),
+    /// Ask a running server's grpc.health.v1 whether it serves (the container health check);
+    /// prints the status, exits 0 only when SERVING.
+    Health(HealthArgs),
     /// Fuzz a running server (auth off, loopback): StreamTurns with random malformed, duplicate,
     /// out-of-order, garbage and cancelled streams, every other call, the dashboard's HTTP
     /// endpoints (--web-port), model directories (--model-dir) and config files, checking every
@@ -240,6 +243,15 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The service to ask about (empty: the whole server).
+    #[arg(long, default_value = "")]
+    pub service: String,
 }
 
 #[derive(Args)]

@@ -401,6 +401,39 @@ mod tests {
         assert_eq!(Config::load(None, []).unwrap(), Config::default());
     }
 
+    /// The deployment's config (deploy/) loads, is cluster mode, and its demo tokens are what
+    /// deploy/README.md says they are.
+    #[test]
+    fn the_deploy_config_validates() {
+        use sha2::{Digest, Sha256};
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/emotion.toml");
+        let c = Config::load(Some(&path), []).unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.nats.len(), 3);
+        let plain = [
+            "demo-ingest-CHANGE-ME",
+            "demo-supervisor-CHANGE-ME",
+            "demo-admin-CHANGE-ME",
+        ];
+        for (token, plain) in c.auth.tokens.iter().zip(plain) {
+            assert_eq!(
+                token.sha256,
+                hex::encode(Sha256::digest(plain)),
+                "{}",
+                token.name
+            );
+        }
+        let manifest =
+            std::fs::read_to_string(path.with_file_name("kubernetes/emotion.yaml")).unwrap();
+        for token in &c.auth.tokens {
+            assert!(
+                manifest.contains(&token.sha256),
+                "the ConfigMap has {}",
+                token.name
+            );
+        }
+    }
+
     #[test]
     fn file_then_env_override() {
         let dir = std::env::temp_dir().join(format!("emotion-config-{}", std::process::id()));

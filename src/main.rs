@@ -43,6 +43,23 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => loadgen(args).await,
         Command::Fuzz(args) => fuzz(args).await,
+        Command::Health(args) => {
+            let server = args.server.server();
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(server.channel().await?);
+            let status = health
+                .check(server.request(tonic_health::pb::HealthCheckRequest {
+                    service: args.service,
+                }))
+                .await?
+                .into_inner()
+                .status();
+            println!("{}", status.as_str_name());
+            if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Watch(args) => {
             use std::io::IsTerminal;
             let color = match args.color {
