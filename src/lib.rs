@@ -161,6 +161,15 @@ pub async fn run(
         config.clone(),
         metrics.clone(),
     ));
+    if let Some(cluster) = &cluster {
+        // Swaps made here reach the fleet; the fleet's swaps reach here.
+        let cache = (config.alert_log.path.parent())
+            .unwrap_or(std::path::Path::new("."))
+            .join("models");
+        let fleet = cluster::models::JetStreamModels::open(cluster, cache).await?;
+        models.set_fleet(fleet.clone());
+        fleet.follow(models.clone());
+    }
     let pipeline = Arc::new(
         pipeline::Pipeline::new(
             &config,

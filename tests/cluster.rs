@@ -806,3 +806,70 @@ async fn a_replica_without_nats_says_not_serving_and_answers_unavailable() {
     );
     server.stop().await.unwrap();
 }
+
+async fn serving_model(server: &TestServer) -> String {
+    let mut admin = pb::model_admin_client::ModelAdminClient::new(server.channel().await);
+    let m = admin
+        .get_model(pb::GetModelRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    format!("{}@{}", m.name, m.version)
+}
+
+async fn serves_within(server: &TestServer, tag: &str, within: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while serving_model(server).await != tag {
+        assert!(
+            start.elapsed() < within,
+            "{tag} not serving within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    start.elapsed()
+}
+
+/// LoadModel on one replica reaches the other (through the object store and `model.active`),
+/// which scores with it; RollbackModel on the other takes both back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_loaded_on_one_replica_serves_on_every_replica() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (one, two) = two_replicas(&nats).await;
+    let original = serving_model(&one).await;
+    assert_eq!(serving_model(&two).await, original);
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = dir.path().join("v2");
+    common::shipped_copy(&candidate, "fleet-v2", None);
+    let mut admin = pb::model_admin_client::ModelAdminClient::new(one.channel().await);
+    let loaded = admin
+        .load_model(pb::LoadModelRequest {
+            path: candidate.display().to_string(),
+            skip_quality_gate: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v2 = format!("{}@{}", loaded.name, loaded.version);
+    assert!(v2.ends_with("@fleet-v2"), "{v2}");
+    let took = serves_within(&two, &v2, Duration::from_secs(60)).await;
+    eprintln!(
+        "the other replica served {v2} {} ms after LoadModel returned",
+        took.as_millis()
+    );
+    let scored = stream_all(&mut two.client().await, angry_call("after-swap")).await;
+    assert!(scored.iter().all(|r| r.model_version == v2), "{scored:?}");
+
+    // Rolled back on the other replica: both serve the original again.
+    let mut admin_two = pb::model_admin_client::ModelAdminClient::new(two.channel().await);
+    let back = admin_two
+        .rollback_model(pb::RollbackModelRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(format!("{}@{}", back.name, back.version), original);
+    serves_within(&one, &original, Duration::from_secs(60)).await;
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
+}

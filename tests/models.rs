@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::onnx::{EKMAN, Shape, write_ekman_dir};
-use common::{TestServer, config, repo_path, turn};
+use common::{TestServer, config, shipped_copy, turn};
 use emotion_service::pb;
 use emotion_service::pb::model_admin_client::ModelAdminClient;
 use tokio::sync::mpsc;
@@ -21,24 +21,6 @@ fn swap_config() -> emotion_service::Config {
     let mut c = config();
     c.model.checker = Some(PathBuf::from(env!("CARGO_BIN_EXE_emotion")));
     c
-}
-
-/// The shipped model under another version, its thresholds all set to `threshold` if given.
-fn shipped_copy(dir: &Path, version: &str, threshold: Option<f32>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let src = repo_path("models/goemotions-minilm-l6");
-    for f in ["model.onnx", "tokenizer.json", "config.json"] {
-        std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
-    }
-    let mut extra: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("emotion.json")).unwrap()).unwrap();
-    extra["version"] = version.into();
-    if let Some(t) = threshold {
-        for v in extra["thresholds"].as_object_mut().unwrap().values_mut() {
-            *v = t.into();
-        }
-    }
-    std::fs::write(dir.join("emotion.json"), extra.to_string()).unwrap();
 }
 
 async fn load(

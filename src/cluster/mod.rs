@@ -5,6 +5,7 @@
 
 pub mod alert_log;
 pub mod conversations;
+pub mod models;
 
 use std::time::Duration;
 

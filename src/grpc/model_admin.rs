@@ -82,6 +82,7 @@ impl From<SwapError> for Status {
             }
             SwapError::BadShare(_) => Status::invalid_argument(e.to_string()),
             SwapError::Internal(_) => Status::internal(e.to_string()),
+            SwapError::Fleet(_) => Status::unavailable(e.to_string()),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Putting a new model into service without downtime: validate the candidate in a child process
 //! (`emotion check-model`, so a crafted ONNX or tokenizer file can crash only the child), load it
 //! with one session per inference worker, then swap it in ([`Batcher::swap`]). The replaced model
-//! is kept for [`ModelManager::rollback`].
+//! is kept for [`ModelManager::rollback`]. In a fleet (cluster mode) every swap made here is
+//! announced ([`ModelFleet`]) and the other replicas adopt it ([`ModelManager::adopt`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::shadow::Shadow;
@@ -49,6 +51,16 @@ pub enum SwapError {
     BadShare(f64),
     #[error("model swap: {0}")]
     Internal(String),
+    /// Swapped here, but the other replicas were not told (cluster mode).
+    #[error("swapped on this replica, but the fleet was not told (retry): {0}")]
+    Fleet(String),
+}
+
+/// Where the replicas of a fleet learn which model serves (cluster mode: a JetStream object
+/// store and key-value bucket; `crate::cluster::models`).
+pub trait ModelFleet: Send + Sync {
+    /// Makes `model`, now serving on this replica, the one every replica serves.
+    fn announce(&self, model: &super::ModelSpec) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// The outcome of a swap: the model now serving, the one it replaced, and the gate it passed.
@@ -66,6 +78,7 @@ pub struct ModelManager {
     shadow: Mutex<Option<Arc<Shadow>>>,
     /// One change at a time: a second LoadModel waits for the first.
     changing: tokio::sync::Mutex<()>,
+    fleet: std::sync::OnceLock<Arc<dyn ModelFleet>>,
 }
 
 impl ModelManager {
@@ -77,12 +90,47 @@ impl ModelManager {
             previous: Mutex::new(None),
             shadow: Mutex::new(None),
             changing: tokio::sync::Mutex::new(()),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 
-    /// Validates, loads and swaps in the model at `path`.
+    /// From now on every swap made here is announced to `fleet`.
+    pub fn set_fleet(&self, fleet: Arc<dyn ModelFleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The default model serving now.
+    pub fn serving(&self) -> Arc<super::ModelSpec> {
+        self.batcher.spec().clone()
+    }
+
+    /// Tells the fleet (if any) what serves here now.
+    async fn announce(&self, swapped: Swapped) -> Result<Swapped, SwapError> {
+        if let Some(fleet) = self.fleet.get() {
+            fleet
+                .announce(&swapped.model.spec)
+                .await
+                .map_err(SwapError::Fleet)?;
+        }
+        Ok(swapped)
+    }
+
+    /// Validates, loads and swaps in the model at `path` (quality gate unless `skip_gate`), and
+    /// announces it to the fleet.
     pub async fn load(&self, path: &Path, skip_gate: bool) -> Result<Swapped, SwapError> {
         let _one_at_a_time = self.changing.lock().await;
+        let swapped = self.swap_in(path, skip_gate).await?;
+        self.announce(swapped).await
+    }
+
+    /// Puts in service a model another replica announced (downloaded to `path`): validated
+    /// by the checker like any candidate (the gate was the announcer's), not announced again.
+    pub async fn adopt(&self, path: &Path) -> Result<Swapped, SwapError> {
+        let _one_at_a_time = self.changing.lock().await;
+        self.swap_in(path, true).await
+    }
+
+    async fn swap_in(&self, path: &Path, skip_gate: bool) -> Result<Swapped, SwapError> {
         let rejected = |reason: String| SwapError::Rejected {
             path: path.to_path_buf(),
             reason,
@@ -186,27 +234,31 @@ impl ModelManager {
         self.metrics.model_swaps.inc();
         tracing::info!(from = %replaced.spec.tag, to = %shadow.model.spec.tag, "shadow promoted");
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(replaced.clone());
-        Ok(Swapped {
+        self.announce(Swapped {
             model: shadow.model.clone(),
             replaced,
             gate: None,
         })
+        .await
     }
 
     /// Swaps back to the model the last swap replaced.
     pub async fn rollback(&self) -> Result<Swapped, SwapError> {
         let _one_at_a_time = self.changing.lock().await;
-        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-        let model = previous.take().ok_or(SwapError::NoPrevious)?;
-        let replaced = self.batcher.swap(model.clone());
-        self.metrics.model_swaps.inc();
-        tracing::info!(from = %replaced.spec.tag, to = %model.spec.tag, "model rolled back");
-        *previous = Some(replaced.clone());
-        Ok(Swapped {
-            model,
-            replaced,
-            gate: None,
-        })
+        let swapped = {
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            let model = previous.take().ok_or(SwapError::NoPrevious)?;
+            let replaced = self.batcher.swap(model.clone());
+            self.metrics.model_swaps.inc();
+            tracing::info!(from = %replaced.spec.tag, to = %model.spec.tag, "model rolled back");
+            *previous = Some(replaced.clone());
+            Swapped {
+                model,
+                replaced,
+                gate: None,
+            }
+        };
+        self.announce(swapped).await
     }
 
     /// Runs `emotion check-model` on the candidate and reads its verdict.

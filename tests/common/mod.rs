@@ -352,3 +352,21 @@ pub fn angry_call(conversation_id: &str) -> Vec<pb::TurnRequest> {
     .map(|(i, text)| turn(conversation_id, i as u64 + 1, pb::Speaker::Customer, text))
     .collect()
 }
+
+/// The shipped model under another version, its thresholds all set to `threshold` if given.
+pub fn shipped_copy(dir: &std::path::Path, version: &str, threshold: Option<f32>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = repo_path("models/goemotions-minilm-l6");
+    for f in ["model.onnx", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut extra: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("emotion.json")).unwrap()).unwrap();
+    extra["version"] = version.into();
+    if let Some(t) = threshold {
+        for v in extra["thresholds"].as_object_mut().unwrap().values_mut() {
+            *v = t.into();
+        }
+    }
+    std::fs::write(dir.join("emotion.json"), extra.to_string()).unwrap();
+}
