@@ -396,6 +396,29 @@ async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
     assert!(again[0].duplicate, "{again:?}");
     assert_eq!(again[0].rolling_valence, results[3].rolling_valence);
 
+    // A client that re-sends a whole conversation, pipelined on one stream, to a replica that
+    // knows only its start: the turns scored elsewhere come back as committed, once, and the
+    // rest go on from there, as on one process.
+    let piped = |t: &pb::TurnRequest| {
+        let mut t = t.clone();
+        t.conversation_id = "pipelined".into();
+        t
+    };
+    stream_all(&mut c1, turns[..4].iter().map(piped).collect()).await;
+    let again = stream_all(&mut c2, turns.iter().map(piped).collect()).await;
+    assert_eq!(again.len(), turns.len());
+    for (i, (got, want)) in again.iter().zip(&expected).enumerate() {
+        assert!(got.error.is_none(), "turn {}: {:?}", got.turn_id, got.error);
+        assert_eq!(got.duplicate, i < 4, "turn {}", got.turn_id);
+        assert!(
+            (got.rolling_valence - want.rolling_valence).abs() < 1e-4,
+            "turn {}: rolling {} re-sent, {} on one process",
+            got.turn_id,
+            got.rolling_valence,
+            want.rolling_valence
+        );
+    }
+
     // Alerts: the same decisions as one process, once each, on either replica's history.
     let want = decisions(&solo, "moving").await;
     assert!(!want.is_empty(), "the call raises alerts");

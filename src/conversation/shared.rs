@@ -260,6 +260,33 @@ impl ConversationStore {
         }
         let known = base.last_turn_id;
         base.pending = std::mem::take(&mut conv.pending);
+        // Turns still being scored here that the committed state already holds (a client
+        // re-sending a conversation another replica scored): answered as committed now, never
+        // applied a second time.
+        if let Some(last) = known {
+            let stale: Vec<u64> = base.pending.range(..=last).map(|(&id, _)| id).collect();
+            for turn_id in stale {
+                let pending = base.pending.remove(&turn_id).expect("listed above");
+                let (outcome, duplicate) =
+                    match base.history.binary_search_by_key(&turn_id, |t| t.turn_id) {
+                        Ok(i) => (Ok(base.history[i].clone()), true),
+                        Err(_) => (
+                            Err(InferenceError::Rejected(RequestError::OutOfOrder {
+                                conversation_id: conversation_id.to_string(),
+                                turn_id,
+                                last,
+                            })),
+                            false,
+                        ),
+                    };
+                done.results.push(super::Applied {
+                    waiters: pending.waiters,
+                    outcome,
+                    duplicate,
+                    again: None,
+                });
+            }
+        }
         base.touched = conv.touched;
         base.commit = conv.commit.clone();
         base.dirty = true;
