@@ -344,6 +344,21 @@ async fn decisions(server: &TestServer, conversation_id: &str) -> Vec<(String, i
     history.iter().map(decision).collect()
 }
 
+/// A result in cluster mode against one process's for the same turn.
+fn same_as_one_process(got: &pb::TurnResult, want: &pb::TurnResult, duplicate: bool) {
+    assert!(got.error.is_none(), "turn {}: {:?}", got.turn_id, got.error);
+    assert_eq!(got.turn_id, want.turn_id);
+    assert_eq!(got.duplicate, duplicate, "turn {}", got.turn_id);
+    assert!(
+        (got.rolling_valence - want.rolling_valence).abs() < 1e-4,
+        "turn {}: rolling {} in the cluster, {} on one process",
+        got.turn_id,
+        got.rolling_valence,
+        want.rolling_valence
+    );
+    assert_eq!(got.alert_level, want.alert_level, "turn {}", got.turn_id);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
     let Some(nats) = NatsCluster::start(3).await else {
@@ -369,17 +384,7 @@ async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
     }
     assert_eq!(results.len(), expected.len());
     for (got, want) in results.iter().zip(&expected) {
-        assert!(got.error.is_none(), "turn {}: {:?}", got.turn_id, got.error);
-        assert_eq!(got.turn_id, want.turn_id);
-        assert!(!got.duplicate, "turn {} scored once", got.turn_id);
-        assert!(
-            (got.rolling_valence - want.rolling_valence).abs() < 1e-4,
-            "turn {}: rolling {} across replicas, {} on one process",
-            got.turn_id,
-            got.rolling_valence,
-            want.rolling_valence
-        );
-        assert_eq!(got.alert_level, want.alert_level, "turn {}", got.turn_id);
+        same_as_one_process(got, want, false);
     }
 
     // The last turn re-sent to a third replica that has never seen the conversation (the
@@ -408,15 +413,7 @@ async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
     let again = stream_all(&mut c2, turns.iter().map(piped).collect()).await;
     assert_eq!(again.len(), turns.len());
     for (i, (got, want)) in again.iter().zip(&expected).enumerate() {
-        assert!(got.error.is_none(), "turn {}: {:?}", got.turn_id, got.error);
-        assert_eq!(got.duplicate, i < 4, "turn {}", got.turn_id);
-        assert!(
-            (got.rolling_valence - want.rolling_valence).abs() < 1e-4,
-            "turn {}: rolling {} re-sent, {} on one process",
-            got.turn_id,
-            got.rolling_valence,
-            want.rolling_valence
-        );
+        same_as_one_process(got, want, i < 4);
     }
 
     // Alerts: the same decisions as one process, once each, on either replica's history.
