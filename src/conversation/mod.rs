@@ -3,10 +3,11 @@
 //!
 //! A turn goes through two steps. [`ConversationStore::admit`] checks its order and de-duplicates
 //! it (a re-send of a scored turn is answered from history; a re-send of a turn still being scored
-//! joins it). Once scored, [`ConversationStore::complete`] applies it, always in turn order: a turn
+//! joins it). Once scored, [`ConversationStore::settle`] applies it, always in turn order: a turn
 //! scored before an earlier one of the same conversation waits for it. Admission hands out a
 //! receiver that gets the turn's final result; that makes results come back in turn order however
-//! many streams carry the conversation.
+//! many streams carry the conversation. With a shared store (cluster mode, [`shared`]) a turn is
+//! final only once its conversation is committed there; this memory is then a cache.
 //!
 //! State is sharded behind plain mutexes, never held across an `.await`. Idle conversations are
 //! evicted after the TTL; the number tracked is capped.
@@ -106,7 +107,7 @@ pub enum Admission {
     Answered(Arc<ScoredTurn>),
     /// An earlier send of this turn is being scored; this receives its outcome.
     Joined(oneshot::Receiver<Delivery>),
-    /// New: the caller scores the text, calls `complete`, and this receives the outcome.
+    /// New: the caller scores the text, calls `settle`, and this receives the outcome.
     Admitted(oneshot::Receiver<Delivery>),
     Rejected(RequestError),
 }

@@ -7,7 +7,8 @@
 //!  submit    text signals for the triggers (normalised text, redacted excerpt, script), the
 //!    │       language route's model, the batcher's bounded queue (tokenised and scored on an
 //!    │       inference thread)
-//!  complete  rolling scores, alert rules and triggers, applied in turn order
+//!  complete  rolling scores, alert rules and triggers, applied in turn order; in cluster mode
+//!    │       committed to the shared conversation state first (conversation/shared.rs)
 //!    │
 //!  publish   alert events to the [`AlertSink`] (the durable hub when serving), then the turn's
 //!            result to everyone waiting for it: a supervisor never learns of an alert later
