@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod assist;
 pub mod auth;
 pub mod backtest;
 pub mod client;

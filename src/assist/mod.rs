@@ -1,0 +1,10 @@
+//! Agent assist and customer memory (issue 17): what the service tells the person on the call,
+//! and what it remembers about a customer across contacts. See `docs/assist.md` for the design.
+//!
+//! Built so far: [`giving_up`], which hears a customer give up ("算了，不折腾了", "forget it,
+//! I give up"), the phrase half of the resignation rule that marks a contact as ended resigned.
+//! It is not yet on the turn path.
+
+mod resignation;
+
+pub use resignation::giving_up;
