@@ -27,6 +27,8 @@ pub struct Identity {
     pub role: Role,
     /// Tenants this caller is limited to; empty: all.
     pub tenants: Vec<String>,
+    /// Role agent: the one agent id whose guidance it may read.
+    pub agent_id: String,
     /// False when auth is off: the caller is not known.
     pub authenticated: bool,
 }
@@ -38,6 +40,7 @@ impl Identity {
             name: String::new(),
             role: Role::Admin,
             tenants: Vec::new(),
+            agent_id: String::new(),
             authenticated: false,
         }
     }
@@ -112,6 +115,7 @@ impl Authenticator {
                     name: t.name.clone(),
                     role: t.role,
                     tenants: t.tenants.clone(),
+                    agent_id: t.agent_id.clone(),
                     authenticated: true,
                 };
                 Some((hash, Arc::new(identity)))
@@ -192,6 +196,7 @@ mod tests {
                 sha256: token_hash("secret-1"),
                 role: Role::Supervisor,
                 tenants: vec!["acme".into()],
+                agent_id: String::new(),
             }],
         }
     }

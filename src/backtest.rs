@@ -69,7 +69,12 @@ pub async fn replay(
         label: label.into(),
         turns: turns.len(),
         rejected,
-        alerts: alerts.take(),
+        // Supervisors' events only: guidance for agents is not what a backtest compares.
+        alerts: alerts
+            .take()
+            .into_iter()
+            .filter(|a| a.kind.audience() == crate::alerts::Audience::Supervisor)
+            .collect(),
     })
 }
 

@@ -379,12 +379,16 @@ pub struct TokenArgs {
     /// Limit the token to these tenants (repeatable); none: all tenants.
     #[arg(long = "tenant")]
     pub tenants: Vec<String>,
+    /// Role agent (required for it): the agent id whose guidance the token may read.
+    #[arg(long)]
+    pub agent_id: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum RoleArg {
     Ingest,
     Supervisor,
+    Agent,
     Admin,
 }
 

@@ -16,8 +16,8 @@ mod sections;
 pub mod triggers;
 
 pub use sections::{
-    AlertConfig, AlertLogConfig, AuthConfig, AuthMode, BatchingConfig, ClusterConfig, LimitsConfig,
-    LogSync, ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
+    AlertConfig, AlertLogConfig, AssistConfig, AuthConfig, AuthMode, BatchingConfig, ClusterConfig,
+    LimitsConfig, LogSync, ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
 };
 
 /// The prefix of configuration environment variables.
@@ -37,6 +37,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub triggers: triggers::TriggersConfig,
     pub playbook: playbook::PlaybookConfig,
+    pub assist: AssistConfig,
     pub cluster: ClusterConfig,
 }
 
@@ -303,6 +304,37 @@ impl Config {
             ));
         }
         self.triggers.validate().map_err(ConfigError::Invalid)?;
+        let g = &self.assist;
+        for (name, v) in [
+            ("assist.mood_turned_below", g.mood_turned_below),
+            ("assist.mood_turn_valence", g.mood_turn_valence),
+            ("assist.recovered_above", g.recovered_above),
+            ("assist.recovered_turn_valence", g.recovered_turn_valence),
+            ("assist.drop_valence", g.drop_valence),
+        ] {
+            if !(-1.0..=1.0).contains(&v) {
+                return fail(format!("{name} must be in [-1, 1], got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("assist.recovery_rise", g.recovery_rise),
+            ("assist.drop_delta", g.drop_delta),
+        ] {
+            if !(0.0..=2.0).contains(&v) {
+                return fail(format!("{name} must be in [0, 2], got {v}"));
+            }
+        }
+        if g.recovered_above <= g.mood_turned_below {
+            return fail(format!(
+                "assist.recovered_above ({}) must be above assist.mood_turned_below ({})",
+                g.recovered_above, g.mood_turned_below
+            ));
+        }
+        if g.strain_conversations == 0 || g.strain_window_mins == 0 {
+            return fail(
+                "assist.strain_conversations and assist.strain_window_mins must be positive".into(),
+            );
+        }
         if self.alert_log.path.as_os_str().is_empty() {
             return fail("alert_log.path must name a file".into());
         }

@@ -11,6 +11,8 @@ use std::fmt;
 pub enum Role {
     Ingest,
     Supervisor,
+    /// The person on the call: reads the guidance for its own agent id (`AgentAssist`).
+    Agent,
     Admin,
 }
 
@@ -19,6 +21,7 @@ impl Role {
         match self {
             Role::Ingest => "ingest",
             Role::Supervisor => "supervisor",
+            Role::Agent => "agent",
             Role::Admin => "admin",
         }
     }
@@ -115,16 +118,61 @@ pub enum AlertKind {
     SustainedNegativity,
     /// The agent's own turns turned negative.
     AgentStrain,
+    /// Guidance: the customer's mood turned (milder than a supervisor alert).
+    MoodTurned,
+    /// Guidance: the mood that turned recovered (resolves [`AlertKind::MoodTurned`]).
+    MoodRecovered,
+    /// Guidance: the customer asked for a person, a manager, a complaint: offer the transfer.
+    TransferRequested,
+    /// Guidance: the customer asked this before in the conversation.
+    RepeatedQuestion,
+    /// Guidance for the agent themself: strain across their recent conversations.
+    BreakSuggested,
+    /// Guidance: the brief for the person taking over from a bot.
+    HandoffBrief,
+}
+
+/// Who an alert-log event is for.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Audience {
+    #[default]
+    Supervisor,
+    Agent,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::RollingValence,
         AlertKind::EscalationRequest,
         AlertKind::Repetition,
         AlertKind::SustainedNegativity,
         AlertKind::AgentStrain,
+        AlertKind::MoodTurned,
+        AlertKind::MoodRecovered,
+        AlertKind::TransferRequested,
+        AlertKind::RepeatedQuestion,
+        AlertKind::BreakSuggested,
+        AlertKind::HandoffBrief,
     ];
+
+    /// Who the kind's events are for: supervisors (AlertFeed) or the agent (AgentAssist).
+    pub fn audience(self) -> Audience {
+        match self {
+            AlertKind::RollingValence
+            | AlertKind::EscalationRequest
+            | AlertKind::Repetition
+            | AlertKind::SustainedNegativity
+            | AlertKind::AgentStrain => Audience::Supervisor,
+            AlertKind::MoodTurned
+            | AlertKind::MoodRecovered
+            | AlertKind::TransferRequested
+            | AlertKind::RepeatedQuestion
+            | AlertKind::BreakSuggested
+            | AlertKind::HandoffBrief => Audience::Agent,
+        }
+    }
 
     /// The kind a wire name (`Alert.kind`) names.
     pub fn parse(name: &str) -> Option<Self> {
@@ -138,6 +186,12 @@ impl AlertKind {
             AlertKind::Repetition => "repetition",
             AlertKind::SustainedNegativity => "sustained_negativity",
             AlertKind::AgentStrain => "agent_strain",
+            AlertKind::MoodTurned => "mood_turned",
+            AlertKind::MoodRecovered => "mood_recovered",
+            AlertKind::TransferRequested => "transfer_requested",
+            AlertKind::RepeatedQuestion => "repeated_question",
+            AlertKind::BreakSuggested => "break_suggested",
+            AlertKind::HandoffBrief => "handoff_brief",
         }
     }
 }

@@ -463,8 +463,9 @@ async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
 }
 
 /// The module layering, checked on the sources: the leaves (domain, lang, wallclock) import no
-/// other module of the crate, the configuration only those, and auth and alerts nothing above
-/// them, so config, auth, alerts and conversation never import each other in a circle.
+/// other module of the crate, the configuration only those, and auth, alerts and assist nothing
+/// above them, so config, auth, alerts, assist and conversation never import each other in a
+/// circle.
 #[cfg(test)]
 mod layering {
     use std::path::Path;
@@ -512,6 +513,8 @@ mod layering {
             ("wallclock", &[]),
             ("config", &["domain", "lang"]),
             ("auth", &["config", "domain", "pb"]),
+            // Agent assist decides guidance from what a turn left; the conversation calls it.
+            ("assist", &["alerts", "config", "domain", "lang"]),
             (
                 "alerts",
                 &[

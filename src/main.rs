@@ -127,10 +127,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => {
+            match (&args.agent_id, args.role) {
+                (None, RoleArg::Agent) => anyhow::bail!(
+                    "--role agent needs --agent-id (the agent whose guidance the token reads)"
+                ),
+                (Some(_), r) if !matches!(r, RoleArg::Agent) => {
+                    anyhow::bail!("--agent-id is for --role agent only")
+                }
+                _ => {}
+            }
             let token = emotion_service::auth::new_token()?;
             let role = match args.role {
                 RoleArg::Ingest => "ingest",
                 RoleArg::Supervisor => "supervisor",
+                RoleArg::Agent => "agent",
                 RoleArg::Admin => "admin",
             };
             println!(
@@ -141,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
             println!("sha256 = {:?}", emotion_service::auth::token_hash(&token));
             if !args.tenants.is_empty() {
                 println!("tenants = {:?}", args.tenants);
+            }
+            if let Some(id) = &args.agent_id {
+                println!("agent_id = {id:?}");
             }
             Ok(())
         }

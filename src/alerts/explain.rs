@@ -97,6 +97,20 @@ impl PlaybookConfig {
             .or_else(|| dominant.into_iter().find_map(|e| emotions.get(e)))
             .unwrap_or(default)
     }
+
+    /// The hand-off brief's first sentence: the first dominant emotion's opening, else the
+    /// default one, in the conversation's language (falling back to English).
+    pub fn opening<'a>(&self, dominant: impl IntoIterator<Item = &'a str>, lang: Lang) -> &str {
+        let openings = match lang {
+            Lang::Zh if !self.zh.openings.is_empty() => &self.zh.openings,
+            _ => &self.openings,
+        };
+        dominant
+            .into_iter()
+            .find_map(|e| openings.get(e))
+            .or_else(|| openings.get("default"))
+            .map_or("", String::as_str)
+    }
 }
 
 #[cfg(test)]

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, oneshot};
 
-use super::Severity;
 use super::log::{AlertLog, LogError, Query};
 use super::subscribers::{LimitError, SubscriberLimits, SubscriberPermit};
+use super::{Audience, Severity};
 use crate::metrics::{AlertLabels, Metrics};
 use crate::pb;
 
@@ -98,6 +98,8 @@ pub struct AlertFilter {
     pub queues: Vec<String>,
     pub agent_ids: Vec<String>,
     pub min_severity: Option<Severity>,
+    /// Whose events: supervisors' (the default: AlertFeed, the dashboard) or agents' guidance.
+    pub audience: Audience,
 }
 
 impl AlertFilter {
@@ -113,6 +115,7 @@ impl AlertFilter {
             && self
                 .min_severity
                 .is_none_or(|min| alert.severity >= min as i32)
+            && alert.audience == super::wire_audience(self.audience) as i32
     }
 }
 

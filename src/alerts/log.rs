@@ -51,12 +51,17 @@ CREATE TABLE IF NOT EXISTS alert_events (
     severity        INTEGER NOT NULL,
     state           INTEGER NOT NULL,
     created_at_ms   INTEGER NOT NULL,
-    body            BLOB NOT NULL
+    body            BLOB NOT NULL,
+    audience        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alert_events_alert_id ON alert_events (alert_id, sequence);
 CREATE INDEX IF NOT EXISTS alert_events_conversation ON alert_events (conversation_id, sequence);
 CREATE INDEX IF NOT EXISTS alert_events_created ON alert_events (created_at_ms);
 ";
+
+/// After [`SCHEMA`] and the `audience` column's migration (a log written before audiences
+/// existed holds supervisors' events only, which the column's default says).
+const AUDIENCE_INDEX: &str = "CREATE INDEX IF NOT EXISTS alert_events_audience ON alert_events (audience, agent_id, sequence);";
 
 /// What to read: the subscriber's filter plus history-only conditions.
 #[derive(Debug, Clone, Default)]
@@ -141,6 +146,18 @@ impl SqliteAlertLog {
             let conn = log.writer.lock().unwrap_or_else(|p| p.into_inner());
             log.configure(&conn)?;
             conn.execute_batch(SCHEMA).map_err(sqlite(&log.path))?;
+            let has_audience: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('alert_events') WHERE name = 'audience'")
+                .and_then(|mut s| s.exists([]))
+                .map_err(sqlite(&log.path))?;
+            if !has_audience {
+                conn.execute_batch(
+                    "ALTER TABLE alert_events ADD COLUMN audience INTEGER NOT NULL DEFAULT 0",
+                )
+                .map_err(sqlite(&log.path))?;
+            }
+            conn.execute_batch(AUDIENCE_INDEX)
+                .map_err(sqlite(&log.path))?;
         }
         Ok(log)
     }
@@ -161,8 +178,8 @@ impl SqliteAlertLog {
         body.sequence = 0;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO alert_events (sequence, alert_id, conversation_id, tenant,
-                 queue, agent_id, severity, state, created_at_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 queue, agent_id, severity, state, created_at_ms, body, audience)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -176,6 +193,7 @@ impl SqliteAlertLog {
                 alert.state,
                 timestamp_ms(alert.created_at.as_ref()),
                 body.encode_to_vec(),
+                alert.audience,
             ])
         })
         .map(|_| sequence.unwrap_or_else(|| conn.last_insert_rowid() as u64))
@@ -322,6 +340,11 @@ impl AlertLog for SqliteAlertLog {
             sql.push_str(clause);
             args.push(value);
         };
+        cond(
+            &mut sql,
+            " AND audience = ?",
+            Value::Integer(super::wire_audience(q.filter.audience) as i64),
+        );
         if let Some(min) = q.filter.min_severity {
             cond(&mut sql, " AND severity >= ?", Value::Integer(min as i64));
         }
@@ -425,7 +448,7 @@ fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::Severity;
+    use crate::alerts::{Audience, Severity};
 
     fn open(dir: &Path) -> SqliteAlertLog {
         SqliteAlertLog::open(&AlertLogConfig {
@@ -510,6 +533,57 @@ mod tests {
             log.last_sequence().unwrap(),
             10,
             "numbers are never reused after deletion"
+        );
+    }
+
+    #[test]
+    fn a_log_from_before_audiences_is_migrated_and_each_audience_reads_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.sqlite3");
+        {
+            // The table as it was before the audience column existed, with one event in it.
+            let conn = Connection::open(&path).unwrap();
+            let old = SCHEMA.replace(",\n    audience        INTEGER NOT NULL DEFAULT 0", "");
+            assert!(!old.contains("audience"));
+            conn.execute_batch(&old).unwrap();
+            let body = event(0, "billing", pb::Severity::Warning).encode_to_vec();
+            conn.execute(
+                "INSERT INTO alert_events (alert_id, conversation_id, tenant, queue, agent_id,
+                     severity, state, created_at_ms, body) VALUES ('old', 'c', '', 'billing', 'ag', 1, 1, 0, ?1)",
+                [body],
+            )
+            .unwrap();
+        }
+        let log = open(dir.path());
+        let mut guidance = event(0, "billing", pb::Severity::Warning);
+        guidance.audience = pb::Audience::Agent.into();
+        guidance.context.as_mut().unwrap().agent_id = "ag".into();
+        assert_eq!(log.append(&guidance).unwrap(), 2);
+        let read = |audience| {
+            log.query(&Query {
+                filter: AlertFilter {
+                    audience,
+                    ..Default::default()
+                },
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|a| a.sequence)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read(Audience::Supervisor),
+            [1],
+            "the old event is a supervisor's"
+        );
+        assert_eq!(read(Audience::Agent), [2]);
+        drop(log);
+        assert_eq!(
+            open(dir.path()).last_sequence().unwrap(),
+            2,
+            "reopens migrated"
         );
     }
 }

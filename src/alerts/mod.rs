@@ -12,8 +12,16 @@ pub use hub::{AlertFilter, AlertHub, Subscription};
 pub use log::{AlertLog, SqliteAlertLog};
 pub use rules::{AlertPolicy, AlertTracker, Transition};
 
-pub use crate::domain::{AlertKind, AlertState, Severity};
+pub use crate::domain::{AlertKind, AlertState, Audience, Severity};
 use crate::domain::{Context, Speaker};
+
+/// An audience as the wire and the log's `audience` column spell it.
+pub fn wire_audience(a: Audience) -> crate::pb::Audience {
+    match a {
+        Audience::Supervisor => crate::pb::Audience::Supervisor,
+        Audience::Agent => crate::pb::Audience::Agent,
+    }
+}
 
 /// An alert event as the durable log holds it: what putting restored conversation state right
 /// needs (see `persist::reconcile`).
@@ -59,4 +67,50 @@ pub struct Alert {
     pub trend_start: f32,
     pub trend_now: f32,
     pub suggestion: String,
+    /// On `handoff_brief` events: the brief.
+    pub brief: Option<Box<HandoffBrief>>,
+}
+
+/// What the person taking over a conversation from a bot should know (see `AgentAssist`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HandoffBrief {
+    pub customer_rolling: f32,
+    /// The customer's rolling score after their first turn.
+    pub trend_start: f32,
+    /// (label, mean probability over the customer's recent turns), highest first.
+    pub dominant_emotions: Vec<(String, f32)>,
+    /// Customer turns where the mood dropped, oldest first.
+    pub mood_drops: Vec<EvidenceTurn>,
+    /// What the customer asked for, in the order first asked.
+    pub requests: Vec<CustomerRequest>,
+    pub escalation_phrases: Vec<String>,
+    pub approach: String,
+    pub opening_line: String,
+    pub customer_turns: u32,
+    pub bot_turns: u32,
+    pub lang: crate::lang::Lang,
+}
+
+impl HandoffBrief {
+    /// "falling", "rising" or "steady": the customer's trend since their first turn.
+    pub fn trend(&self) -> &'static str {
+        let d = self.customer_rolling - self.trend_start;
+        if d <= -0.1 {
+            "falling"
+        } else if d >= 0.1 {
+            "rising"
+        } else {
+            "steady"
+        }
+    }
+}
+
+/// One thing a customer asked for, with how often.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CustomerRequest {
+    /// Redacted excerpt of the first ask.
+    pub excerpt: Option<Box<str>>,
+    pub times: u32,
+    pub first_turn_id: u64,
+    pub last_turn_id: u64,
 }

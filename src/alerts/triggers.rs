@@ -273,7 +273,8 @@ impl TriggerState {
             AlertKind::Repetition => return later(&mut self.repetition_at),
             AlertKind::SustainedNegativity => &mut self.sustained,
             AlertKind::AgentStrain => &mut self.strain,
-            AlertKind::RollingValence => return false,
+            // The rolling tracker's, and guidance (the assist state's).
+            _ => return false,
         };
         match event.state {
             AlertState::Raised | AlertState::Escalated => {

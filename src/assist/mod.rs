@@ -5,6 +5,8 @@
 //! I give up"), the phrase half of the resignation rule that marks a contact as ended resigned.
 //! It is not yet on the turn path.
 
+pub mod guidance;
 mod resignation;
 
+pub use guidance::{AssistState, Guidance};
 pub use resignation::giving_up;

@@ -40,6 +40,9 @@ pub struct PlaybookConfig {
     pub emotions: BTreeMap<String, String>,
     /// When nothing above applies.
     pub default: String,
+    /// The hand-off brief's suggested first sentence, by dominant emotion; key `default` when
+    /// none applies.
+    pub openings: BTreeMap<String, String>,
     /// The same in Chinese (zh-CN), for conversations in Chinese.
     pub zh: PlaybookTexts,
 }
@@ -51,6 +54,7 @@ pub struct PlaybookTexts {
     pub triggers: BTreeMap<String, String>,
     pub emotions: BTreeMap<String, String>,
     pub default: String,
+    pub openings: BTreeMap<String, String>,
 }
 
 fn entries(list: &[(&[&str], &str)]) -> BTreeMap<String, String> {
@@ -79,6 +83,22 @@ impl Default for PlaybookConfig {
                     &["agent_strain"],
                     "Check in with the agent: offer help or take over, and a short break after the call.",
                 ),
+                (
+                    &["transfer_requested"],
+                    "They asked for someone else: acknowledge it, say what you can do now, and offer the transfer if they still want it.",
+                ),
+                (
+                    &["repeated_question"],
+                    "They asked this before: do not ask them to explain again; answer it, or say exactly when they will have the answer.",
+                ),
+                (
+                    &["mood_recovered"],
+                    "The customer is calmer: confirm what was agreed and close on the next step.",
+                ),
+                (
+                    &["break_suggested"],
+                    "Several tough conversations in a row: take a short break after this one (your supervisor can see this too).",
+                ),
             ]),
             emotions: entries(&[
                 (
@@ -100,6 +120,28 @@ impl Default for PlaybookConfig {
             ]),
             default: "Listen, acknowledge the concern in their words, and agree on a next step."
                 .into(),
+            openings: entries(&[
+                (
+                    ANGER,
+                    "I'm sorry you've had to go through this, and that you had to explain it more than once. I have what you told us and I'll sort it out with you now.",
+                ),
+                (
+                    FEAR,
+                    "I'm here to help, and we'll go through this step by step. First, let me confirm what you told us.",
+                ),
+                (
+                    &["confusion"],
+                    "Let's make this simple: I'll take it one step at a time, and you stop me whenever something isn't clear.",
+                ),
+                (
+                    SADNESS,
+                    "I'm sorry about this; I can see it has been frustrating. Here is what I can do for you right now.",
+                ),
+                (
+                    &["default"],
+                    "Thanks for waiting. I've read what you told our assistant, so you won't need to repeat it.",
+                ),
+            ]),
             zh: PlaybookTexts {
                 triggers: entries(&[
                     (
@@ -113,6 +155,22 @@ impl Default for PlaybookConfig {
                     (
                         &["agent_strain"],
                         "关心一下坐席：提供协助或接手这通电话，通话结束后安排短暂休息。",
+                    ),
+                    (
+                        &["transfer_requested"],
+                        "客户要求转接或投诉：先回应这个诉求，说明你现在能解决什么，客户仍坚持时为其转接。",
+                    ),
+                    (
+                        &["repeated_question"],
+                        "客户之前已经问过这个问题：不要让客户再解释一遍，直接回答，或说明何时给出答复。",
+                    ),
+                    (
+                        &["mood_recovered"],
+                        "客户情绪已缓和：确认双方达成的处理方案，并说明下一步。",
+                    ),
+                    (
+                        &["break_suggested"],
+                        "连续几通通话压力较大：这通结束后休息一下（主管也能看到这条提示）。",
                     ),
                 ]),
                 emotions: entries(&[
@@ -131,6 +189,25 @@ impl Default for PlaybookConfig {
                     ),
                 ]),
                 default: "耐心倾听，用客户自己的话复述他的诉求，并约定下一步。".into(),
+                openings: entries(&[
+                    (
+                        ANGER,
+                        "非常抱歉让您遇到这样的问题，还让您反复说明。您之前说的情况我都看到了，我现在就和您一起解决。",
+                    ),
+                    (
+                        FEAR,
+                        "您别着急，我来帮您，我们一步一步来。我先跟您确认一下您刚才说的情况。",
+                    ),
+                    (&["confusion"], "我们一步一步来，哪一步不清楚您随时打断我。"),
+                    (
+                        SADNESS,
+                        "真的很抱歉给您带来这些麻烦。我现在就告诉您我能为您做些什么。",
+                    ),
+                    (
+                        &["default"],
+                        "感谢您的耐心等待。您和智能助手说过的情况我都看到了，不用再重复一遍。",
+                    ),
+                ]),
             },
         }
     }

@@ -68,6 +68,22 @@ impl AuthConfig {
                     t.name
                 ));
             }
+            match (t.role == crate::domain::Role::Agent, t.agent_id.is_empty()) {
+                (true, true) => {
+                    return Err(format!(
+                        "auth.tokens {:?}: role agent needs agent_id (the agent whose guidance it reads)",
+                        t.name
+                    ));
+                }
+                (false, false) => {
+                    return Err(format!(
+                        "auth.tokens {:?}: agent_id is for role agent only (this one is {})",
+                        t.name,
+                        t.role.as_str()
+                    ));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -84,6 +100,9 @@ pub struct TokenConfig {
     /// Tenants the token is limited to; empty or absent: all.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Role `agent` only, and required for it: the agent id whose guidance the token may read.
+    #[serde(default)]
+    pub agent_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -342,6 +361,51 @@ impl Default for ScoringConfig {
         Self {
             acoustic_weight: 0.5,
             half_life_turns: 2.0,
+        }
+    }
+}
+
+/// Guidance for the agent on the call (`[assist]`, `AgentAssist`; docs/assist.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssistConfig {
+    /// Off: no guidance events at all (supervisor alerts are unaffected).
+    pub enabled: bool,
+    /// The agent hears that the mood turned when the customer's rolling score is at or below
+    /// this (milder than `alerts.warning_threshold`, so the agent hears first), or on a customer
+    /// turn at or below `mood_turn_valence` that lowers it by at least `drop_delta`.
+    pub mood_turned_below: f32,
+    pub mood_turn_valence: f32,
+    /// A turned mood recovers on a customer turn of at least `recovered_turn_valence` that brings
+    /// the rolling score to `recovered_above`, or `recovery_rise` above its low since it turned.
+    pub recovered_above: f32,
+    pub recovered_turn_valence: f32,
+    pub recovery_rise: f32,
+    /// A customer turn is a mood drop (the brief's evidence) at or below this valence, or when it
+    /// lowers the rolling score by at least `drop_delta`.
+    pub drop_valence: f32,
+    pub drop_delta: f32,
+    /// Break suggestion: `strain_conversations` conversations of one agent raising
+    /// `agent_strain` within `strain_window_mins`; then none again for `break_cooldown_mins`.
+    pub strain_window_mins: u64,
+    pub strain_conversations: usize,
+    pub break_cooldown_mins: u64,
+}
+
+impl Default for AssistConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mood_turned_below: -0.25,
+            mood_turn_valence: -0.6,
+            recovered_above: 0.0,
+            recovered_turn_valence: 0.3,
+            recovery_rise: 0.3,
+            drop_valence: -0.3,
+            drop_delta: 0.15,
+            strain_window_mins: 60,
+            strain_conversations: 3,
+            break_cooldown_mins: 30,
         }
     }
 }

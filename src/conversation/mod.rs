@@ -67,6 +67,10 @@ pub struct TextSignal {
     pub excerpt: Option<Arc<str>>,
     /// The language of the text by its script, if it says (see [`crate::lang::Lang::of_text`]).
     pub lang: Option<crate::lang::Lang>,
+    /// A customer's words of giving up ("算了，不折腾了"), if any ([`crate::assist::giving_up`]).
+    pub gave_up: Option<&'static str>,
+    /// A customer's sentences that ask for something ([`crate::assist::guidance::asks`]).
+    pub asks: Vec<crate::assist::guidance::Ask>,
 }
 
 impl TextSignal {
@@ -77,6 +81,18 @@ impl TextSignal {
             excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars)
                 .map(Arc::from),
             lang: crate::lang::Lang::of_text(text),
+            gave_up: if speaker == Speaker::Customer {
+                crate::assist::giving_up(text)
+            } else {
+                None
+            },
+            asks: if speaker == Speaker::Customer {
+                crate::assist::guidance::asks(text, |s| {
+                    crate::alerts::explain::excerpt(s, alerts.redaction, alerts.excerpt_chars)
+                })
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -149,6 +165,7 @@ pub struct StoreSettings {
     pub policy: AlertPolicy,
     pub triggers: Arc<TriggerPolicies>,
     pub playbook: Arc<PlaybookConfig>,
+    pub assist: crate::config::AssistConfig,
 }
 
 impl From<&Config> for StoreSettings {
@@ -162,6 +179,7 @@ impl From<&Config> for StoreSettings {
             policy: AlertPolicy::from(&c.alerts),
             triggers: Arc::new(TriggerPolicies::new(&c.triggers)),
             playbook: Arc::new(c.playbook.clone()),
+            assist: c.assist.clone(),
         }
     }
 }
@@ -218,6 +236,16 @@ pub struct ConversationStore {
     /// Where conversations are decided when replicas share them (cluster mode); without it this
     /// store's memory is the truth.
     shared: Option<Arc<dyn SharedConversations>>,
+    /// Per agent: the conversations that strained them lately (break suggestions). In memory,
+    /// per process: in cluster mode each replica counts the conversations it applied.
+    shifts: Mutex<HashMap<String, Shift>>,
+}
+
+/// One agent's recent strained conversations and their last break suggestion.
+#[derive(Default)]
+struct Shift {
+    strained: std::collections::VecDeque<(Instant, String)>,
+    suggested_at: Option<Instant>,
 }
 
 const SHARDS: usize = 32;
@@ -233,6 +261,7 @@ impl ConversationStore {
             removed: Mutex::new(Vec::new()),
             tracking: std::sync::atomic::AtomicBool::new(false),
             shared: None,
+            shifts: Mutex::default(),
         }
     }
 
@@ -416,7 +445,15 @@ impl ConversationStore {
                         &self.settings,
                         now,
                     );
+                    let strained = alerts.iter().any(|a| {
+                        a.kind == crate::alerts::AlertKind::AgentStrain
+                            && a.state == crate::alerts::AlertState::Raised
+                    });
                     done.alerts.extend(alerts);
+                    if strained && let Some(n) = self.strained(conv, conversation_id, now) {
+                        done.alerts
+                            .push(conv.break_suggestion(conversation_id, n, &self.settings));
+                    }
                     if scored.speaker == Speaker::Customer {
                         let top = (scored.probs.iter().enumerate())
                             .max_by(|a, b| a.1.total_cmp(b.1))
@@ -448,6 +485,47 @@ impl ConversationStore {
             });
             conv.dirty = true;
         }
+    }
+
+    /// Records that `conv` strained its agent; returns how many conversations did within the
+    /// window when that makes a break due (`[assist]`).
+    fn strained(&self, conv: &Conversation, conversation_id: &str, now: Instant) -> Option<usize> {
+        let a = &self.settings.assist;
+        let agent = &conv.context.agent_id;
+        if !a.enabled || agent.is_empty() {
+            return None;
+        }
+        let window = Duration::from_secs(a.strain_window_mins * 60);
+        let cooldown = Duration::from_secs(a.break_cooldown_mins * 60);
+        let mut shifts = self.shifts.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget agents with nothing in the window (bounded by agents strained lately).
+        if shifts.len() > 1_024 {
+            shifts.retain(|_, s| {
+                s.strained
+                    .back()
+                    .is_some_and(|(t, _)| now.saturating_duration_since(*t) < window)
+            });
+        }
+        let shift = shifts.entry(agent.clone()).or_default();
+        while shift
+            .strained
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
+        {
+            shift.strained.pop_front();
+        }
+        if !shift.strained.iter().any(|(_, c)| c == conversation_id) {
+            shift.strained.push_back((now, conversation_id.to_string()));
+        }
+        let n = shift.strained.len();
+        let cooling = shift
+            .suggested_at
+            .is_some_and(|t| now.saturating_duration_since(t) < cooldown);
+        if n < a.strain_conversations || cooling {
+            return None;
+        }
+        shift.suggested_at = Some(now);
+        Some(n)
     }
 
     /// A conversation's state, if tracked and of one of `tenants` (empty: any).

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{Conversation, PendingTurn};
 use super::{
-    Completion, ConversationSnapshot, ConversationStore, ConversationSummary, ConversationView,
-    Speaker, TextSignal, visible,
+    Completion, Context, ConversationSnapshot, ConversationStore, ConversationSummary,
+    ConversationView, Speaker, TextSignal, visible,
 };
-use crate::alerts::Alert;
+use crate::alerts::{Alert, HandoffBrief};
 use crate::error::{InferenceError, RequestError};
 use crate::inference::Scores;
 
@@ -399,8 +399,35 @@ impl ConversationStore {
         conversation_id: &str,
         tenants: &[String],
     ) -> Result<Option<ConversationView>, RequestError> {
+        self.latest(conversation_id, tenants, |c| c.view(conversation_id))
+            .await
+    }
+
+    /// The hand-off brief of a conversation as decided (see [`Self::latest_view`]), with the
+    /// conversation's context.
+    pub async fn latest_brief(
+        &self,
+        conversation_id: &str,
+        tenants: &[String],
+    ) -> Result<Option<(Context, HandoffBrief)>, RequestError> {
+        self.latest(conversation_id, tenants, |c| {
+            (c.context.clone(), c.brief(&self.settings))
+        })
+        .await
+    }
+
+    async fn latest<T>(
+        &self,
+        conversation_id: &str,
+        tenants: &[String],
+        read: impl FnOnce(&Conversation) -> T,
+    ) -> Result<Option<T>, RequestError> {
         let Some(shared) = &self.shared else {
-            return Ok(self.view(conversation_id, tenants));
+            let shard = self.shard(conversation_id);
+            return Ok(shard
+                .get(conversation_id)
+                .filter(|c| visible(c, tenants))
+                .map(read));
         };
         let (committed, _) = shared
             .load(conversation_id)
@@ -409,7 +436,7 @@ impl ConversationStore {
         Ok(committed
             .and_then(|c| Conversation::from_snapshot(c.snapshot))
             .filter(|c| visible(c, tenants))
-            .map(|c| c.view(conversation_id)))
+            .map(|c| read(&c)))
     }
 
     /// Ends a conversation wherever it is decided: with a shared store, removed there (from any

@@ -35,6 +35,7 @@ pub struct ConversationSnapshot {
     speakers: [RollingScore; 3],
     alert: AlertTracker,
     triggers: TriggerState,
+    assist: crate::assist::AssistState,
     evidence: Vec<EvidenceSnapshot>,
     agent_evidence: Vec<EvidenceSnapshot>,
     first_rolling: [f32; 3],
@@ -81,8 +82,9 @@ impl ConversationSnapshot {
     /// Applies an alert event of this conversation from the log (see `persist::reconcile`).
     /// Returns whether anything changed.
     pub fn adopt(&mut self, event: &crate::alerts::LoggedEvent) -> bool {
-        match event.kind {
-            crate::alerts::AlertKind::RollingValence => self.alert.adopt(event),
+        match (event.kind, event.kind.audience()) {
+            (crate::alerts::AlertKind::RollingValence, _) => self.alert.adopt(event),
+            (_, crate::alerts::Audience::Agent) => self.assist.adopt(event),
             _ => self.triggers.adopt(event),
         }
     }
@@ -178,6 +180,7 @@ impl Conversation {
             speakers: self.speakers,
             alert: self.alert.clone(),
             triggers: self.triggers.clone(),
+            assist: self.assist.clone(),
             evidence,
             agent_evidence,
             first_rolling: self.first_rolling,
@@ -245,6 +248,7 @@ impl Conversation {
         conv.speakers = s.speakers;
         conv.alert = s.alert;
         conv.triggers = s.triggers;
+        conv.assist = s.assist;
         conv.evidence = evidence(s.evidence)?;
         conv.agent_evidence = evidence(s.agent_evidence)?;
         conv.first_rolling = s.first_rolling;

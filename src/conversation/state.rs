@@ -15,7 +15,10 @@ use super::{
 };
 use crate::alerts::rules::Transition;
 use crate::alerts::triggers::{TriggerState, TurnFacts};
-use crate::alerts::{Alert, AlertKind, AlertState, AlertTracker, EvidenceTurn, Severity};
+use crate::alerts::{
+    Alert, AlertKind, AlertState, AlertTracker, Audience, EvidenceTurn, HandoffBrief, Severity,
+};
+use crate::assist::{AssistState, Guidance};
 use crate::error::InferenceError;
 use crate::inference::{ModelSpec, Scores};
 use crate::lang::Lang;
@@ -58,6 +61,8 @@ pub(super) struct Conversation {
     pub(super) speakers: [RollingScore; 3],
     pub(super) alert: AlertTracker,
     pub(super) triggers: TriggerState,
+    /// What the agent on the conversation is told (`assist::guidance`).
+    pub(super) assist: AssistState,
     /// Recent customer and agent turns, for alert evidence.
     pub(super) evidence: VecDeque<Evidence>,
     pub(super) agent_evidence: VecDeque<Evidence>,
@@ -91,6 +96,7 @@ impl Conversation {
             speakers: [RollingScore::default(); 3],
             alert: AlertTracker::default(),
             triggers: TriggerState::default(),
+            assist: AssistState::default(),
             evidence: VecDeque::new(),
             agent_evidence: VecDeque::new(),
             first_rolling: [0.0; 3],
@@ -142,6 +148,8 @@ impl Conversation {
         }
         .clamp(-1.0, 1.0);
         let speaker = pending.speaker;
+        let previous_rolling = (self.speakers[speaker.index()].turns() > 0)
+            .then(|| self.speakers[speaker.index()].value());
         let rolling = self.speakers[speaker.index()].update(valence, settings.decay);
         let speaker_turns = self.speakers[speaker.index()].turns();
         if speaker_turns == 1 {
@@ -154,9 +162,10 @@ impl Conversation {
         let lang = self.lang();
         let mut fired: Vec<(AlertKind, Transition, String)> = Vec::new();
         let rolling_open_before = self.alert.level() != Severity::None;
+        let mut top = [(0u16, 0.0f32); 3];
         if speaker != Speaker::Bot {
             let ranked = scores.model.ranked(&scores.probs);
-            let top = std::array::from_fn(|i| {
+            top = std::array::from_fn(|i| {
                 let label = ranked.get(i).copied().unwrap_or(0);
                 (
                     label as u16,
@@ -214,6 +223,43 @@ impl Conversation {
         for f in self.triggers.observe(set, &facts) {
             fired.push((f.kind, f.transition, f.detail));
         }
+        let normalized = &*signal.normalized;
+        let escalation_phrase = (speaker == Speaker::Customer && !normalized.is_empty())
+            .then(|| set.escalation_phrase(normalized))
+            .flatten();
+        let top_named: Vec<(&str, f32)> = if speaker == Speaker::Bot {
+            Vec::new()
+        } else {
+            top.iter()
+                .filter_map(|&(i, p)| scores.model.labels.get(i as usize).map(|l| (l.as_str(), p)))
+                .collect()
+        };
+        let customer = &self.speakers[Speaker::Customer.index()];
+        let guidance = self.assist.observe(
+            &settings.assist,
+            &crate::assist::guidance::TurnFacts {
+                speaker,
+                turn_id,
+                valence,
+                rolling,
+                previous_rolling,
+                speaker_turns,
+                trend_start: self.first_rolling[Speaker::Customer.index()],
+                customer_rolling: (customer.turns() > 0).then(|| customer.value()),
+                asks: &signal.asks,
+                excerpt: signal.excerpt.as_deref(),
+                top: &top_named,
+                escalation_phrase,
+                escalation_fired: fired.iter().any(|(k, t, _)| {
+                    *k == AlertKind::EscalationRequest && t.state == AlertState::Raised
+                }),
+                gave_up: signal.gave_up,
+                agent_id: &self.context.agent_id,
+                min_customer_turns: settings.policy.min_customer_turns,
+                lang,
+            },
+        );
+        drop(top_named);
         let scored = Arc::new(ScoredTurn {
             turn_id,
             speaker,
@@ -230,14 +276,123 @@ impl Conversation {
             self.history.pop_front();
         }
         self.updated_at = SystemTime::now();
-        let alerts = fired
+        let mut alerts: Vec<Alert> = fired
             .into_iter()
             .map(|(kind, t, detail)| {
                 self.alert_events += 1;
                 self.explain(conversation_id, kind, t, detail, speaker, &scored, settings)
             })
             .collect();
+        alerts.extend(
+            guidance
+                .into_iter()
+                .map(|g| self.guide(conversation_id, g, &scored, settings)),
+        );
         (scored, alerts)
+    }
+
+    /// A guidance event for the agent: the customer's evidence (or the guidance's own), the
+    /// playbook's advice, and for a hand-off the brief.
+    fn guide(
+        &self,
+        conversation_id: &str,
+        g: Guidance,
+        scored: &ScoredTurn,
+        settings: &StoreSettings,
+    ) -> Alert {
+        let mut alert = self.explain(
+            conversation_id,
+            g.kind,
+            g.transition,
+            g.detail,
+            Speaker::Customer,
+            scored,
+            settings,
+        );
+        if let Some(evidence) = g.evidence {
+            alert.evidence = evidence;
+        }
+        let customer = &self.speakers[Speaker::Customer.index()];
+        alert.rolling_valence = customer.value();
+        alert.trend_now = customer.value();
+        if g.kind == AlertKind::MoodTurned {
+            let labels = self.assist.drop_emotions();
+            let labels = labels.chain(alert.dominant_emotions.iter().map(|(l, _)| l.as_str()));
+            alert.suggestion = settings
+                .playbook
+                .suggest(g.kind.as_str(), labels, self.lang())
+                .to_string();
+        }
+        if g.kind == AlertKind::HandoffBrief {
+            let brief = self.brief(settings);
+            alert.suggestion = brief.approach.clone();
+            alert.brief = Some(Box::new(brief));
+        }
+        alert
+    }
+
+    /// Guidance for the agent themself: `n` of their recent conversations strained them.
+    pub(super) fn break_suggestion(
+        &self,
+        conversation_id: &str,
+        n: usize,
+        settings: &StoreSettings,
+    ) -> Alert {
+        let mins = settings.assist.strain_window_mins;
+        let detail = match self.lang() {
+            Lang::En => format!(
+                "{n} of your conversations in the last {mins} minutes were strained: take a short break after this one"
+            ),
+            Lang::Zh => format!("过去 {mins} 分钟内您有 {n} 通通话压力较大：这通结束后请休息一下"),
+        };
+        let scored = self
+            .history
+            .back()
+            .expect("called after a turn was applied");
+        let t = Transition {
+            alert_id: crate::alerts::rules::new_alert_id(),
+            state: AlertState::Raised,
+            severity: Severity::Warning,
+            threshold: n as f32,
+        };
+        self.explain(
+            conversation_id,
+            AlertKind::BreakSuggested,
+            t,
+            detail,
+            Speaker::Agent,
+            scored,
+            settings,
+        )
+    }
+
+    /// The hand-off brief as the conversation stands.
+    pub(super) fn brief(&self, settings: &StoreSettings) -> HandoffBrief {
+        let c = Speaker::Customer.index();
+        let dominant = dominant(&self.evidence);
+        let lang = self.lang();
+        // The approach answers what set the mood off (the drops' emotions) before the latest.
+        let labels = || {
+            self.assist
+                .drop_emotions()
+                .chain(dominant.iter().map(|(l, _)| l.as_str()))
+        };
+        HandoffBrief {
+            customer_rolling: self.speakers[c].value(),
+            trend_start: self.first_rolling[c],
+            approach: settings
+                .playbook
+                .suggest(AlertKind::HandoffBrief.as_str(), labels(), lang)
+                .to_string(),
+            opening_line: settings.playbook.opening(labels(), lang).to_string(),
+            dominant_emotions: dominant,
+            mood_drops: self.assist.mood_drops(),
+            requests: self.assist.requests(),
+            escalation_phrases: self.assist.escalation_phrases().to_vec(),
+            customer_turns: self.speakers[c].turns(),
+            bot_turns: self.assist.bot_turns(),
+            lang,
+        }
     }
 
     /// An alert event with its explanation: evidence of the speaker concerned, their dominant
@@ -258,18 +413,9 @@ impl Conversation {
         } else {
             &self.evidence
         };
-        let mut mass: BTreeMap<&str, f32> = BTreeMap::new();
-        for e in ring {
-            for (label, p) in e.top_labels() {
-                *mass.entry(label).or_default() += p / ring.len().max(1) as f32;
-            }
-        }
-        let mut dominant: Vec<(String, f32)> =
-            mass.into_iter().map(|(l, p)| (l.to_string(), p)).collect();
-        dominant.sort_by(|a, b| b.1.total_cmp(&a.1));
-        dominant.truncate(3);
+        let dominant = dominant(ring);
         let suggestion = match t.state {
-            AlertState::Resolved => String::new(),
+            AlertState::Resolved if kind.audience() == Audience::Supervisor => String::new(),
             _ => settings
                 .playbook
                 .suggest(
@@ -305,6 +451,7 @@ impl Conversation {
             trend_start: self.first_rolling[speaker.index()],
             trend_now: scored.rolling_valence,
             suggestion,
+            brief: None,
         }
     }
 
@@ -370,4 +517,20 @@ impl Conversation {
             ended_at: SystemTime::now(),
         }
     }
+}
+
+/// The emotions dominating a ring of evidence: (label, mean probability), highest first, at
+/// most 3.
+fn dominant(ring: &VecDeque<Evidence>) -> Vec<(String, f32)> {
+    let mut mass: BTreeMap<&str, f32> = BTreeMap::new();
+    for e in ring {
+        for (label, p) in e.top_labels() {
+            *mass.entry(label).or_default() += p / ring.len().max(1) as f32;
+        }
+    }
+    let mut dominant: Vec<(String, f32)> =
+        mass.into_iter().map(|(l, p)| (l.to_string(), p)).collect();
+    dominant.sort_by(|a, b| b.1.total_cmp(&a.1));
+    dominant.truncate(3);
+    dominant
 }

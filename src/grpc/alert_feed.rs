@@ -33,7 +33,8 @@ impl AlertFeedService {
     }
 }
 
-type AlertStream = Pin<Box<dyn futures::Stream<Item = Result<pb::Alert, Status>> + Send>>;
+pub(super) type AlertStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::Alert, Status>> + Send>>;
 
 fn filter(
     tenants: Vec<String>,
@@ -52,15 +53,20 @@ fn filter(
         queues,
         agent_ids,
         min_severity: Some(min),
+        audience: Default::default(),
     })
 }
 
-fn log_status(error: LogError) -> Status {
+pub(super) fn log_status(error: LogError) -> Status {
     tracing::error!(%error, "alert log");
     Status::unavailable(format!("alert log unavailable: {error}"))
 }
 
-fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), RequestError> {
+pub(super) fn check_len(
+    field: &'static str,
+    value: &str,
+    limit: usize,
+) -> Result<(), RequestError> {
     if value.len() > limit {
         return Err(RequestError::TooLong {
             field,
@@ -69,6 +75,56 @@ fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Reque
         });
     }
     Ok(())
+}
+
+/// A subscription to the durable log's events matching `filter` (resumed after `after`), as a
+/// stream: one task per subscriber, reading at its pace. SubscribeAlerts and SubscribeAssist.
+pub(super) async fn subscribe(
+    app: &Arc<App>,
+    identity: &Identity,
+    filter: AlertFilter,
+    after: Option<u64>,
+) -> Result<Response<AlertStream>, Status> {
+    let app = app.clone();
+    let token = identity.authenticated.then(|| identity.name.clone());
+    let subscribe =
+        tokio::task::spawn_blocking(move || app.hub.subscribe(filter, after, token.as_deref()));
+    let mut subscription = match subscribe
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    {
+        Ok(s) => s,
+        Err(e @ (SubscribeError::Ahead { .. } | SubscribeError::Expired { .. })) => {
+            return Err(Status::out_of_range(e.to_string()));
+        }
+        Err(SubscribeError::TooMany(e)) => {
+            return Err(Status::resource_exhausted(e.to_string()));
+        }
+        Err(SubscribeError::Log(e)) => return Err(log_status(e)),
+    };
+    // A small channel: the hub's ring and the log are the subscriber's real buffer.
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let delivery = tokio::select! {
+                d = subscription.next() => d,
+                _ = tx.closed() => break,
+            };
+            match delivery {
+                Delivery::Alert(alert) => {
+                    if tx.send(Ok(alert.as_ref().clone())).await.is_err() {
+                        break;
+                    }
+                }
+                Delivery::Failed(error) => {
+                    let _ = tx.send(Err(log_status(error))).await;
+                    break;
+                }
+                Delivery::Closed => break,
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
 
 #[tonic::async_trait]
@@ -83,47 +139,7 @@ impl AlertFeed for AlertFeedService {
         let req = request.into_inner();
         let tenants = identity.scope_tenants(req.tenants)?;
         let filter = filter(tenants, req.queues, req.agent_ids, req.min_severity)?;
-        let app = self.app.clone();
-        let after = req.after_sequence;
-        let token = identity.authenticated.then(|| identity.name.clone());
-        let subscribe =
-            tokio::task::spawn_blocking(move || app.hub.subscribe(filter, after, token.as_deref()));
-        let mut subscription = match subscribe
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-        {
-            Ok(s) => s,
-            Err(e @ (SubscribeError::Ahead { .. } | SubscribeError::Expired { .. })) => {
-                return Err(Status::out_of_range(e.to_string()));
-            }
-            Err(SubscribeError::TooMany(e)) => {
-                return Err(Status::resource_exhausted(e.to_string()));
-            }
-            Err(SubscribeError::Log(e)) => return Err(log_status(e)),
-        };
-        // A small channel: the hub's ring and the log are the subscriber's real buffer.
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    d = subscription.next() => d,
-                    _ = tx.closed() => break,
-                };
-                match delivery {
-                    Delivery::Alert(alert) => {
-                        if tx.send(Ok(alert.as_ref().clone())).await.is_err() {
-                            break;
-                        }
-                    }
-                    Delivery::Failed(error) => {
-                        let _ = tx.send(Err(log_status(error))).await;
-                        break;
-                    }
-                    Delivery::Closed => break,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        subscribe(&self.app, &identity, filter, req.after_sequence).await
     }
 
     async fn list_alerts(

@@ -1,6 +1,6 @@
 //! Domain values to and from their protobuf messages.
 
-use crate::alerts::{Alert, AlertState, EvidenceTurn, Severity};
+use crate::alerts::{Alert, AlertState, EvidenceTurn, HandoffBrief, Severity};
 use crate::conversation::{
     Context, ConversationSummary, ConversationView, ScoredTurn, Speaker, SpeakerState,
 };
@@ -214,5 +214,38 @@ pub fn alert(a: &Alert) -> pb::Alert {
         trend_start: a.trend_start,
         trend_now: a.trend_now,
         suggestion: a.suggestion.clone(),
+        audience: crate::alerts::wire_audience(a.kind.audience()).into(),
+        brief: a
+            .brief
+            .as_deref()
+            .map(|b| brief(&a.conversation_id, &a.context, b)),
+    }
+}
+
+pub fn brief(conversation_id: &str, ctx: &Context, b: &HandoffBrief) -> pb::HandoffBrief {
+    pb::HandoffBrief {
+        conversation_id: conversation_id.to_string(),
+        context: Some(context(ctx)),
+        customer_rolling_valence: b.customer_rolling,
+        trend_start: b.trend_start,
+        trend: b.trend().to_string(),
+        dominant_emotions: scores(&b.dominant_emotions),
+        mood_drops: b.mood_drops.iter().map(evidence).collect(),
+        requests: b
+            .requests
+            .iter()
+            .map(|r| pb::CustomerRequest {
+                excerpt: r.excerpt.as_deref().unwrap_or_default().to_string(),
+                times: r.times,
+                first_turn_id: r.first_turn_id,
+                last_turn_id: r.last_turn_id,
+            })
+            .collect(),
+        escalation_phrases: b.escalation_phrases.clone(),
+        approach: b.approach.clone(),
+        opening_line: b.opening_line.clone(),
+        customer_turns: b.customer_turns,
+        bot_turns: b.bot_turns,
+        language: b.lang.tag().to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC surface: thin handlers over the domain ([`App`]), health and reflection.
 
 mod alert_feed;
+mod assist;
 pub mod convert;
 mod emotion;
 mod model_admin;
@@ -56,12 +57,17 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
     let alerts =
         pb::alert_feed_server::AlertFeedServer::new(alert_feed::AlertFeedService::new(app.clone()))
             .max_decoding_message_size(max);
+    let assist = pb::agent_assist_server::AgentAssistServer::new(assist::AgentAssistService::new(
+        app.clone(),
+    ))
+    .max_decoding_message_size(max);
     let admin =
         pb::model_admin_server::ModelAdminServer::new(model_admin::ModelAdminService::new(app))
             .max_decoding_message_size(max);
     Ok(
         tonic::service::Routes::new(InterceptedService::new(emotion, auth.clone()))
             .add_service(InterceptedService::new(alerts, auth.clone()))
+            .add_service(InterceptedService::new(assist, auth.clone()))
             .add_service(InterceptedService::new(admin, auth.clone()))
             .add_service(InterceptedService::new(reflection, auth)),
     )

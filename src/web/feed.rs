@@ -62,6 +62,7 @@ impl FeedQuery {
             queues: one(&self.queue),
             agent_ids: Vec::new(),
             min_severity,
+            audience: Default::default(),
         })
     }
 }

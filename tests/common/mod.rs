@@ -57,6 +57,7 @@ pub fn token(name: &str, role: Role, tenants: &[&str]) -> TokenConfig {
         sha256: token_hash(&format!("tok-{name}")),
         role,
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        agent_id: String::new(),
     }
 }
 
@@ -166,6 +167,12 @@ impl TestServer {
 
     pub async fn alerts(&self) -> AlertFeedClient<Channel> {
         AlertFeedClient::new(self.channel().await)
+    }
+
+    pub async fn assist(
+        &self,
+    ) -> emotion_service::pb::agent_assist_client::AgentAssistClient<Channel> {
+        emotion_service::pb::agent_assist_client::AgentAssistClient::new(self.channel().await)
     }
 
     /// Stops the server and returns how `run` ended.

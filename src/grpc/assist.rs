@@ -1,0 +1,79 @@
+//! `AgentAssist`: the agent's guidance stream (the durable alert log's agent-audience events for
+//! one agent id, resumable like alerts) and the hand-off brief on demand.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::alert_feed::{AlertStream, check_len, subscribe};
+use super::{App, convert};
+use crate::alerts::{AlertFilter, Audience};
+use crate::auth::{Identity, Role};
+use crate::error::RequestError;
+use crate::pb;
+use crate::pb::agent_assist_server::AgentAssist;
+
+const MAX_AGENT_ID_BYTES: usize = 128;
+
+pub struct AgentAssistService {
+    app: Arc<App>,
+}
+
+impl AgentAssistService {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+/// Whose guidance `identity` may read: an agent token only its own agent id.
+fn check_agent(identity: &Identity, agent_id: &str) -> Result<(), Status> {
+    if agent_id.is_empty() {
+        return Err(Status::invalid_argument("agent_id is required"));
+    }
+    check_len("agent_id", agent_id, MAX_AGENT_ID_BYTES)?;
+    if identity.role == Role::Agent && identity.agent_id != agent_id {
+        return Err(Status::permission_denied(format!(
+            "token {:?} is agent {:?}; it may not read agent {agent_id:?}'s guidance",
+            identity.name, identity.agent_id
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AgentAssist for AgentAssistService {
+    type SubscribeAssistStream = AlertStream;
+
+    async fn subscribe_assist(
+        &self,
+        request: Request<pb::SubscribeAssistRequest>,
+    ) -> Result<Response<Self::SubscribeAssistStream>, Status> {
+        let identity = Identity::require(&request, &[Role::Agent, Role::Supervisor])?;
+        let req = request.into_inner();
+        check_agent(&identity, &req.agent_id)?;
+        let filter = AlertFilter {
+            tenants: identity.scope_tenants(Vec::new())?,
+            agent_ids: vec![req.agent_id],
+            audience: Audience::Agent,
+            ..Default::default()
+        };
+        subscribe(&self.app, &identity, filter, req.after_sequence).await
+    }
+
+    async fn get_handoff_brief(
+        &self,
+        request: Request<pb::GetHandoffBriefRequest>,
+    ) -> Result<Response<pb::HandoffBrief>, Status> {
+        let identity = Identity::require(&request, &[Role::Agent, Role::Supervisor])?;
+        let id = request.into_inner().conversation_id;
+        crate::pipeline::validate::validate_conversation_id(&id, &self.app.config.limits)?;
+        let (context, brief) = self
+            .app
+            .store
+            .latest_brief(&id, &identity.tenants)
+            .await?
+            .filter(|(c, _)| identity.role != Role::Agent || c.agent_id == identity.agent_id)
+            .ok_or(RequestError::UnknownConversation(id.clone()))?;
+        Ok(Response::new(convert::brief(&id, &context, &brief)))
+    }
+}
