@@ -20,6 +20,9 @@ use crate::config::{AuthConfig, ConfigError};
 
 pub use crate::domain::Role;
 
+/// The longest agent id a guidance request may name.
+pub const MAX_AGENT_ID_BYTES: usize = 128;
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
@@ -67,6 +70,27 @@ impl Identity {
             id.role.as_str(),
             wanted.join(" or ")
         )))
+    }
+
+    /// Whether this caller may read `agent_id`'s guidance: an agent token only its own id.
+    /// INVALID_ARGUMENT for an empty or over-long id.
+    pub fn may_read_agent(&self, agent_id: &str) -> Result<(), Status> {
+        if agent_id.is_empty() {
+            return Err(Status::invalid_argument("agent_id is required"));
+        }
+        if agent_id.len() > MAX_AGENT_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "agent_id is {} bytes; the limit is {MAX_AGENT_ID_BYTES}",
+                agent_id.len()
+            )));
+        }
+        if self.role == Role::Agent && self.agent_id != agent_id {
+            return Err(Status::permission_denied(format!(
+                "token {:?} is agent {:?}; it may not read agent {agent_id:?}'s guidance",
+                self.name, self.agent_id
+            )));
+        }
+        Ok(())
     }
 
     pub fn may_see_tenant(&self, tenant: &str) -> bool {

@@ -26,6 +26,9 @@ pub enum Command {
     Stream(StreamArgs),
     /// Print the alert feed of a server, live; reconnects and resumes without missing an alert.
     Watch(WatchArgs),
+    /// Print one agent's live guidance (briefs at hand-off, mood turned / recovered, transfer
+    /// asked, repeated questions, break suggestions); reconnects and resumes like `watch`.
+    Assist(AssistArgs),
     /// Print alert history (newest first).
     Alerts(AlertsArgs),
     /// Acknowledge an alert: record who takes it.
@@ -116,6 +119,13 @@ pub struct LoadgenArgs {
     /// The server's process id, to report its resident memory and CPU use.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Conversations are served by this many agents (`context.agent_id` lg-agent-N); 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub agents: usize,
+    /// With --agents: subscribe to every agent's guidance (SubscribeAssist) and report the delay
+    /// from each turn's result to its guidance on the agent's stream.
+    #[arg(long, requires = "agents")]
+    pub assist: bool,
     /// Soak mode (needs --rate): survive stream cancellations and server restarts (unanswered
     /// turns re-sent on the reopened stream), end conversations after --turns-per-conversation,
     /// print a line every --report-every-secs.
@@ -229,6 +239,23 @@ pub struct WatchArgs {
     #[arg(long)]
     pub min_severity: Option<MinSeverity>,
     /// Start by replaying every alert event after this sequence (0: all retained).
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Remember the last printed sequence in this file and resume after it on the next start.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Args)]
+pub struct AssistArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The agent whose guidance to print (an agent token may only name its own).
+    #[arg(long)]
+    pub agent_id: String,
+    /// Start by replaying every guidance event after this sequence (0: all retained).
     #[arg(long)]
     pub after: Option<u64>,
     /// Remember the last printed sequence in this file and resume after it on the next start.

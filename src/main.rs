@@ -61,21 +61,29 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Watch(args) => {
-            use std::io::IsTerminal;
-            let color = match args.color {
-                ColorChoice::Always => true,
-                ColorChoice::Never => false,
-                ColorChoice::Auto => std::io::stdout().is_terminal(),
-            };
+            let color = use_color(args.color);
             client::watch(client::WatchOptions {
                 server: args.server.server(),
-                request: pb::SubscribeAlertsRequest {
+                feed: client::Feed::Alerts(pb::SubscribeAlertsRequest {
                     tenants: args.tenants,
                     queues: args.queues,
                     agent_ids: args.agent_ids,
                     min_severity: min_severity(args.min_severity).into(),
                     after_sequence: args.after,
-                },
+                }),
+                state_file: args.state_file,
+                color,
+            })
+            .await
+        }
+        Command::Assist(args) => {
+            let color = use_color(args.color);
+            client::watch(client::WatchOptions {
+                server: args.server.server(),
+                feed: client::Feed::Assist(pb::SubscribeAssistRequest {
+                    agent_id: args.agent_id,
+                    after_sequence: args.after,
+                }),
                 state_file: args.state_file,
                 color,
             })
@@ -321,6 +329,8 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         rate: args.rate,
         max_turns: args.turns,
         drain: Duration::from_secs_f64(args.drain_secs),
+        agents: args.agents,
+        assist: args.assist,
     };
     let mode = match config.rate {
         Some(rate) => format!("open loop at {rate} turns/s"),
@@ -560,4 +570,14 @@ async fn score(args: ScoreArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether to print ANSI colours: as asked, or when stdout is a terminal.
+fn use_color(choice: ColorChoice) -> bool {
+    use std::io::IsTerminal;
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stdout().is_terminal(),
+    }
 }

@@ -63,10 +63,16 @@ async fn printed_sequences(
 #[tokio::test]
 async fn kill_9_mid_stream_then_resume_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [(
-        "EMOTION__ALERT_LOG__PATH",
-        dir.path().join("alerts.sqlite3").display().to_string(),
-    )];
+    // Without agent guidance the log holds supervisors' events alone, numbered without gaps, so
+    // this test can name every sequence (tests/assist.rs checks supervisors' numbering with
+    // guidance between their events).
+    let env = [
+        (
+            "EMOTION__ALERT_LOG__PATH",
+            dir.path().join("alerts.sqlite3").display().to_string(),
+        ),
+        ("EMOTION__ASSIST__ENABLED", "false".to_string()),
+    ];
     let server = ChildServer::spawn(&env).await;
 
     // The supervisor CLI, watching from the start; it must reconnect by itself.
@@ -233,7 +239,10 @@ async fn a_slow_subscriber_slows_neither_scoring_nor_other_subscribers() {
 
 #[tokio::test]
 async fn history_paging_filters_and_acknowledgement() {
-    let server = TestServer::start(config()).await;
+    // Supervisors' events alone (see above), so that sequences are 1, 2, 3...
+    let mut config = config();
+    config.assist.enabled = false;
+    let server = TestServer::start(config).await;
     let mut client = server.client().await;
     let mut feed = server.alerts().await;
     let mut live = feed

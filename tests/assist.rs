@@ -174,7 +174,8 @@ async fn a_bot_conversation_handed_to_an_agent_briefs_them_in_its_language() {
         },
     )
     .await;
-    // Supervisors see none of it: every event of AlertFeed is theirs.
+    // Supervisors see none of it: every event of AlertFeed is theirs, and a supervisor resuming
+    // from the start gets exactly those, in order; every number the log gave is someone's.
     let history = server
         .alerts()
         .await
@@ -202,6 +203,39 @@ async fn a_bot_conversation_handed_to_an_agent_briefs_them_in_its_language() {
             a.kind
         );
     }
+    let last = history.first().map_or(0, |a| a.sequence);
+    let mut resumed = server
+        .alerts()
+        .await
+        .subscribe_alerts(pb::SubscribeAlertsRequest {
+            after_sequence: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut supervisors = Vec::new();
+    while supervisors.last() != Some(&last) {
+        supervisors.push(common::next_alert(&mut resumed).await.sequence);
+    }
+    let listed: Vec<u64> = history.iter().rev().map(|a| a.sequence).collect();
+    assert_eq!(supervisors, listed);
+    let mut every: Vec<u64> = supervisors;
+    for agent in ["agent-sam", "agent-wang"] {
+        every.extend(
+            guidance_until(&server, agent, "mood_recovered")
+                .await
+                .iter()
+                .map(|e| e.sequence),
+        );
+    }
+    every.sort_unstable();
+    let top = *every.last().unwrap();
+    assert_eq!(
+        every,
+        (1..=top).collect::<Vec<_>>(),
+        "no number lost, none twice"
+    );
     let missing = server
         .assist()
         .await

@@ -33,6 +33,8 @@ async fn load_generator_delivers_every_turn_exactly_once() {
         rate: None,
         max_turns: Some(400),
         drain: Duration::from_secs(60),
+        agents: 0,
+        assist: false,
     };
     for rate in [None, Some(400.0)] {
         let report = run(

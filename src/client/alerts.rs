@@ -96,10 +96,94 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
     )
 }
 
+/// What `watch` follows: the supervisors' alert feed, or one agent's guidance (`assist`).
+#[derive(Clone)]
+pub enum Feed {
+    Alerts(pb::SubscribeAlertsRequest),
+    Assist(pb::SubscribeAssistRequest),
+}
+
+impl Feed {
+    fn after(&self) -> Option<u64> {
+        match self {
+            Feed::Alerts(r) => r.after_sequence,
+            Feed::Assist(r) => r.after_sequence,
+        }
+    }
+
+    async fn open(
+        &self,
+        server: &Server,
+        channel: tonic::transport::Channel,
+        after: Option<u64>,
+    ) -> Result<tonic::Streaming<pb::Alert>, tonic::Status> {
+        Ok(match self {
+            Feed::Alerts(r) => {
+                let request = pb::SubscribeAlertsRequest {
+                    after_sequence: after,
+                    ..r.clone()
+                };
+                AlertFeedClient::new(channel)
+                    .subscribe_alerts(server.request(request))
+                    .await?
+            }
+            Feed::Assist(r) => {
+                let request = pb::SubscribeAssistRequest {
+                    after_sequence: after,
+                    ..r.clone()
+                };
+                crate::pb::agent_assist_client::AgentAssistClient::new(channel)
+                    .subscribe_assist(server.request(request))
+                    .await?
+            }
+        }
+        .into_inner())
+    }
+}
+
+/// A hand-off brief as `emotion assist` prints it, under its event's line.
+pub fn format_brief(b: &pb::HandoffBrief) -> String {
+    let mut s = format!(
+        "      brief: customer {:+.2}, {} (from {:+.2}); {} customer turns, {} with the bot\n",
+        b.customer_rolling_valence, b.trend, b.trend_start, b.customer_turns, b.bot_turns
+    );
+    let feeling: Vec<String> = b
+        .dominant_emotions
+        .iter()
+        .map(|e| format!("{} {:.0}%", e.label, e.probability * 100.0))
+        .collect();
+    if !feeling.is_empty() {
+        s.push_str(&format!("      feeling: {}\n", feeling.join(", ")));
+    }
+    for r in &b.requests {
+        s.push_str(&format!(
+            "      asked: {:?} x{} (turns {}..{})\n",
+            r.excerpt, r.times, r.first_turn_id, r.last_turn_id
+        ));
+    }
+    if !b.escalation_phrases.is_empty() {
+        s.push_str(&format!(
+            "      escalation heard: {}\n",
+            b.escalation_phrases.join(", ")
+        ));
+    }
+    for d in &b.mood_drops {
+        s.push_str(&format!(
+            "      mood dropped at #{} {:+.2} {:?}\n",
+            d.turn_id, d.valence, d.excerpt
+        ));
+    }
+    s.push_str(&format!(
+        "      approach: {}\n      say first: {}\n",
+        b.approach, b.opening_line
+    ));
+    s
+}
+
 /// How `watch` runs.
 pub struct WatchOptions {
     pub server: Server,
-    pub request: pb::SubscribeAlertsRequest,
+    pub feed: Feed,
     /// Keeps the last printed sequence here, and starts after it when the file exists.
     pub state_file: Option<PathBuf>,
     pub color: bool,
@@ -109,7 +193,7 @@ pub struct WatchOptions {
 /// reconnects with backoff and resumes after the last sequence it printed, so nothing is missed
 /// or printed twice.
 pub async fn watch(options: WatchOptions) -> anyhow::Result<()> {
-    let mut last = options.request.after_sequence;
+    let mut last = options.feed.after();
     if let Some(path) = &options.state_file
         && let Ok(text) = std::fs::read_to_string(path)
     {
@@ -127,19 +211,14 @@ pub async fn watch(options: WatchOptions) -> anyhow::Result<()> {
                 .channel()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
-            let mut client = AlertFeedClient::new(channel);
-            let request = pb::SubscribeAlertsRequest {
-                after_sequence: last,
-                ..options.request.clone()
-            };
-            let mut alerts = client
-                .subscribe_alerts(options.server.request(request))
-                .await?
-                .into_inner();
+            let mut alerts = options.feed.open(&options.server, channel, last).await?;
             backoff = Duration::from_millis(250);
             while let Some(alert) = alerts.next().await {
                 let alert = alert?;
-                let line = format_alert_styled(&alert, options.color);
+                let mut line = format_alert_styled(&alert, options.color);
+                if let Some(brief) = &alert.brief {
+                    line.push_str(&format_brief(brief));
+                }
                 out.write_all(line.as_bytes()).await?;
                 out.flush().await?;
                 last = Some(alert.sequence);

@@ -5,7 +5,8 @@ pub mod admin;
 pub mod alerts;
 
 pub use alerts::{
-    WatchOptions, acknowledge, format_alert, format_alert_styled, list_alerts, watch,
+    Feed, WatchOptions, acknowledge, format_alert, format_alert_styled, format_brief, list_alerts,
+    watch,
 };
 
 use std::path::Path;

@@ -62,11 +62,7 @@ pub(super) fn log_status(error: LogError) -> Status {
     Status::unavailable(format!("alert log unavailable: {error}"))
 }
 
-pub(super) fn check_len(
-    field: &'static str,
-    value: &str,
-    limit: usize,
-) -> Result<(), RequestError> {
+fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), RequestError> {
     if value.len() > limit {
         return Err(RequestError::TooLong {
             field,

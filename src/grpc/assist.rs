@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::alert_feed::{AlertStream, check_len, subscribe};
+use super::alert_feed::{AlertStream, subscribe};
 use super::{App, convert};
 use crate::alerts::{AlertFilter, Audience};
 use crate::auth::{Identity, Role};
 use crate::error::RequestError;
 use crate::pb;
 use crate::pb::agent_assist_server::AgentAssist;
-
-const MAX_AGENT_ID_BYTES: usize = 128;
 
 pub struct AgentAssistService {
     app: Arc<App>,
@@ -23,21 +21,6 @@ impl AgentAssistService {
     pub fn new(app: Arc<App>) -> Self {
         Self { app }
     }
-}
-
-/// Whose guidance `identity` may read: an agent token only its own agent id.
-fn check_agent(identity: &Identity, agent_id: &str) -> Result<(), Status> {
-    if agent_id.is_empty() {
-        return Err(Status::invalid_argument("agent_id is required"));
-    }
-    check_len("agent_id", agent_id, MAX_AGENT_ID_BYTES)?;
-    if identity.role == Role::Agent && identity.agent_id != agent_id {
-        return Err(Status::permission_denied(format!(
-            "token {:?} is agent {:?}; it may not read agent {agent_id:?}'s guidance",
-            identity.name, identity.agent_id
-        )));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -50,7 +33,7 @@ impl AgentAssist for AgentAssistService {
     ) -> Result<Response<Self::SubscribeAssistStream>, Status> {
         let identity = Identity::require(&request, &[Role::Agent, Role::Supervisor])?;
         let req = request.into_inner();
-        check_agent(&identity, &req.agent_id)?;
+        identity.may_read_agent(&req.agent_id)?;
         let filter = AlertFilter {
             tenants: identity.scope_tenants(Vec::new())?,
             agent_ids: vec![req.agent_id],

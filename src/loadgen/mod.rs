@@ -37,6 +37,12 @@ pub struct LoadConfig {
     pub max_turns: Option<u64>,
     /// How long to wait for outstanding results after the last send.
     pub drain: Duration,
+    /// Conversations are served by this many agents (`context.agent_id` `lg-agent-N`, round
+    /// robin); 0: no context at all.
+    pub agents: usize,
+    /// With agents: one `SubscribeAssist` per agent, and the delay from each turn's result to its
+    /// guidance events reaching the agent's stream measured.
+    pub assist: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -50,6 +56,12 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latencies in microseconds, sorted.
     latencies_us: Vec<u64>,
+    /// Guidance events received (with `assist`), and how many arrived before their turn's
+    /// result did (published before the result is sent: delay 0).
+    pub guidance: u64,
+    pub guidance_before_result: u64,
+    /// Delay from a turn's result to each of its guidance events, microseconds, sorted.
+    guidance_us: Vec<u64>,
 }
 
 impl LoadReport {
@@ -66,8 +78,29 @@ impl LoadReport {
         Duration::from_micros(self.latencies_us[i])
     }
 
+    /// The q-quantile of the delay from a turn's result to its guidance on the agent's stream.
+    pub fn guidance_delay(&self, q: f64) -> Duration {
+        if self.guidance_us.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.guidance_us.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(self.guidance_us[i])
+    }
+
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let guidance = if self.guidance == 0 {
+            String::new()
+        } else {
+            format!(
+                "; guidance events {} ({} before their result), delay after the result ms p50 {:.1} p99 {:.1} max {:.1}",
+                self.guidance,
+                self.guidance_before_result,
+                ms(self.guidance_delay(0.5)),
+                ms(self.guidance_delay(0.99)),
+                ms(self.guidance_delay(1.0)),
+            )
+        };
         format!(
             "sent {} answered {} unanswered (lost) {} duplicated {} errors {} in {:.1} s: {:.0} turns/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
             self.sent,
@@ -81,8 +114,75 @@ impl LoadReport {
             ms(self.latency(0.9)),
             ms(self.latency(0.99)),
             ms(self.latency(1.0)),
-        )
+        ) + &guidance
     }
+}
+
+/// When each turn's result arrived, and guidance seen before its result, for the delay from a
+/// result to its guidance.
+#[derive(Default)]
+struct GuidanceClock {
+    results: HashMap<(String, u64), Instant>,
+    early: HashMap<(String, u64), u32>,
+    delays_us: Vec<u64>,
+    received: u64,
+    before_result: u64,
+}
+
+impl GuidanceClock {
+    fn result(&mut self, conversation: &str, turn: u64, at: Instant) {
+        let key = (conversation.to_string(), turn);
+        if let Some(n) = self.early.remove(&key) {
+            self.delays_us.extend(std::iter::repeat_n(0, n as usize));
+        }
+        self.results.insert(key, at);
+    }
+
+    fn guidance(&mut self, conversation: &str, turn: u64, at: Instant) {
+        self.received += 1;
+        let key = (conversation.to_string(), turn);
+        match self.results.get(&key) {
+            Some(r) => self
+                .delays_us
+                .push(at.duration_since(*r).as_micros() as u64),
+            None => {
+                self.before_result += 1;
+                *self.early.entry(key).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// One `SubscribeAssist` per agent, live, recording each event's arrival.
+async fn subscribe_agents(
+    config: &LoadConfig,
+    clock: &Arc<Mutex<GuidanceClock>>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for a in 0..config.agents {
+        let channel = config.server.channel().await?;
+        let mut client = pb::agent_assist_client::AgentAssistClient::new(channel);
+        let request = config.server.request(pb::SubscribeAssistRequest {
+            agent_id: agent_id(a),
+            after_sequence: None,
+        });
+        let mut stream = client.subscribe_assist(request).await?.into_inner();
+        let clock = clock.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(event)) = stream.next().await {
+                let at = Instant::now();
+                clock
+                    .lock()
+                    .unwrap()
+                    .guidance(&event.conversation_id, event.turn_id, at);
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+fn agent_id(a: usize) -> String {
+    format!("lg-agent-{a}")
 }
 
 /// Texts from a GoEmotions-style TSV (first column) or a plain file (one text per line).
@@ -138,12 +238,20 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         errors: 0,
         latencies_us: Vec::new(),
     }));
+    let clock = Arc::new(Mutex::new(GuidanceClock::default()));
+    let measure = config.assist && config.agents > 0;
+    let subscribers = if measure {
+        subscribe_agents(&config, &clock).await?
+    } else {
+        Vec::new()
+    };
     for pending in &outstanding {
         let mut client = EmotionAnalysisClient::new(config.server.channel().await?);
         let server = config.server.clone();
         let (tx, rx) = mpsc::channel::<pb::TurnRequest>(1024);
         senders.push(tx);
         let (pending, tally, ready) = (pending.clone(), tally.clone(), ready_tx.clone());
+        let clock = measure.then(|| clock.clone());
         // The call is opened inside the task: some servers (grpcio) send response headers only
         // with the first result, so the first turns must be sendable before the call returns.
         readers.push(tokio::spawn(async move {
@@ -158,6 +266,12 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
             while let Some(result) = results.next().await {
                 let Ok(result) = result else { break };
                 let now = Instant::now();
+                if let Some(clock) = &clock {
+                    clock
+                        .lock()
+                        .unwrap()
+                        .result(&result.conversation_id, result.turn_id, now);
+                }
                 if result.duplicate {
                     // The server took it for a re-send: ids collided, the turn was not scored.
                     tally.lock().unwrap().duplicated += 1;
@@ -212,12 +326,18 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         } else {
             pb::Speaker::Agent
         };
-        let turn = pb::TurnRequest::new(
+        let mut turn = pb::TurnRequest::new(
             format!("lg{run_id}-{c}"),
             next_turn[c],
             speaker,
             text.clone(),
         );
+        if config.agents > 0 && next_turn[c] == 1 {
+            turn.context = Some(crate::grpc::wire::TurnContext {
+                agent_id: agent_id(c % config.agents).into_bytes(),
+                ..Default::default()
+            });
+        }
         if senders[s].send(turn).await.is_err() {
             anyhow::bail!("stream {s} closed by the server");
         }
@@ -234,6 +354,15 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
     let elapsed = start.elapsed();
     drop(senders);
     let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(readers)).await;
+    if measure {
+        // Guidance is published before the result it belongs to: little can still be on its way.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for s in subscribers {
+        s.abort();
+    }
+    let mut g = std::mem::take(&mut *clock.lock().unwrap());
+    g.delays_us.sort_unstable();
     let mut t = tally.lock().unwrap();
     t.latencies_us.sort_unstable();
     Ok(LoadReport {
@@ -247,6 +376,9 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         errors: t.errors,
         elapsed,
         latencies_us: std::mem::take(&mut t.latencies_us),
+        guidance: g.received,
+        guidance_before_result: g.before_result,
+        guidance_us: g.delays_us,
     })
 }
 

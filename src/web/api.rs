@@ -36,6 +36,7 @@ fn identity_json(id: &Identity, auth_enabled: bool) -> Value {
         "name": id.name,
         "role": id.role.as_str(),
         "tenants": id.tenants,
+        "agent_id": id.agent_id,
     })
 }
 
@@ -52,6 +53,9 @@ fn check_len(field: &str, value: &str, limit: usize) -> Result<(), WebError> {
 #[derive(Deserialize)]
 pub struct SignIn {
     token: String,
+    /// `agent` for the agent view (agent or supervisor tokens); else the supervisor dashboard.
+    #[serde(default)]
+    view: String,
 }
 
 /// `POST /api/session {"token": ...}`: checks the token, then keeps it in an HttpOnly cookie.
@@ -70,7 +74,11 @@ pub async fn sign_in(State(web): State<Web>, Json(body): Json<SignIn>) -> Respon
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::AUTHORIZATION, header);
-    let identity = match web.identity(&headers, &[Role::Supervisor]) {
+    let roles: &[Role] = match body.view.as_str() {
+        "agent" => &[Role::Agent, Role::Supervisor],
+        _ => &[Role::Supervisor],
+    };
+    let identity = match web.identity(&headers, roles) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
@@ -124,14 +132,24 @@ pub async fn alerts(
     Query(query): Query<FeedQuery>,
 ) -> Result<Json<Value>, WebError> {
     let identity = web.identity(&headers, &[Role::Supervisor])?;
-    let limit = query.limit.unwrap_or(200);
+    let filter = query.filter(&identity)?;
+    history(&web, filter, query.limit).await
+}
+
+/// The newest events `filter` matches (`limit`, default 200), and the sequence to resume after.
+async fn history(
+    web: &Web,
+    filter: crate::alerts::AlertFilter,
+    limit: Option<usize>,
+) -> Result<Json<Value>, WebError> {
+    let limit = limit.unwrap_or(200);
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(WebError::bad_request(format!(
             "limit must be in 1..={MAX_HISTORY}, got {limit}"
         )));
     }
     let log_query = LogQuery {
-        filter: query.filter(&identity)?,
+        filter,
         newest_first: true,
         limit,
         ..Default::default()
@@ -146,6 +164,38 @@ pub async fn alerts(
         "last_sequence": last_sequence,
         "alerts": events.iter().map(alert_json).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /api/assist/history?agent_id=&limit=`: the agent's guidance, newest first, and the
+/// sequence to resume the live feed after.
+pub async fn assist_history(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<super::feed::AssistQuery>,
+) -> Result<Json<Value>, WebError> {
+    let identity = web.identity(&headers, &[Role::Agent, Role::Supervisor])?;
+    let filter = query.filter(&identity)?;
+    history(&web, filter, query.limit).await
+}
+
+/// `GET /api/conversations/{id}/brief`: the hand-off brief as the conversation stands.
+pub async fn brief(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, WebError> {
+    let identity = web.identity(&headers, &[Role::Agent, Role::Supervisor])?;
+    crate::pipeline::validate::validate_conversation_id(&id, &web.app.config.limits)?;
+    let (context, brief) = web
+        .app
+        .store
+        .latest_brief(&id, &identity.tenants)
+        .await?
+        .filter(|(c, _)| identity.role != Role::Agent || c.agent_id == identity.agent_id)
+        .ok_or_else(|| crate::error::RequestError::UnknownConversation(id.clone()))?;
+    Ok(Json(super::feed::brief_json(&crate::grpc::convert::brief(
+        &id, &context, &brief,
+    ))))
 }
 
 #[derive(Deserialize, Default)]

@@ -75,6 +75,51 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
     let identity = web.identity(&headers, &[Role::Supervisor])?;
     let filter = query.filter(&identity)?;
+    sse(web, &headers, &identity, filter, query.after).await
+}
+
+/// What the agent view asks for: `?agent_id=&after=&limit=`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AssistQuery {
+    pub agent_id: String,
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+impl AssistQuery {
+    /// The guidance of the agent asked for, if `identity` may read it.
+    pub fn filter(&self, identity: &Identity) -> Result<AlertFilter, WebError> {
+        identity.may_read_agent(&self.agent_id)?;
+        Ok(AlertFilter {
+            tenants: identity.scope_tenants(Vec::new())?,
+            agent_ids: vec![self.agent_id.clone()],
+            audience: crate::alerts::Audience::Agent,
+            ..Default::default()
+        })
+    }
+}
+
+/// `GET /api/assist/stream?agent_id=`: the agent's guidance, resumable like the alert feed.
+pub async fn assist_stream(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<AssistQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
+    let identity = web.identity(&headers, &[Role::Agent, Role::Supervisor])?;
+    let filter = query.filter(&identity)?;
+    sse(web, &headers, &identity, filter, query.after).await
+}
+
+/// The events `filter` matches as Server-Sent Events, resumed after `Last-Event-ID` (else
+/// `after`).
+async fn sse(
+    web: Web,
+    headers: &HeaderMap,
+    identity: &Identity,
+    filter: AlertFilter,
+    after: Option<u64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, WebError> {
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| {
@@ -86,7 +131,7 @@ pub async fn stream(
             })
         })
         .transpose()?;
-    let after = last_event_id.or(query.after);
+    let after = last_event_id.or(after);
     let token = identity.authenticated.then(|| identity.name.clone());
     let subscribed = web
         .blocking(move |app| app.hub.subscribe(filter, after, token.as_deref()))
@@ -155,17 +200,18 @@ enum Feed {
     Done,
 }
 
+fn emotions(scores: &[pb::EmotionScore]) -> Vec<Value> {
+    scores
+        .iter()
+        .map(|s| json!({ "label": s.label, "p": s.probability }))
+        .collect()
+}
+
 /// An alert event as the page reads it.
 pub fn alert_json(a: &pb::Alert) -> Value {
     let ctx = a.context.clone().unwrap_or_default();
     let severity = convert::severity_from(a.severity).unwrap_or(crate::alerts::Severity::None);
     let state = pb::AlertState::try_from(a.state).unwrap_or(pb::AlertState::Unspecified);
-    let emotions = |scores: &[pb::EmotionScore]| -> Vec<Value> {
-        scores
-            .iter()
-            .map(|s| json!({ "label": s.label, "p": s.probability }))
-            .collect()
-    };
     json!({
         "sequence": a.sequence,
         "alert_id": a.alert_id,
@@ -188,11 +234,42 @@ pub fn alert_json(a: &pb::Alert) -> Value {
         "trend_start": a.trend_start,
         "trend_now": a.trend_now,
         "dominant_emotions": emotions(&a.dominant_emotions),
+        "audience": if a.audience == pb::Audience::Agent as i32 { "agent" } else { "supervisor" },
+        "brief": a.brief.as_ref().map(brief_json),
         "evidence": a.evidence.iter().map(|e| json!({
             "turn_id": e.turn_id,
             "valence": e.valence,
             "excerpt": e.excerpt,
             "top_emotions": emotions(&e.top_emotions),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// A hand-off brief as the pages read it.
+pub fn brief_json(b: &pb::HandoffBrief) -> Value {
+    json!({
+        "conversation_id": b.conversation_id,
+        "customer_rolling_valence": b.customer_rolling_valence,
+        "trend_start": b.trend_start,
+        "trend": b.trend,
+        "dominant_emotions": emotions(&b.dominant_emotions),
+        "mood_drops": b.mood_drops.iter().map(|e| json!({
+            "turn_id": e.turn_id,
+            "valence": e.valence,
+            "excerpt": e.excerpt,
+            "top_emotions": emotions(&e.top_emotions),
+        })).collect::<Vec<_>>(),
+        "requests": b.requests.iter().map(|r| json!({
+            "excerpt": r.excerpt,
+            "times": r.times,
+            "first_turn_id": r.first_turn_id,
+            "last_turn_id": r.last_turn_id,
+        })).collect::<Vec<_>>(),
+        "escalation_phrases": b.escalation_phrases,
+        "approach": b.approach,
+        "opening_line": b.opening_line,
+        "customer_turns": b.customer_turns,
+        "bot_turns": b.bot_turns,
+        "language": b.language,
     })
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  GET  /                        the page (HTML, JS and CSS embedded in the binary, no CDN)
+//!  GET  /agent/{id}              the agent view: one agent's guidance (hand-off briefs ...)
 //!  POST /api/session             {token} -> HttpOnly cookie; DELETE signs out
 //!  GET  /api/status              who am I, model version, health
 //!  GET  /api/alerts              history (newest first) and the log's last sequence
@@ -11,6 +12,9 @@
 //!  GET  /api/conversations       live conversations ranked by risk, with trajectories
 //!  GET  /api/conversations/{id}  turns and scores (text as `alerts.redaction` allows)
 //!  GET  /api/heatmap             queue x 5-minute buckets of mean customer valence
+//!  GET  /api/assist/history      ?agent_id= one agent's guidance, newest first
+//!  GET  /api/assist/stream       ?agent_id= SSE of the same, resumable like the alert feed
+//!  GET  /api/conversations/{id}/brief  the hand-off brief as the conversation stands
 //! ```
 //!
 //! Why SSE: the feed is one-way, SSE is plain HTTP/1.1 (through any proxy that passes a long
@@ -62,6 +66,21 @@ pub async fn serve(
             get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
         )
         .route("/app.css", get(|| asset("text/css; charset=utf-8", STYLE)))
+        .route(
+            "/agent/{id}",
+            get(|| asset("text/html; charset=utf-8", AGENT_PAGE)),
+        )
+        .route(
+            "/common.js",
+            get(|| asset("text/javascript; charset=utf-8", COMMON_SCRIPT)),
+        )
+        .route(
+            "/agent.js",
+            get(|| asset("text/javascript; charset=utf-8", AGENT_SCRIPT)),
+        )
+        .route("/api/assist/history", get(api::assist_history))
+        .route("/api/assist/stream", get(feed::assist_stream))
+        .route("/api/conversations/{id}/brief", get(api::brief))
         .route("/api/session", post(api::sign_in).delete(api::sign_out))
         .route("/api/status", get(api::status))
         .route("/api/alerts", get(api::alerts))
@@ -118,6 +137,9 @@ async fn check_request(request: axum::extract::Request, next: axum::middleware::
 const PAGE: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/app.css");
+const COMMON_SCRIPT: &str = include_str!("assets/common.js");
+const AGENT_PAGE: &str = include_str!("assets/agent.html");
+const AGENT_SCRIPT: &str = include_str!("assets/agent.js");
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -211,12 +233,14 @@ impl Web {
         if id.role == Role::Admin || roles.contains(&id.role) {
             return Ok(id);
         }
+        let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         Err(WebError(
             StatusCode::FORBIDDEN,
             format!(
-                "token {:?} has role {}; the dashboard needs supervisor or admin",
+                "token {:?} has role {}; this page needs {} or admin",
                 id.name,
-                id.role.as_str()
+                id.role.as_str(),
+                wanted.join(" or ")
             ),
         ))
     }

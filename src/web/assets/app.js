@@ -2,7 +2,6 @@
 // sequence), conversations at risk and the heatmap by polling the JSON API. No framework, no CDN.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const POLL_CONVERSATIONS_MS = 2000;
 const POLL_HEATMAP_MS = 10000;
 const POLL_STATUS_MS = 5000;
@@ -19,47 +18,9 @@ const state = {
   generation: 0, // bumped on every restart, so stale responses are ignored
 };
 
-class HttpError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    credentials: "same-origin",
-    headers: options.body ? { "content-type": "application/json" } : {},
-    ...options,
-  });
-  if (response.status === 204) return null;
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    if (response.status === 401) showSignIn(body.error || "Sign in to continue.");
-    throw new HttpError(response.status, body.error || response.statusText);
-  }
-  return body;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "dataset") {
-      for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) node.dataset[dk] = dv;
-    }
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-const fmt = (v) => (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(2);
-const pct = (p) => `${Math.round(p * 100)}%`;
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 const hm = (secs) => new Date(secs * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 const words = (s) => (s || "").replaceAll("_", " ");
-const emotionList = (list) => (list || []).map((e) => `${e.label} ${pct(e.p)}`).join(" · ");
 
 function query(extra = {}) {
   const f = state.filters;
@@ -442,6 +403,7 @@ async function refreshHeatmap(generation) {
 // ---- wiring -----------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
+  onSignedOut = showSignIn;
   $("signin-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   $("conv-close").addEventListener("click", () => $("conv-dialog").close());
