@@ -171,7 +171,7 @@ impl AssistState {
             Speaker::Bot => self.bot_turns += 1,
             Speaker::Agent => {
                 if !self.handed_off && self.bot_turns > 0 && !f.agent_id.is_empty() {
-                    out.extend(self.hand_off(f.lang, f.customer_rolling));
+                    out.extend(self.hand_off(cfg, f.lang, f.customer_rolling));
                 }
             }
             Speaker::Customer => self.customer(cfg, f, &mut out),
@@ -181,7 +181,12 @@ impl AssistState {
 
     /// The explicit or detected move from a bot to the agent: the brief (the caller fills it
     /// in), then the mood turned if it turned before the agent came. None if already handed off.
-    pub fn hand_off(&mut self, lang: Lang, customer_rolling: Option<f32>) -> Vec<Guidance> {
+    pub fn hand_off(
+        &mut self,
+        cfg: &AssistConfig,
+        lang: Lang,
+        customer_rolling: Option<f32>,
+    ) -> Vec<Guidance> {
         if self.handed_off {
             return Vec::new();
         }
@@ -209,7 +214,13 @@ impl AssistState {
         if let Some(m) = self.mood.as_mut().filter(|m| !m.announced) {
             m.announced = true;
             let rolling = customer_rolling.unwrap_or(m.low);
-            out.push(mood_turned(&m.alert_id, rolling, None, lang));
+            out.push(mood_turned(
+                &m.alert_id,
+                rolling,
+                cfg.mood_turned_below,
+                None,
+                lang,
+            ));
         }
         out
     }
@@ -264,6 +275,7 @@ impl AssistState {
                     out.push(mood_turned(
                         &alert_id,
                         f.rolling,
+                        cfg.mood_turned_below,
                         Some(f.trend_start),
                         f.lang,
                     ));
@@ -424,14 +436,20 @@ fn raised(severity: Severity, threshold: f32) -> Transition {
     }
 }
 
-fn mood_turned(alert_id: &str, rolling: f32, start: Option<f32>, lang: Lang) -> Guidance {
+fn mood_turned(
+    alert_id: &str,
+    rolling: f32,
+    threshold: f32,
+    start: Option<f32>,
+    lang: Lang,
+) -> Guidance {
     Guidance {
         kind: AlertKind::MoodTurned,
         transition: Transition {
             alert_id: alert_id.to_string(),
             state: AlertState::Raised,
             severity: Severity::Warning,
-            threshold: rolling,
+            threshold,
         },
         detail: match (lang, start) {
             (Lang::En, Some(s)) => format!(

@@ -86,7 +86,8 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
         a.rolling_valence,
         match a.kind.as_str() {
             // Phrase and repetition triggers have no threshold.
-            "escalation_request" | "repetition" => String::new(),
+            "escalation_request" | "repetition" | "transfer_requested" | "repeated_question"
+            | "handoff_brief" | "break_suggested" => String::new(),
             _ => format!(" vs {:+.2}", a.threshold),
         },
         a.turn_id,
