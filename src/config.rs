@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod customers;
 pub mod playbook;
 mod sections;
 pub mod triggers;
 
+pub use customers::CustomersConfig;
 pub use sections::{
     AlertConfig, AlertLogConfig, AssistConfig, AuthConfig, AuthMode, BatchingConfig, ClusterConfig,
     LimitsConfig, LogSync, ModelConfig, ScoringConfig, ServerConfig, StateConfig, TokenConfig,
@@ -38,6 +40,7 @@ pub struct Config {
     pub triggers: triggers::TriggersConfig,
     pub playbook: playbook::PlaybookConfig,
     pub assist: AssistConfig,
+    pub customers: CustomersConfig,
     pub cluster: ClusterConfig,
 }
 
@@ -335,6 +338,7 @@ impl Config {
                 "assist.strain_conversations and assist.strain_window_mins must be positive".into(),
             );
         }
+        self.customers.validate().map_err(ConfigError::Invalid)?;
         if self.alert_log.path.as_os_str().is_empty() {
             return fail("alert_log.path must name a file".into());
         }

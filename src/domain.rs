@@ -51,6 +51,8 @@ pub struct Context {
     pub queue: String,
     pub agent_id: String,
     pub language: String,
+    /// The customer's pseudonym (`crate::customers`), or empty.
+    pub customer: String,
 }
 
 impl Context {
@@ -59,6 +61,7 @@ impl Context {
             && self.queue.is_empty()
             && self.agent_id.is_empty()
             && self.language.is_empty()
+            && self.customer.is_empty()
     }
 }
 
@@ -130,6 +133,8 @@ pub enum AlertKind {
     BreakSuggested,
     /// Guidance: the brief for the person taking over from a bot.
     HandoffBrief,
+    /// The customer contacted us within `customers.window_days` of a contact that ended badly.
+    RepeatContact,
 }
 
 /// Who an alert-log event is for.
@@ -143,7 +148,7 @@ pub enum Audience {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::RollingValence,
         AlertKind::EscalationRequest,
         AlertKind::Repetition,
@@ -155,6 +160,7 @@ impl AlertKind {
         AlertKind::RepeatedQuestion,
         AlertKind::BreakSuggested,
         AlertKind::HandoffBrief,
+        AlertKind::RepeatContact,
     ];
 
     /// Who the kind's events are for: supervisors (AlertFeed) or the agent (AgentAssist).
@@ -164,7 +170,8 @@ impl AlertKind {
             | AlertKind::EscalationRequest
             | AlertKind::Repetition
             | AlertKind::SustainedNegativity
-            | AlertKind::AgentStrain => Audience::Supervisor,
+            | AlertKind::AgentStrain
+            | AlertKind::RepeatContact => Audience::Supervisor,
             AlertKind::MoodTurned
             | AlertKind::MoodRecovered
             | AlertKind::TransferRequested
@@ -192,6 +199,7 @@ impl AlertKind {
             AlertKind::RepeatedQuestion => "repeated_question",
             AlertKind::BreakSuggested => "break_suggested",
             AlertKind::HandoffBrief => "handoff_brief",
+            AlertKind::RepeatContact => "repeat_contact",
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod conversation;
+pub mod customers;
 pub mod domain;
 pub mod error;
 pub mod eval;
@@ -140,7 +141,26 @@ pub async fn run(
     tracing::info!(log = %hub.log().describe(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
-    let store = ConversationStore::new(StoreSettings::from(&config), metrics.clone());
+    let customers = match (&cluster, config.customers.enabled()) {
+        (Some(_), true) => {
+            tracing::warn!(
+                "customer memory is embedded-only for now: off in cluster mode (customer ids are checked and dropped)"
+            );
+            None
+        }
+        (None, true) => {
+            let c = config.customers.clone();
+            tokio::task::spawn_blocking(move || customers::CustomerMemory::open(&c))
+                .await?
+                .context("opening the customer store")?
+        }
+        (None, false) | (Some(_), false) => None,
+    };
+    let mut store = ConversationStore::new(StoreSettings::from(&config), metrics.clone());
+    if let Some(memory) = &customers {
+        tracing::info!(path = %config.customers.path.display(), "customer memory on");
+        store = store.with_customers(memory.clone());
+    }
     // Conversations are decided in the cluster's bucket, else in this process (saved to
     // `state.path`).
     let (store, persister) = match &cluster {
@@ -171,16 +191,18 @@ pub async fn run(
         models.set_fleet(fleet.clone());
         fleet.follow(models.clone());
     }
-    let pipeline = Arc::new(
-        pipeline::Pipeline::new(
-            &config,
-            store.clone(),
-            batcher.clone(),
-            hub.clone(),
-            metrics.clone(),
-        )
-        .with_shadow(models.clone()),
-    );
+    let mut pipeline = pipeline::Pipeline::new(
+        &config,
+        store.clone(),
+        batcher.clone(),
+        hub.clone(),
+        metrics.clone(),
+    )
+    .with_shadow(models.clone());
+    if let Some(memory) = &customers {
+        pipeline = pipeline.with_customers(memory.clone());
+    }
+    let pipeline = Arc::new(pipeline);
     let app = Arc::new(App {
         store,
         hub,
@@ -188,6 +210,7 @@ pub async fn run(
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         auth,
         models,
+        customers,
         batcher,
         metrics: metrics.clone(),
         serving: std::sync::atomic::AtomicBool::new(true),
@@ -213,6 +236,7 @@ pub async fn run(
     }
     tokio::spawn(evict_idle(app.clone(), stopped(stop_rx.clone())));
     tokio::spawn(alert_retention(app.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(customer_retention(app.clone(), stopped(stop_rx.clone())));
     tokio::spawn(alert_log_backlog(
         app.clone(),
         health.clone(),
@@ -254,7 +278,38 @@ pub async fn run(
         tokio::task::spawn_blocking(move || persister.stop()).await?;
         tracing::info!(tracked = app.store.tracked(), "conversation state saved");
     }
+    if let Some(memory) = app.customers.clone() {
+        tokio::task::spawn_blocking(move || memory.flush()).await?;
+    }
     Ok(())
+}
+
+/// Deletes customers' contacts older than `customers.retention_days`, at start and hourly.
+async fn customer_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
+    let Some(memory) = app.customers.clone() else {
+        return;
+    };
+    let days = app.config.customers.retention_days;
+    if days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let memory = memory.clone();
+                let before = customers::now_ms().saturating_sub(days * 86_400_000);
+                match tokio::task::spawn_blocking(move || memory.store.apply_retention(before)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(deleted)) => tracing::info!(deleted, days, "customer contacts past retention deleted"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "customer retention"),
+                    Err(e) => tracing::error!(error = %e, "customer retention task"),
+                }
+            }
+            _ = &mut stopped => return,
+        }
+    }
 }
 
 /// Opens the state store the config names, puts saved conversations back into `store`, and

@@ -75,6 +75,9 @@ pub struct TurnLine {
     pub agent_id: String,
     #[serde(default)]
     pub language: String,
+    /// The platform's customer id (pseudonymised by the server).
+    #[serde(default)]
+    pub customer_id: String,
 }
 
 impl TurnLine {
@@ -90,6 +93,8 @@ impl TurnLine {
             queue: self.queue.clone(),
             agent_id: self.agent_id.clone(),
             language: self.language.clone(),
+            customer_id: self.customer_id.clone(),
+            customer_key: String::new(),
         };
         Ok(pb::TurnRequest {
             acoustic_valence: self.acoustic_valence,

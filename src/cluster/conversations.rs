@@ -23,7 +23,7 @@ use super::{Cluster, ClusterError};
 use crate::conversation::{Revision, SharedConversations, SharedError, SharedState};
 
 /// The first byte of every value: the encoding's version.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 /// Pause between attempts of one operation.
 const RETRY: Duration = Duration::from_millis(100);
 /// The limit of one attempt (an operation is retried until `cluster.op_timeout_ms`).

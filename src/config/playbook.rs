@@ -99,6 +99,10 @@ impl Default for PlaybookConfig {
                     &["break_suggested"],
                     "Several tough conversations in a row: take a short break after this one (your supervisor can see this too).",
                 ),
+                (
+                    &["repeat_contact"],
+                    "They contacted us recently and it ended badly: name the earlier contact, do not make them start over, and own the fix.",
+                ),
             ]),
             emotions: entries(&[
                 (
@@ -171,6 +175,10 @@ impl Default for PlaybookConfig {
                     (
                         &["break_suggested"],
                         "连续几通通话压力较大：这通结束后休息一下（主管也能看到这条提示）。",
+                    ),
+                    (
+                        &["repeat_contact"],
+                        "客户近期来过电且问题没有解决好：先提到上次的来电，不要让客户从头再说，主动负责解决。",
                     ),
                 ]),
                 emotions: entries(&[

@@ -166,6 +166,8 @@ pub struct StoreSettings {
     pub triggers: Arc<TriggerPolicies>,
     pub playbook: Arc<PlaybookConfig>,
     pub assist: crate::config::AssistConfig,
+    /// `repeat_contact`: a contact within this long of one that ended badly.
+    pub repeat_window: Duration,
 }
 
 impl From<&Config> for StoreSettings {
@@ -180,6 +182,7 @@ impl From<&Config> for StoreSettings {
             triggers: Arc::new(TriggerPolicies::new(&c.triggers)),
             playbook: Arc::new(c.playbook.clone()),
             assist: c.assist.clone(),
+            repeat_window: c.customers.window(),
         }
     }
 }
@@ -239,6 +242,8 @@ pub struct ConversationStore {
     /// Per agent: the conversations that strained them lately (break suggestions). In memory,
     /// per process: in cluster mode each replica counts the conversations it applied.
     shifts: Mutex<HashMap<String, Shift>>,
+    /// Where a conversation with a customer is remembered once it ends (or is evicted idle).
+    customers: Option<Arc<crate::customers::CustomerMemory>>,
 }
 
 /// One agent's recent strained conversations and their last break suggestion.
@@ -262,7 +267,24 @@ impl ConversationStore {
             tracking: std::sync::atomic::AtomicBool::new(false),
             shared: None,
             shifts: Mutex::default(),
+            customers: None,
         }
+    }
+
+    /// Records each ended conversation that has a customer as one of their contacts.
+    pub fn with_customers(mut self, customers: Arc<crate::customers::CustomerMemory>) -> Self {
+        self.customers = Some(customers);
+        self
+    }
+
+    /// The contact `conv` was, for its customer's memory (none without a customer or memory).
+    fn contact_of(
+        &self,
+        conversation_id: &str,
+        conv: &Conversation,
+    ) -> Option<crate::customers::Contact> {
+        let memory = self.customers.as_ref()?;
+        conv.contact(conversation_id, memory.config.negative_below)
     }
 
     /// Decides every turn in `shared` (cluster mode): see [`Self::settle`].
@@ -343,7 +365,13 @@ impl ConversationStore {
             .expect("inserted above");
         conv.touched = now;
         if let Some(context) = turn.context.as_ref().filter(|c| !c.is_empty()) {
+            // A context without the customer keeps the one given before (sent once, like
+            // the rest, but never dropped by a later partial context).
+            let customer = std::mem::take(&mut conv.context.customer);
             conv.context.clone_from(context);
+            if conv.context.customer.is_empty() {
+                conv.context.customer = customer;
+            }
         }
         if let Ok(i) = conv
             .history
@@ -528,6 +556,41 @@ impl ConversationStore {
         Some(n)
     }
 
+    /// The customer whose earlier contacts `conversation_id` has yet to read, if any; the caller
+    /// reads them and hands them to [`Self::remember_earlier`] before the turn settles.
+    pub fn earlier_due(&self, conversation_id: &str) -> Option<String> {
+        let mut shard = self.shard(conversation_id);
+        let conv = shard.get_mut(conversation_id)?;
+        let customer = &conv.context.customer;
+        let known = conv
+            .earlier
+            .as_ref()
+            .is_some_and(|e| &e.customer == customer);
+        if customer.is_empty() || known || conv.reading_earlier {
+            return None;
+        }
+        conv.reading_earlier = true;
+        Some(customer.clone())
+    }
+
+    /// What [`Self::earlier_due`] asked for: the customer's earlier contacts, newest first.
+    pub fn remember_earlier(
+        &self,
+        conversation_id: &str,
+        customer: String,
+        contacts: Vec<crate::customers::Contact>,
+    ) {
+        let mut shard = self.shard(conversation_id);
+        if let Some(conv) = shard.get_mut(conversation_id) {
+            conv.reading_earlier = false;
+            conv.earlier = Some(state::Earlier {
+                customer,
+                contacts,
+                raised: false,
+            });
+        }
+    }
+
     /// A conversation's state, if tracked and of one of `tenants` (empty: any).
     pub fn view(&self, conversation_id: &str, tenants: &[String]) -> Option<ConversationView> {
         let shard = self.shard(conversation_id);
@@ -556,6 +619,9 @@ impl ConversationStore {
         drop(shard);
         self.forget(1);
         self.record_removed([conversation_id.to_string()]);
+        if let Some(contact) = self.contact_of(conversation_id, &conv) {
+            self.customers.as_ref().expect("a contact").record(contact);
+        }
         Ok(conv.summary(conversation_id))
     }
 
@@ -565,15 +631,20 @@ impl ConversationStore {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             let mut gone = Vec::new();
+            let mut contacts = Vec::new();
             shard.retain(|id, c| {
                 let keep =
                     !c.pending.is_empty() || now.duration_since(c.touched) < self.settings.ttl;
                 if !keep {
                     gone.push(id.clone());
+                    contacts.extend(self.contact_of(id, c));
                 }
                 keep
             });
             drop(shard);
+            if let Some(memory) = &self.customers {
+                contacts.into_iter().for_each(|c| memory.record(c));
+            }
             evicted += gone.len();
             self.record_removed(gone);
         }

@@ -36,6 +36,7 @@ pub struct ConversationSnapshot {
     alert: AlertTracker,
     triggers: TriggerState,
     assist: crate::assist::AssistState,
+    earlier: Option<super::state::Earlier>,
     evidence: Vec<EvidenceSnapshot>,
     agent_evidence: Vec<EvidenceSnapshot>,
     first_rolling: [f32; 3],
@@ -181,6 +182,7 @@ impl Conversation {
             alert: self.alert.clone(),
             triggers: self.triggers.clone(),
             assist: self.assist.clone(),
+            earlier: self.earlier.clone(),
             evidence,
             agent_evidence,
             first_rolling: self.first_rolling,
@@ -249,6 +251,7 @@ impl Conversation {
         conv.alert = s.alert;
         conv.triggers = s.triggers;
         conv.assist = s.assist;
+        conv.earlier = s.earlier;
         conv.evidence = evidence(s.evidence)?;
         conv.agent_evidence = evidence(s.agent_evidence)?;
         conv.first_rolling = s.first_rolling;

@@ -23,6 +23,15 @@ use crate::error::InferenceError;
 use crate::inference::{ModelSpec, Scores};
 use crate::lang::Lang;
 
+/// A customer's earlier contacts as their new conversation read them, and whether it raised
+/// `repeat_contact`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Earlier {
+    pub(crate) customer: String,
+    pub(crate) contacts: Vec<crate::customers::Contact>,
+    pub(crate) raised: bool,
+}
+
 pub(super) struct PendingTurn {
     pub(super) speaker: Speaker,
     pub(super) acoustic_valence: Option<f32>,
@@ -63,6 +72,10 @@ pub(super) struct Conversation {
     pub(super) triggers: TriggerState,
     /// What the agent on the conversation is told (`assist::guidance`).
     pub(super) assist: AssistState,
+    /// The customer's earlier contacts (customer memory), once read.
+    pub(super) earlier: Option<Earlier>,
+    /// Their reading is under way (in memory only).
+    pub(super) reading_earlier: bool,
     /// Recent customer and agent turns, for alert evidence.
     pub(super) evidence: VecDeque<Evidence>,
     pub(super) agent_evidence: VecDeque<Evidence>,
@@ -97,6 +110,8 @@ impl Conversation {
             alert: AlertTracker::default(),
             triggers: TriggerState::default(),
             assist: AssistState::default(),
+            earlier: None,
+            reading_earlier: false,
             evidence: VecDeque::new(),
             agent_evidence: VecDeque::new(),
             first_rolling: [0.0; 3],
@@ -276,6 +291,9 @@ impl Conversation {
             self.history.pop_front();
         }
         self.updated_at = SystemTime::now();
+        if let Some(repeat) = self.repeat_contact(settings) {
+            fired.push(repeat);
+        }
         let mut alerts: Vec<Alert> = fired
             .into_iter()
             .map(|(kind, t, detail)| {
@@ -289,6 +307,67 @@ impl Conversation {
                 .map(|g| self.guide(conversation_id, g, &scored, settings)),
         );
         (scored, alerts)
+    }
+
+    /// `repeat_contact`, once per conversation, when its customer's earlier contacts include one
+    /// that ended badly within `customers.window_days`: WARNING, CRITICAL for two or more.
+    fn repeat_contact(
+        &mut self,
+        settings: &StoreSettings,
+    ) -> Option<(AlertKind, Transition, String)> {
+        let lang = self.lang();
+        let earlier = self.earlier.as_mut().filter(|e| !e.raised)?;
+        earlier.raised = true;
+        let now = crate::customers::now_ms();
+        let since = now.saturating_sub(settings.repeat_window.as_millis() as u64);
+        let bad: Vec<&crate::customers::Contact> = (earlier.contacts.iter())
+            .filter(|c| c.ended_ms >= since && c.outcome.bad())
+            .collect();
+        let last = bad.first()?;
+        let n = bad.len();
+        let days = settings.repeat_window.as_secs() / 86_400;
+        let ago_h = now.saturating_sub(last.ended_ms) / 3_600_000;
+        let ago = |zh: bool| match (ago_h >= 48, zh) {
+            (true, false) => format!("{} days ago", ago_h / 24),
+            (false, false) => format!("{ago_h} h ago"),
+            (true, true) => format!("{} 天前", ago_h / 24),
+            (false, true) => format!("{ago_h} 小时前"),
+        };
+        let detail = match lang {
+            Lang::En => format!(
+                "repeat contact: {n} contact(s) in the last {days} days ended badly; the latest ({}, {}) ended {} with a lowest score of {:+.2}",
+                last.conversation_id,
+                ago(false),
+                last.outcome.as_str().replace('_', " "),
+                last.lowest_score
+            ),
+            Lang::Zh => format!(
+                "重复来电：近 {days} 天内有 {n} 次来电未妥善结束；最近一次（{}，{}）结果为{}，最低情绪分 {:+.2}",
+                last.conversation_id,
+                ago(true),
+                match last.outcome {
+                    crate::customers::Outcome::Ok => "正常",
+                    crate::customers::Outcome::Negative => "负面",
+                    crate::customers::Outcome::OpenIncident => "告警未结",
+                    crate::customers::Outcome::Resigned => "客户放弃",
+                },
+                last.lowest_score
+            ),
+        };
+        Some((
+            AlertKind::RepeatContact,
+            Transition {
+                alert_id: crate::alerts::rules::new_alert_id(),
+                state: AlertState::Raised,
+                severity: if n >= 2 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                threshold: n as f32,
+            },
+            detail,
+        ))
     }
 
     /// A guidance event for the agent: the customer's evidence (or the guidance's own), the
@@ -482,9 +561,10 @@ impl Conversation {
             .collect()
     }
 
-    pub(super) fn summary(self, conversation_id: &str) -> ConversationSummary {
+    /// The customer's mean probability per label over the conversation, highest first (`n`).
+    fn customer_emotions(&self, n: usize) -> Vec<(String, f32)> {
         let customer_turns = self.speakers[Speaker::Customer.index()].turns().max(1) as f32;
-        let customer_emotions = match &self.customer_model {
+        match &self.customer_model {
             Some(model) => {
                 let mean: Vec<f32> = self
                     .customer_prob_sum
@@ -494,12 +574,82 @@ impl Conversation {
                 model
                     .ranked(&mean)
                     .into_iter()
-                    .take(5)
+                    .take(n)
                     .map(|i| (model.labels[i].clone(), mean[i]))
                     .collect()
             }
             None => Vec::new(),
+        }
+    }
+
+    /// Did the customer end resigned? Their words of giving up in one of their last two turns,
+    /// or their last two turns led by sadness or disappointment, negative, with the rolling score
+    /// below where it started (the model's half of the rule).
+    fn ended_resigned(&self) -> bool {
+        let last_two: Vec<&Evidence> = self.evidence.iter().rev().take(2).collect();
+        if let Some((turn, _)) = self.assist.resigned()
+            && last_two.iter().any(|e| e.turn_id == turn)
+        {
+            return true;
+        }
+        let c = Speaker::Customer.index();
+        last_two.len() == 2
+            && last_two.iter().all(|e| {
+                e.valence < 0.0
+                    && e.top_labels()
+                        .next()
+                        .is_some_and(|(l, _)| RESIGNED_LABELS.contains(&l))
+            })
+            && self.speakers[c].value() < self.first_rolling[c]
+    }
+
+    /// This conversation as one of its customer's contacts; none without a customer or a
+    /// customer turn.
+    pub(super) fn contact(
+        &self,
+        conversation_id: &str,
+        negative_below: f32,
+    ) -> Option<crate::customers::Contact> {
+        use crate::customers::Outcome;
+        let c = Speaker::Customer.index();
+        if self.context.customer.is_empty() || self.speakers[c].turns() == 0 {
+            return None;
+        }
+        let final_score = self.speakers[c].value();
+        let open = self.alert.level().max(self.triggers.open_level()) != Severity::None;
+        let outcome = if self.ended_resigned() {
+            Outcome::Resigned
+        } else if open {
+            Outcome::OpenIncident
+        } else if final_score < negative_below {
+            Outcome::Negative
+        } else {
+            Outcome::Ok
         };
+        let ms = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        Some(crate::customers::Contact {
+            customer: self.context.customer.clone(),
+            conversation_id: conversation_id.to_string(),
+            tenant: self.context.tenant.clone(),
+            queue: self.context.queue.clone(),
+            agent_id: self.context.agent_id.clone(),
+            started_ms: ms(self.started_at),
+            ended_ms: ms(self.updated_at),
+            final_score,
+            lowest_score: self.min_customer_rolling.min(final_score),
+            alert_events: self.alert_events,
+            emotions: (self.customer_emotions(3).into_iter())
+                .map(|(l, _)| l)
+                .collect(),
+            outcome,
+        })
+    }
+
+    pub(super) fn summary(self, conversation_id: &str) -> ConversationSummary {
+        let customer_emotions = self.customer_emotions(5);
         ConversationSummary {
             conversation_id: conversation_id.to_string(),
             context: self.context.clone(),
@@ -518,6 +668,9 @@ impl Conversation {
         }
     }
 }
+
+/// Top labels of a resigned customer's last turns (the model's half of resignation).
+const RESIGNED_LABELS: &[&str] = &["sadness", "disappointment", "grief"];
 
 /// The emotions dominating a ring of evidence: (label, mean probability), highest first, at
 /// most 3.

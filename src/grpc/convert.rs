@@ -56,6 +56,8 @@ pub fn context(c: &Context) -> pb::Context {
         queue: c.queue.clone(),
         agent_id: c.agent_id.clone(),
         language: c.language.clone(),
+        customer_id: String::new(),
+        customer_key: c.customer.clone(),
     }
 }
 
@@ -65,6 +67,7 @@ pub fn context_from(c: pb::Context) -> Context {
         queue: c.queue,
         agent_id: c.agent_id,
         language: c.language,
+        customer: c.customer_key,
     }
 }
 

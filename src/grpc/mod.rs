@@ -35,6 +35,8 @@ pub struct App {
     pub streams: Arc<Semaphore>,
     pub models: Arc<ModelManager>,
     pub auth: Arc<Authenticator>,
+    /// Customer memory, when on (`[customers]`, embedded mode).
+    pub customers: Option<Arc<crate::customers::CustomerMemory>>,
     /// False once shutdown began (health NOT_SERVING).
     pub serving: std::sync::atomic::AtomicBool,
     pub started_at: std::time::SystemTime,

@@ -44,6 +44,8 @@ pub struct TurnContext {
     pub agent_id: Vec<u8>,
     #[prost(bytes = "vec", tag = "4")]
     pub language: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub customer_id: Vec<u8>,
 }
 
 impl TurnRequest {
@@ -77,6 +79,7 @@ impl From<crate::pb::Context> for TurnContext {
             queue: c.queue.into_bytes(),
             agent_id: c.agent_id.into_bytes(),
             language: c.language.into_bytes(),
+            customer_id: c.customer_id.into_bytes(),
         }
     }
 }
@@ -173,6 +176,7 @@ mod tests {
                 queue: "billing".into(),
                 agent_id: "a9".into(),
                 language: "zh".into(),
+                ..Default::default()
             }),
         };
         let bytes = published.encode_to_vec();

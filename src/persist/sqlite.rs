@@ -15,7 +15,7 @@ use crate::conversation::heatmap::HeatmapSnapshot;
 
 /// Bumped whenever the snapshot layout changes: rows of another version are skipped at load
 /// (their conversations start afresh) instead of being misread.
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS conversations (

@@ -97,6 +97,8 @@ pub struct Pipeline {
     publishing: Arc<tokio::sync::Semaphore>,
     /// For the shadow model, when one is being compared (serving only).
     models: Option<Arc<ModelManager>>,
+    /// Pseudonymises `context.customer_id` (customer memory on); without it the id is dropped.
+    customers: Option<Arc<crate::customers::CustomerMemory>>,
     metrics: Metrics,
 }
 
@@ -116,8 +118,15 @@ impl Pipeline {
             sink,
             publishing: Arc::new(tokio::sync::Semaphore::new(MAX_PUBLISHING)),
             models: None,
+            customers: None,
             metrics,
         }
+    }
+
+    /// Turns customer ids into `customers`' pseudonyms.
+    pub fn with_customers(mut self, customers: Arc<crate::customers::CustomerMemory>) -> Self {
+        self.customers = Some(customers);
+        self
     }
 
     /// Samples turns for the shadow model `models` may be comparing.
@@ -151,12 +160,22 @@ impl Pipeline {
         turn: pb::TurnRequest,
     ) -> BoxFuture<'static, pb::TurnResult> {
         // admit
-        let ValidTurn { mut input, text } = match validate_turn(turn, &self.limits) {
+        let ValidTurn {
+            mut input,
+            customer_id,
+            text,
+        } = match validate_turn(turn, &self.limits) {
             Ok(valid) => valid,
             Err((conversation_id, turn_id, e)) => {
                 return self.rejected(conversation_id, turn_id, e);
             }
         };
+        // The raw id stops here.
+        if let (Some(id), Some(memory), Some(context)) =
+            (customer_id, &self.customers, input.context.as_mut())
+        {
+            context.customer = memory.pseudonyms.pseudonym(&context.tenant, &id);
+        }
         input.signal = TextSignal::of(&text, input.speaker, &self.alerts);
         // The route: the text's script, else the turn's language tag, else the one its
         // conversation was given on an earlier turn (contexts are often sent once); the
@@ -206,14 +225,40 @@ impl Pipeline {
         if let Some(s) = shadow.as_ref().filter(|_| customer) {
             s.expect(&conversation_id, turn_id); // in admission order
         }
+        // The customer's earlier contacts, read once per conversation while this turn is scored.
+        let earlier = self
+            .customers
+            .clone()
+            .and_then(|m| Some((m, self.store.earlier_due(&conversation_id)?)));
         let this = self.clone();
         let id = conversation_id.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let scores = match this.batcher.submit_to(model, &text).await {
-                Ok(pending) => pending.wait().await,
-                Err(e) => Err(e),
+            let scoring = async {
+                match this.batcher.submit_to(model, &text).await {
+                    Ok(pending) => pending.wait().await,
+                    Err(e) => Err(e),
+                }
             };
+            let (scores, ()) = tokio::join!(scoring, async {
+                if let Some((memory, customer)) = earlier {
+                    let read = tokio::task::spawn_blocking(move || {
+                        let contacts = memory.earlier(&customer);
+                        (customer, contacts)
+                    })
+                    .await;
+                    match read {
+                        Ok((customer, Ok(contacts))) => {
+                            this.store.remember_earlier(&id, customer, contacts)
+                        }
+                        Ok((customer, Err(e))) => {
+                            tracing::warn!(error = %e, "customer's earlier contacts not read: no repeat_contact for this conversation");
+                            this.store.remember_earlier(&id, customer, Vec::new())
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reading earlier contacts"),
+                    }
+                }
+            });
             if let Some(shadow) = shadow {
                 match &scores {
                     Ok(live) => {

@@ -66,27 +66,33 @@ pub fn validate_text(
     Ok(())
 }
 
+/// The context, and the raw customer id (pseudonymised by the pipeline, never kept).
 fn validate_context(
     c: pb::TurnContext,
     limits: &LimitsConfig,
-) -> Result<crate::conversation::Context, RequestError> {
+) -> Result<(crate::conversation::Context, Option<String>), RequestError> {
     let limit = limits.max_context_field_bytes;
     let field = |name: &'static str, bytes: Vec<u8>| {
         let value = utf8(name, bytes)?;
         check_identifier(name, &value, limit)?;
         Ok::<_, RequestError>(value)
     };
-    Ok(crate::conversation::Context {
+    let context = crate::conversation::Context {
         tenant: field("context.tenant", c.tenant)?,
         queue: field("context.queue", c.queue)?,
         agent_id: field("context.agent_id", c.agent_id)?,
         language: field("context.language", c.language)?,
-    })
+        customer: String::new(),
+    };
+    let customer_id = field("context.customer_id", c.customer_id)?;
+    Ok((context, (!customer_id.is_empty()).then_some(customer_id)))
 }
 
 /// A turn that passed validation: what the store admits, and the text to score.
 pub struct ValidTurn {
     pub input: TurnInput,
+    /// `context.customer_id` as sent: the pipeline turns it into the context's pseudonym.
+    pub customer_id: Option<String>,
     pub text: String,
 }
 
@@ -134,17 +140,24 @@ pub fn validate_turn(
         Ok((speaker, text, context))
     })();
     match checked {
-        Ok((speaker, text, context)) => Ok(ValidTurn {
-            input: TurnInput {
-                conversation_id,
-                turn_id,
-                speaker,
-                acoustic_valence: turn.acoustic_valence,
-                context,
-                signal: None,
-            },
-            text,
-        }),
+        Ok((speaker, text, context)) => {
+            let (context, customer_id) = match context {
+                Some((c, id)) => (Some(c), id),
+                None => (None, None),
+            };
+            Ok(ValidTurn {
+                input: TurnInput {
+                    conversation_id,
+                    turn_id,
+                    speaker,
+                    acoustic_valence: turn.acoustic_valence,
+                    context,
+                    signal: None,
+                },
+                customer_id,
+                text,
+            })
+        }
         Err(e) => Err((conversation_id, turn_id, e)),
     }
 }

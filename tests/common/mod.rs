@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use emotion_service::auth::{Role, token_hash};
-use emotion_service::config::{AlertLogConfig, StateConfig, TokenConfig};
+use emotion_service::config::{AlertLogConfig, CustomersConfig, StateConfig, TokenConfig};
 use emotion_service::pb::alert_feed_client::AlertFeedClient;
 use emotion_service::pb::emotion_analysis_client::EmotionAnalysisClient;
 use emotion_service::{Config, Listeners, client, pb};
@@ -91,6 +91,10 @@ impl TestServer {
         if config.state.path == StateConfig::default().path {
             // Beside the alert log: a test that restarts on the same log restarts on the same state.
             config.state.path = config.alert_log.path.with_file_name("state.sqlite3");
+        }
+        if config.customers.path == CustomersConfig::default().path {
+            config.customers.path = config.alert_log.path.with_file_name("customers.sqlite3");
+            config.customers.key_file = config.alert_log.path.with_file_name("customer.key");
         }
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,6 +270,17 @@ impl ChildServer {
                     .to_string()
             })
             .unwrap_or_default();
+        let beside = |name: &str| {
+            (!state.is_empty())
+                .then(|| {
+                    PathBuf::from(&state)
+                        .with_file_name(name)
+                        .display()
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let (customers, key) = (beside("customers.sqlite3"), beside("customer.key"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_emotion"))
             .args([
                 "serve",
@@ -276,7 +291,9 @@ impl ChildServer {
                 "--web-listen",
                 &web,
             ])
-            .env("EMOTION__STATE__PATH", state)
+            .env("EMOTION__STATE__PATH", &state)
+            .env("EMOTION__CUSTOMERS__PATH", customers)
+            .env("EMOTION__CUSTOMERS__KEY_FILE", key)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
