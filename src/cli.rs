@@ -29,6 +29,10 @@ pub enum Command {
     /// Print one agent's live guidance (briefs at hand-off, mood turned / recovered, transfer
     /// asked, repeated questions, break suggestions); reconnects and resumes like `watch`.
     Assist(AssistArgs),
+    /// Customer memory on a running server: the silent list (also as CSV), one customer's
+    /// contacts, record a call-back, erase a customer.
+    #[command(subcommand)]
+    Customers(CustomersCmd),
     /// Print alert history (newest first).
     Alerts(AlertsArgs),
     /// Acknowledge an alert: record who takes it.
@@ -217,6 +221,10 @@ pub struct StreamArgs {
     /// Pause between turns, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// End each conversation of the file (EndConversation) after its results, and print its
+    /// summary: with customer memory on, each becomes one of its customer's contacts.
+    #[arg(long)]
+    pub end: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -441,4 +449,61 @@ pub fn min_severity(choice: Option<MinSeverity>) -> pb::Severity {
         Some(MinSeverity::Critical) => pb::Severity::Critical,
         Some(MinSeverity::Urgent) => pb::Severity::Urgent,
     }
+}
+
+/// How a command names a customer: the platform's id (with its tenant) or the pseudonym.
+#[derive(Args)]
+pub struct CustomerArg {
+    /// The platform's customer id (as sent in context.customer_id).
+    #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+    pub id: Option<String>,
+    /// The tenant the id belongs to.
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// The customer's pseudonym (customer_key, as the silent list shows it).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum CustomersCmd {
+    /// Customers whose last contact ended badly and who have not come back, worst first.
+    Silent {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Evaluate the list this many days from now (e.g. 8: who will have been silent by then).
+        #[arg(long, default_value_t = 0)]
+        in_days: u32,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// CSV (header + one row per customer) instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// One customer's counts and newest contacts.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        customer: CustomerArg,
+    },
+    /// Record that the customer was called back (off the silent list until their next contact).
+    Called {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        customer: CustomerArg,
+        /// Who called (with auth on, the token's name is recorded instead).
+        #[arg(long, default_value = "")]
+        by: String,
+    },
+    /// Erase everything held about the customer (admin).
+    Delete {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        customer: CustomerArg,
+    },
 }

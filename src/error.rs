@@ -105,6 +105,16 @@ pub enum RequestError {
     TenantConflict { conversation_id: String },
     #[error("conversation state unavailable: {0}")]
     StateUnavailable(String),
+    #[error("no customer {0} is recorded (no contact of theirs has ended, or it was deleted)")]
+    UnknownCustomer(String),
+    #[error(
+        "customer memory is off (customers.path is empty, or the service runs in cluster mode)"
+    )]
+    CustomersOff,
+    #[error("name the customer by customer_id (with its tenant) or by customer_key, not both")]
+    AmbiguousCustomer,
+    #[error("customer_key must be 32 lowercase hex digits (Context.customer_key), got {0:?}")]
+    BadCustomerKey(String),
 }
 
 impl RequestError {
@@ -116,12 +126,17 @@ impl RequestError {
             | RequestError::OutOfRange { .. }
             | RequestError::NotUtf8 { .. }
             | RequestError::ControlCharacter { .. }
-            | RequestError::UnknownValue { .. } => Code::InvalidArgument,
+            | RequestError::UnknownValue { .. }
+            | RequestError::AmbiguousCustomer
+            | RequestError::BadCustomerKey(_) => Code::InvalidArgument,
             RequestError::OutOfOrder { .. }
             | RequestError::TurnsInFlight { .. }
-            | RequestError::TenantConflict { .. } => Code::FailedPrecondition,
+            | RequestError::TenantConflict { .. }
+            | RequestError::CustomersOff => Code::FailedPrecondition,
             RequestError::TenantNotAllowed { .. } => Code::PermissionDenied,
-            RequestError::UnknownConversation(_) => Code::NotFound,
+            RequestError::UnknownConversation(_) | RequestError::UnknownCustomer(_) => {
+                Code::NotFound
+            }
             RequestError::TooManyConversations(_) | RequestError::TooManyStreams(_) => {
                 Code::ResourceExhausted
             }
@@ -145,6 +160,15 @@ impl InferenceError {
 impl From<RequestError> for Status {
     fn from(e: RequestError) -> Self {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<crate::customers::CustomerError> for Status {
+    fn from(e: crate::customers::CustomerError) -> Self {
+        match e {
+            crate::customers::CustomerError::Store { .. } => Status::unavailable(e.to_string()),
+            crate::customers::CustomerError::Key { .. } => Status::internal(e.to_string()),
+        }
     }
 }
 

@@ -204,6 +204,7 @@ pub async fn run(
     }
     let pipeline = Arc::new(pipeline);
     let app = Arc::new(App {
+        state: persister.as_ref().map(|p| Arc::new(p.handle())),
         store,
         hub,
         pipeline,
@@ -352,10 +353,12 @@ async fn start_persisting(
 }
 
 /// The whole server ("") and each of its services, as health checks name them.
-const HEALTH_SERVICES: [&str; 4] = [
+const HEALTH_SERVICES: [&str; 6] = [
     "",
     "emotion.v1.EmotionAnalysis",
     "emotion.v1.AlertFeed",
+    "emotion.v1.AgentAssist",
+    "emotion.v1.CustomerMemory",
     "emotion.v1.ModelAdmin",
 ];
 

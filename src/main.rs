@@ -38,9 +38,11 @@ async fn main() -> anyhow::Result<()> {
                 &args.server.server(),
                 &args.file,
                 Duration::from_millis(args.delay_ms),
+                args.end,
             )
             .await
         }
+        Command::Customers(cmd) => customers(cmd).await,
         Command::Loadgen(args) => loadgen(args).await,
         Command::Fuzz(args) => fuzz(args).await,
         Command::Health(args) => {
@@ -579,5 +581,36 @@ fn use_color(choice: ColorChoice) -> bool {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => std::io::stdout().is_terminal(),
+    }
+}
+
+async fn customers(cmd: cli::CustomersCmd) -> anyhow::Result<()> {
+    use client::customers as c;
+    let customer = |a: cli::CustomerArg| pb::CustomerRef {
+        tenant: a.tenant,
+        customer_id: a.id.unwrap_or_default(),
+        customer_key: a.key.unwrap_or_default(),
+    };
+    match cmd {
+        cli::CustomersCmd::Silent {
+            server,
+            tenants,
+            in_days,
+            limit,
+            csv,
+        } => c::silent(&server.server(), tenants, in_days, limit, csv).await,
+        cli::CustomersCmd::Show {
+            server,
+            customer: a,
+        } => c::show(&server.server(), customer(a)).await,
+        cli::CustomersCmd::Called {
+            server,
+            customer: a,
+            by,
+        } => c::called(&server.server(), customer(a), by).await,
+        cli::CustomersCmd::Delete {
+            server,
+            customer: a,
+        } => c::delete(&server.server(), customer(a)).await,
     }
 }

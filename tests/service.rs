@@ -25,6 +25,8 @@ async fn health_reflection_and_model_info() {
         "",
         "emotion.v1.EmotionAnalysis",
         "emotion.v1.AlertFeed",
+        "emotion.v1.AgentAssist",
+        "emotion.v1.CustomerMemory",
         "emotion.v1.ModelAdmin",
     ] {
         let status = health
@@ -56,6 +58,8 @@ async fn health_reflection_and_model_info() {
     for expected in [
         "emotion.v1.EmotionAnalysis",
         "emotion.v1.AlertFeed",
+        "emotion.v1.AgentAssist",
+        "emotion.v1.CustomerMemory",
         "emotion.v1.ModelAdmin",
         "grpc.health.v1.Health",
     ] {

@@ -68,6 +68,10 @@ enum Command {
         max_events: u64,
         reply: oneshot::Sender<Result<usize, LogError>>,
     },
+    Erase {
+        conversation_ids: Vec<String>,
+        reply: oneshot::Sender<Result<usize, LogError>>,
+    },
 }
 
 pub struct AlertHub {
@@ -320,6 +324,23 @@ impl AlertHub {
         })
     }
 
+    /// Blanks the customer's words and pseudonym in the events of these conversations
+    /// ([`AlertLog::erase`]), on the writer thread: after every event queued before it. Events
+    /// still in the live ring keep theirs until newer events push them out.
+    pub async fn erase(&self, conversation_ids: Vec<String>) -> Result<usize, LogError> {
+        self.call(|reply| Command::Erase {
+            conversation_ids,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(LogError::Io {
+                path: self.log.describe().into(),
+                message: "the alert writer has stopped".into(),
+            })
+        })
+    }
+
     /// A live subscription, or with `after` one that first replays every retained event after it.
     /// `token` is the subscriber's token name (None with auth off), for the per-token cap.
     /// Blocking (may read the log).
@@ -385,6 +406,12 @@ impl Writer {
                     reply,
                 }) => {
                     let _ = reply.send(self.log.apply_retention(max_age, max_events));
+                }
+                Ok(Command::Erase {
+                    conversation_ids,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.log.erase(&conversation_ids));
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {}
                 Err(flume::RecvTimeoutError::Disconnected) => break,

@@ -106,6 +106,31 @@ pub trait AlertLog: Send + Sync {
         max_age: Option<Duration>,
         max_events: u64,
     ) -> Result<usize, LogError>;
+    /// Right to erasure: in every event of these conversations, the customer's words (evidence
+    /// and brief excerpts) and their pseudonym are blanked; the freed bytes are overwritten.
+    /// Returns how many events changed.
+    fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError>;
+}
+
+/// Blanks what in `alert` is the customer's: excerpts of their turns and their pseudonym.
+/// Returns whether anything changed.
+pub fn scrub_customer(alert: &mut pb::Alert) -> bool {
+    let before = alert.clone();
+    if let Some(c) = alert.context.as_mut() {
+        c.customer_key.clear();
+        c.customer_id.clear();
+    }
+    let excerpts = alert.evidence.iter_mut().map(|e| &mut e.excerpt);
+    let brief = alert.brief.as_mut().into_iter().flat_map(|b| {
+        if let Some(c) = b.context.as_mut() {
+            c.customer_key.clear();
+            c.customer_id.clear();
+        }
+        (b.mood_drops.iter_mut().map(|e| &mut e.excerpt))
+            .chain(b.requests.iter_mut().map(|r| &mut r.excerpt))
+    });
+    excerpts.chain(brief).for_each(String::clear);
+    *alert != before
 }
 
 /// The log the configuration names (the embedded SQLite file at `alert_log.path`).
@@ -234,8 +259,9 @@ impl SqliteAlertLog {
         };
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sqlite(&self.path))?;
+        // secure_delete: what an erasure or retention frees is overwritten, not left in free pages.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA secure_delete = ON;"
         ))
         .map_err(sqlite(&self.path))
     }
@@ -426,6 +452,43 @@ impl AlertLog for SqliteAlertLog {
             )
             .map_err(sqlite(&self.path))?;
         Ok(deleted)
+    }
+
+    fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(sqlite(&self.path))?;
+        let mut changed = 0;
+        for id in conversation_ids {
+            let rows: Vec<(i64, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT sequence, body FROM alert_events WHERE conversation_id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(sqlite(&self.path))?;
+            for (sequence, body) in rows {
+                let mut alert =
+                    pb::Alert::decode(body.as_slice()).map_err(|source| LogError::Corrupt {
+                        sequence: sequence as u64,
+                        source,
+                    })?;
+                if scrub_customer(&mut alert) {
+                    tx.execute(
+                        "UPDATE alert_events SET body = ?2 WHERE sequence = ?1",
+                        rusqlite::params![sequence, alert.encode_to_vec()],
+                    )
+                    .map_err(sqlite(&self.path))?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(sqlite(&self.path))?;
+        // The old bodies are still in the WAL until it is checkpointed and truncated.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(sqlite(&self.path))?;
+        Ok(changed)
     }
 }
 

@@ -89,6 +89,24 @@ pub struct HandoffBrief {
     pub customer_turns: u32,
     pub bot_turns: u32,
     pub lang: crate::lang::Lang,
+    /// The customer's earlier contacts (customer memory), newest first.
+    pub earlier_contacts: Vec<EarlierContact>,
+}
+
+/// One of the customer's earlier contacts, as the brief shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EarlierContact {
+    pub conversation_id: String,
+    pub queue: String,
+    pub agent_id: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    pub final_score: f32,
+    pub lowest_score: f32,
+    pub alert_events: u32,
+    pub emotions: Vec<String>,
+    /// "ok", "negative", "open_incident" or "resigned".
+    pub outcome: String,
 }
 
 impl HandoffBrief {

@@ -85,9 +85,9 @@ pub fn format_alert_styled(a: &pb::Alert, color: bool) -> String {
         ctx.agent_id,
         a.rolling_valence,
         match a.kind.as_str() {
-            // Phrase and repetition triggers have no threshold.
+            // Phrase and repetition triggers have no threshold (repeat_contact's is a count).
             "escalation_request" | "repetition" | "transfer_requested" | "repeated_question"
-            | "handoff_brief" | "break_suggested" => String::new(),
+            | "handoff_brief" | "break_suggested" | "repeat_contact" => String::new(),
             _ => format!(" vs {:+.2}", a.threshold),
         },
         a.turn_id,
@@ -172,6 +172,19 @@ pub fn format_brief(b: &pb::HandoffBrief) -> String {
         s.push_str(&format!(
             "      mood dropped at #{} {:+.2} {:?}\n",
             d.turn_id, d.valence, d.excerpt
+        ));
+    }
+    for c in &b.earlier_contacts {
+        s.push_str(&format!(
+            "      earlier contact {}: {}, lowest {:+.2}, {} alert event(s){}\n",
+            c.conversation_id,
+            c.outcome,
+            c.lowest_score,
+            c.alert_events,
+            match c.emotions.is_empty() {
+                true => String::new(),
+                false => format!(", {}", c.emotions.join(" ")),
+            }
         ));
     }
     s.push_str(&format!(

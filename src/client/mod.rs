@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod customers;
 
 pub use alerts::{
     Feed, WatchOptions, acknowledge, format_alert, format_alert_styled, format_brief, list_alerts,
@@ -124,10 +125,23 @@ pub fn read_conversation_file(path: &Path) -> anyhow::Result<Vec<pb::TurnRequest
         .collect()
 }
 
-/// Streams the file's turns (pausing `delay` between them) and prints each result as it arrives.
-pub async fn stream_file(server: &Server, path: &Path, delay: Duration) -> anyhow::Result<()> {
+/// Streams the file's turns (pausing `delay` between them) and prints each result as it arrives;
+/// with `end`, then ends each of the file's conversations and prints its summary.
+pub async fn stream_file(
+    server: &Server,
+    path: &Path,
+    delay: Duration,
+    end: bool,
+) -> anyhow::Result<()> {
     let turns = read_conversation_file(path)?;
     let expected = turns.len();
+    let mut conversations: Vec<String> = Vec::new();
+    for t in &turns {
+        let id = String::from_utf8_lossy(&t.conversation_id);
+        if !conversations.iter().any(|c| *c == id) {
+            conversations.push(id.into_owned());
+        }
+    }
     let mut client = EmotionAnalysisClient::new(server.channel().await?);
     let outbound = async_stream(turns, delay);
     let mut results = client
@@ -145,6 +159,27 @@ pub async fn stream_file(server: &Server, path: &Path, delay: Duration) -> anyho
     if received != expected {
         bail!("sent {expected} turns but received {received} results");
     }
+    for id in conversations.into_iter().filter(|_| end) {
+        let s = client
+            .end_conversation(server.request(pb::EndConversationRequest {
+                conversation_id: id,
+            }))
+            .await?
+            .into_inner();
+        let emotions: Vec<&str> = (s.customer_emotions.iter().take(3))
+            .map(|e| e.label.as_str())
+            .collect();
+        let line = format!(
+            "{} ended: {} turns, lowest customer rolling {:+.2}, {} alert event(s), customer emotions [{}]\n",
+            s.conversation_id,
+            s.turns,
+            s.min_customer_rolling_valence,
+            s.alert_events,
+            emotions.join(", ")
+        );
+        out.write_all(line.as_bytes()).await?;
+    }
+    out.flush().await?;
     Ok(())
 }
 

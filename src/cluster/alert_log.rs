@@ -310,6 +310,14 @@ impl AlertLog for JetStreamAlertLog {
         Ok(self.copy.truncate_below(first, false)?
             + self.copy.apply_retention(max_age, max_events)?)
     }
+
+    fn erase(&self, _conversation_ids: &[String]) -> Result<usize, LogError> {
+        // Stream messages cannot be rewritten in place; customer memory is off in cluster mode.
+        Err(LogError::Io {
+            path: self.stream.clone().into(),
+            message: "erasing excerpts from the shared alert stream is not supported".into(),
+        })
+    }
 }
 
 fn unavailable(stream: &str) -> impl Fn(ClusterError) -> LogError + '_ {

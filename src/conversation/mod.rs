@@ -625,6 +625,37 @@ impl ConversationStore {
         Ok(conv.summary(conversation_id))
     }
 
+    /// Right to erasure: forgets the live conversations of `customer` (a pseudonym) without
+    /// recording them as contacts; the state store drops them at its next save. Refused while
+    /// one has turns being scored (those found before it stay forgotten). Returns their ids.
+    pub fn forget_customer(&self, customer: &str) -> Result<Vec<String>, RequestError> {
+        let mut gone = Vec::new();
+        let mut busy = None;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|id, c| {
+                let theirs = !customer.is_empty() && c.context.customer == customer;
+                if theirs && !c.pending.is_empty() {
+                    busy.get_or_insert((id.clone(), c.pending.len()));
+                    return true;
+                }
+                if theirs {
+                    gone.push(id.clone());
+                }
+                !theirs
+            });
+        }
+        self.forget(gone.len());
+        self.record_removed(gone.clone());
+        match busy {
+            Some((conversation_id, pending)) => Err(RequestError::TurnsInFlight {
+                conversation_id,
+                pending,
+            }),
+            None => Ok(gone),
+        }
+    }
+
     /// Forgets conversations idle for longer than the TTL that have nothing in flight.
     pub fn evict_idle(&self, now: Instant) -> usize {
         let mut evicted = 0;

@@ -471,6 +471,20 @@ impl Conversation {
             customer_turns: self.speakers[c].turns(),
             bot_turns: self.assist.bot_turns(),
             lang,
+            earlier_contacts: (self.earlier.iter().flat_map(|e| &e.contacts))
+                .map(|c| crate::alerts::EarlierContact {
+                    conversation_id: c.conversation_id.clone(),
+                    queue: c.queue.clone(),
+                    agent_id: c.agent_id.clone(),
+                    started_ms: c.started_ms,
+                    ended_ms: c.ended_ms,
+                    final_score: c.final_score,
+                    lowest_score: c.lowest_score,
+                    alert_events: c.alert_events,
+                    emotions: c.emotions.clone(),
+                    outcome: c.outcome.as_str().to_string(),
+                })
+                .collect(),
         }
     }
 

@@ -110,6 +110,18 @@ pub struct SilentCustomer {
     pub rank: f64,
 }
 
+/// What is held about one customer beside their contacts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerSummary {
+    pub customer: String,
+    pub tenant: String,
+    pub contacts: u32,
+    pub bad_contacts: u32,
+    pub rank: f64,
+    /// The last call-back recorded: when, and by whom.
+    pub called: Option<(u64, String)>,
+}
+
 /// Which silent customers to list.
 #[derive(Debug, Clone)]
 pub struct SilentQuery {
@@ -144,6 +156,8 @@ pub trait CustomerStore: Send + Sync {
     fn recent(&self, customer: &str, limit: usize) -> Result<Vec<Contact>, CustomerError>;
     /// Records ended contacts (one transaction); a contact recorded before is left as it is.
     fn record(&self, contacts: &[Contact]) -> Result<(), CustomerError>;
+    /// The customer's row (counts, rank, last call-back); None for a customer never recorded.
+    fn summary(&self, customer: &str) -> Result<Option<CustomerSummary>, CustomerError>;
     fn silent(&self, q: &SilentQuery) -> Result<SilentPage, CustomerError>;
     /// Marks a customer called back (off the silent list until their next contact). False for
     /// an unknown customer.
@@ -196,30 +210,40 @@ impl Pseudonymizer {
         }
     }
 
-    /// A new random key written to `path`; None when the file appeared meanwhile.
+    /// A new random key written to `path`; None when the file appeared meanwhile. The key is
+    /// written whole to a private temporary file first and then linked into place (which fails if
+    /// `path` exists), so a process starting at the same time reads either no file or the whole
+    /// key, never half of one.
     fn create_key_file(path: &Path) -> Result<Option<Self>, CustomerError> {
         let fail = |message: String| CustomerError::Key {
             path: path.display().to_string(),
             message,
         };
-        {
-            {
-                let mut secret = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                    .map_err(|_| fail("no random source".into()))?;
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
-                }
-                match write_private(path, hex::encode(secret).as_bytes()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-                    Err(e) => return Err(fail(format!("writing: {e}"))),
-                }
-                tracing::info!(path = %path.display(), "customer pseudonym key created");
-                Ok(Some(Self::new(&secret)))
-            }
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| fail("no random source".into()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
         }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            hex::encode(&secret[..4])
+        ));
+        let tmp = std::path::PathBuf::from(tmp);
+        write_private(&tmp, hex::encode(secret).as_bytes())
+            .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(fail(format!("linking {}: {e}", tmp.display()))),
+        }
+        tracing::info!(path = %path.display(), "customer pseudonym key created");
+        Ok(Some(Self::new(&secret)))
     }
 
     /// The pseudonym of `customer_id` within `tenant`: 32 hex digits.

@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Contact, CustomerError, CustomerStore, Erased, Outcome, SilentCustomer, SilentPage, SilentQuery,
+    Contact, CustomerError, CustomerStore, CustomerSummary, Erased, Outcome, SilentCustomer,
+    SilentPage, SilentQuery,
 };
 
 const SCHEMA: &str = "
@@ -243,6 +244,29 @@ impl CustomerStore for SqliteCustomerStore {
             Self::refresh(&tx, customer).map_err(|e| self.error(e))?;
         }
         tx.commit().map_err(|e| self.error(e))
+    }
+
+    fn summary(&self, customer: &str) -> Result<Option<CustomerSummary>, CustomerError> {
+        self.with_reader(|conn| {
+            conn.query_row(
+                "SELECT tenant, contacts, bad_contacts, rank, called_at_ms, called_by
+                 FROM customers WHERE customer = ?1",
+                [customer],
+                |r| {
+                    let called_at: Option<i64> = r.get(4)?;
+                    let called_by: Option<String> = r.get(5)?;
+                    Ok(CustomerSummary {
+                        customer: customer.to_string(),
+                        tenant: r.get(0)?,
+                        contacts: r.get::<_, i64>(1)? as u32,
+                        bad_contacts: r.get::<_, i64>(2)? as u32,
+                        rank: r.get(3)?,
+                        called: called_at.map(|at| (at as u64, called_by.unwrap_or_default())),
+                    })
+                },
+            )
+            .optional()
+        })
     }
 
     fn silent(&self, q: &SilentQuery) -> Result<SilentPage, CustomerError> {

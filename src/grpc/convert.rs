@@ -250,5 +250,22 @@ pub fn brief(conversation_id: &str, ctx: &Context, b: &HandoffBrief) -> pb::Hand
         customer_turns: b.customer_turns,
         bot_turns: b.bot_turns,
         language: b.lang.tag().to_string(),
+        earlier_contacts: b.earlier_contacts.iter().map(earlier_contact).collect(),
+    }
+}
+
+pub fn earlier_contact(c: &crate::alerts::EarlierContact) -> pb::CustomerContact {
+    let at = |ms: u64| Some((std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).into());
+    pb::CustomerContact {
+        conversation_id: c.conversation_id.clone(),
+        queue: c.queue.clone(),
+        agent_id: c.agent_id.clone(),
+        started_at: at(c.started_ms),
+        ended_at: at(c.ended_ms),
+        final_score: c.final_score,
+        lowest_score: c.lowest_score,
+        alert_events: c.alert_events,
+        emotions: c.emotions.clone(),
+        outcome: c.outcome.clone(),
     }
 }

@@ -3,6 +3,7 @@
 mod alert_feed;
 mod assist;
 pub mod convert;
+pub mod customers;
 mod emotion;
 mod model_admin;
 pub mod wire;
@@ -35,6 +36,9 @@ pub struct App {
     pub streams: Arc<Semaphore>,
     pub models: Arc<ModelManager>,
     pub auth: Arc<Authenticator>,
+    /// Saves and scrubs the conversation state file (an erasure); none without `state.path` or
+    /// in cluster mode.
+    pub state: Option<Arc<crate::persist::PersisterHandle>>,
     /// Customer memory, when on (`[customers]`, embedded mode).
     pub customers: Option<Arc<crate::customers::CustomerMemory>>,
     /// False once shutdown began (health NOT_SERVING).
@@ -63,6 +67,10 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
         app.clone(),
     ))
     .max_decoding_message_size(max);
+    let customers = pb::customer_memory_server::CustomerMemoryServer::new(
+        customers::CustomerMemoryService::new(app.clone()),
+    )
+    .max_decoding_message_size(max);
     let admin =
         pb::model_admin_server::ModelAdminServer::new(model_admin::ModelAdminService::new(app))
             .max_decoding_message_size(max);
@@ -70,6 +78,7 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
         tonic::service::Routes::new(InterceptedService::new(emotion, auth.clone()))
             .add_service(InterceptedService::new(alerts, auth.clone()))
             .add_service(InterceptedService::new(assist, auth.clone()))
+            .add_service(InterceptedService::new(customers, auth.clone()))
             .add_service(InterceptedService::new(admin, auth.clone()))
             .add_service(InterceptedService::new(reflection, auth)),
     )

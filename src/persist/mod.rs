@@ -43,6 +43,9 @@ pub trait StateStore: Send + Sync {
     fn load(&self) -> Result<SavedState, StateError>;
     /// Writes one batch atomically: changed conversations, removed ones, the heatmap if changed.
     fn save(&self, changes: &Changes, heatmap: Option<&HeatmapSnapshot>) -> Result<(), StateError>;
+    /// Leaves no earlier version of a deleted or rewritten conversation in the store's files
+    /// (an erasure): checkpoints and truncates the write-ahead log.
+    fn scrub(&self) -> Result<(), StateError>;
 }
 
 /// The store the configuration names, or none when `state.path` is empty.
@@ -150,6 +153,8 @@ pub fn restore(saved: SavedState, store: &ConversationStore) -> usize {
 enum Command {
     /// Save now, answer when written.
     Flush(mpsc::Sender<()>),
+    /// Save now, then scrub ([`StateStore::scrub`]); answer with how that went.
+    Scrub(mpsc::Sender<Result<(), StateError>>),
     Stop,
 }
 
@@ -182,6 +187,9 @@ impl Persister {
                         Some(Command::Flush(done)) => {
                             let _ = done.send(());
                         }
+                        Some(Command::Scrub(done)) => {
+                            let _ = done.send(store.scrub());
+                        }
                         Some(Command::Stop) => break,
                         None => {}
                     }
@@ -202,11 +210,38 @@ impl Persister {
         }
     }
 
+    /// What handlers keep to ask for a save and scrub (an erasure) while the persister runs.
+    pub fn handle(&self) -> PersisterHandle {
+        PersisterHandle {
+            commands: std::sync::Mutex::new(self.commands.clone()),
+        }
+    }
+
     /// Saves a last time and stops (blocking).
     pub fn stop(mut self) {
         let _ = self.commands.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Asks the running persister to save what changed and scrub the store's files.
+pub struct PersisterHandle {
+    commands: std::sync::Mutex<mpsc::Sender<Command>>,
+}
+
+impl PersisterHandle {
+    /// Saves now (removals included), then scrubs; blocking. Ok when the persister has stopped
+    /// (its last save already ran).
+    pub fn save_and_scrub(&self) -> Result<(), StateError> {
+        let (done, wait) = mpsc::channel();
+        let sent = (self.commands.lock().unwrap_or_else(|p| p.into_inner()))
+            .send(Command::Scrub(done))
+            .is_ok();
+        match sent {
+            true => wait.recv().unwrap_or(Ok(())),
+            false => Ok(()),
         }
     }
 }

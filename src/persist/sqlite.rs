@@ -57,9 +57,12 @@ impl SqliteStateStore {
                 .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| fail(e.to_string()))?;
+        // secure_delete: an ended or erased conversation's excerpts do not stay in free pages.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;",
+        )
+        .and_then(|_| conn.execute_batch(SCHEMA))
+        .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -130,5 +133,11 @@ impl StateStore for SqliteStateStore {
             }
         }
         tx.commit().map_err(|e| self.error(e))
+    }
+
+    fn scrub(&self) -> Result<(), StateError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.error(e))
     }
 }

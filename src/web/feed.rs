@@ -271,5 +271,6 @@ pub fn brief_json(b: &pb::HandoffBrief) -> Value {
         "customer_turns": b.customer_turns,
         "bot_turns": b.bot_turns,
         "language": b.language,
+        "earlier_contacts": b.earlier_contacts.iter().map(super::customers::contact_json).collect::<Vec<_>>(),
     })
 }

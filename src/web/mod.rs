@@ -15,6 +15,10 @@
 //!  GET  /api/assist/history      ?agent_id= one agent's guidance, newest first
 //!  GET  /api/assist/stream       ?agent_id= SSE of the same, resumable like the alert feed
 //!  GET  /api/conversations/{id}/brief  the hand-off brief as the conversation stands
+//!  GET  /customers               the silent customers page (call-back list)
+//!  GET  /api/customers/silent    ?tenant=&in_days=&limit=&offset=&format=csv the silent list
+//!  GET  /api/customers/{key}     one customer's counts and newest contacts
+//!  POST /api/customers/{key}/called  record a call-back (the token's name with auth on)
 //! ```
 //!
 //! Why SSE: the feed is one-way, SSE is plain HTTP/1.1 (through any proxy that passes a long
@@ -25,6 +29,7 @@
 //! send `Authorization: Bearer` instead. Same tokens and roles as gRPC (supervisor or admin).
 
 mod api;
+mod customers;
 mod feed;
 
 use std::sync::Arc;
@@ -78,6 +83,17 @@ pub async fn serve(
             "/agent.js",
             get(|| asset("text/javascript; charset=utf-8", AGENT_SCRIPT)),
         )
+        .route(
+            "/customers",
+            get(|| asset("text/html; charset=utf-8", CUSTOMERS_PAGE)),
+        )
+        .route(
+            "/customers.js",
+            get(|| asset("text/javascript; charset=utf-8", CUSTOMERS_SCRIPT)),
+        )
+        .route("/api/customers/silent", get(customers::silent))
+        .route("/api/customers/{key}", get(customers::customer))
+        .route("/api/customers/{key}/called", post(customers::called))
         .route("/api/assist/history", get(api::assist_history))
         .route("/api/assist/stream", get(feed::assist_stream))
         .route("/api/conversations/{id}/brief", get(api::brief))
@@ -140,6 +156,8 @@ const STYLE: &str = include_str!("assets/app.css");
 const COMMON_SCRIPT: &str = include_str!("assets/common.js");
 const AGENT_PAGE: &str = include_str!("assets/agent.html");
 const AGENT_SCRIPT: &str = include_str!("assets/agent.js");
+const CUSTOMERS_PAGE: &str = include_str!("assets/customers.html");
+const CUSTOMERS_SCRIPT: &str = include_str!("assets/customers.js");
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -270,15 +270,12 @@ impl ChildServer {
                     .to_string()
             })
             .unwrap_or_default();
-        let beside = |name: &str| {
-            (!state.is_empty())
-                .then(|| {
-                    PathBuf::from(&state)
-                        .with_file_name(name)
-                        .display()
-                        .to_string()
-                })
-                .unwrap_or_default()
+        let beside = |name: &str| match state.is_empty() {
+            true => String::new(),
+            false => PathBuf::from(&state)
+                .with_file_name(name)
+                .display()
+                .to_string(),
         };
         let (customers, key) = (beside("customers.sqlite3"), beside("customer.key"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_emotion"))

@@ -130,6 +130,12 @@ function briefView(brief, event) {
         el("li", { dataset: { turn: String(d.turn_id) } },
           `turn ${d.turn_id} · ${fmt(d.valence)} · ${emotionList(d.top_emotions)} `,
           d.excerpt ? el("q", { text: d.excerpt }) : null)))) : null,
+    (brief.earlier_contacts || []).length ? el("div", {},
+      el("h4", { text: "Earlier contacts" }),
+      el("ol", { class: "earlier" }, brief.earlier_contacts.map((c) =>
+        el("li", { dataset: { outcome: c.outcome } },
+          `${c.ended_at_ms ? new Date(c.ended_at_ms).toLocaleDateString() : ""} · ${c.outcome.replace("_", " ")} · lowest ${fmt(c.lowest_score)}`,
+          c.emotions.length ? ` · ${c.emotions.join(", ")}` : "")))) : null,
     el("p", { class: "detail hint", text: event.detail }),
   );
 }
