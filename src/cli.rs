@@ -33,6 +33,10 @@ pub enum Command {
     /// contacts, record a call-back, erase a customer.
     #[command(subcommand)]
     Customers(CustomersCmd),
+    /// The QA report over the last days (contacts and how they ended, alerts by kind and
+    /// severity, frustrated bot hand-offs, time to recover, strained agents, repeat contacts),
+    /// beside the period before it.
+    Report(ReportArgs),
     /// Print alert history (newest first).
     Alerts(AlertsArgs),
     /// Acknowledge an alert: record who takes it.
@@ -506,4 +510,22 @@ pub enum CustomersCmd {
         #[command(flatten)]
         customer: CustomerArg,
     },
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    #[arg(long, default_value = "")]
+    pub queue: String,
+    #[arg(long, default_value = "")]
+    pub agent_id: String,
+    /// The period: this many days up to now (compared with the same length before it).
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// CSV (metric, current, previous, change) instead of a table.
+    #[arg(long)]
+    pub csv: bool,
 }

@@ -42,6 +42,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod persist;
 pub mod pipeline;
+pub mod report;
 pub mod wallclock;
 pub mod web;
 
@@ -353,12 +354,13 @@ async fn start_persisting(
 }
 
 /// The whole server ("") and each of its services, as health checks name them.
-const HEALTH_SERVICES: [&str; 6] = [
+const HEALTH_SERVICES: [&str; 7] = [
     "",
     "emotion.v1.EmotionAnalysis",
     "emotion.v1.AlertFeed",
     "emotion.v1.AgentAssist",
     "emotion.v1.CustomerMemory",
+    "emotion.v1.QualityReport",
     "emotion.v1.ModelAdmin",
 ];
 

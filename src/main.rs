@@ -43,6 +43,17 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Customers(cmd) => customers(cmd).await,
+        Command::Report(args) => {
+            let (since, until) = client::report::last_days(args.days);
+            let request = pb::GetReportRequest {
+                tenant: args.tenant,
+                queue: args.queue,
+                agent_id: args.agent_id,
+                since: Some(since),
+                until: Some(until),
+            };
+            client::report::print(&args.server.server(), request, args.csv).await
+        }
         Command::Loadgen(args) => loadgen(args).await,
         Command::Fuzz(args) => fuzz(args).await,
         Command::Health(args) => {

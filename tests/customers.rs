@@ -573,6 +573,27 @@ async fn the_silent_customers_page_in_a_real_browser() {
         record.called_by, "wu",
         "the signed-in supervisor is recorded"
     );
+
+    // The QA report page, signed in already: the three contacts, one of them resigned.
+    browser
+        .goto(&format!("http://{}/report", server.web_addr))
+        .await;
+    let rows = browser
+        .wait_for(
+            "the report's rows",
+            Duration::from_secs(15),
+            "const get = (m) => document.querySelector(`#metric-rows tr[data-metric='${m}'] td`); \
+             return get('contacts') && {contacts: get('contacts').textContent, \
+                 resigned: get('share ended resigned').textContent, \
+                 csv: document.getElementById('csv').getAttribute('href')}",
+            json!([]),
+        )
+        .await;
+    eprintln!("{rows}");
+    assert_eq!(rows["contacts"], "3");
+    assert_eq!(rows["resigned"], "33.3%");
+    assert!(rows["csv"].as_str().unwrap().contains("format=csv"));
+    browser.screenshot(&shot.join("qa-report.png")).await;
     browser.quit().await;
     server.stop().await.unwrap();
 }

@@ -27,6 +27,7 @@ async fn health_reflection_and_model_info() {
         "emotion.v1.AlertFeed",
         "emotion.v1.AgentAssist",
         "emotion.v1.CustomerMemory",
+        "emotion.v1.QualityReport",
         "emotion.v1.ModelAdmin",
     ] {
         let status = health
@@ -60,6 +61,7 @@ async fn health_reflection_and_model_info() {
         "emotion.v1.AlertFeed",
         "emotion.v1.AgentAssist",
         "emotion.v1.CustomerMemory",
+        "emotion.v1.QualityReport",
         "emotion.v1.ModelAdmin",
         "grpc.health.v1.Health",
     ] {

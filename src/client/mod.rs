@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod customers;
+pub mod report;
 
 pub use alerts::{
     Feed, WatchOptions, acknowledge, format_alert, format_alert_styled, format_brief, list_alerts,

@@ -122,6 +122,17 @@ pub struct CustomerSummary {
     pub called: Option<(u64, String)>,
 }
 
+/// Which ended contacts to count (the QA report). Empty strings and lists match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFilter {
+    pub tenants: Vec<String>,
+    pub queue: String,
+    pub agent_id: String,
+    /// Ended in [since_ms, until_ms).
+    pub since_ms: u64,
+    pub until_ms: u64,
+}
+
 /// Which silent customers to list.
 #[derive(Debug, Clone)]
 pub struct SilentQuery {
@@ -164,6 +175,8 @@ pub trait CustomerStore: Send + Sync {
     fn mark_called(&self, customer: &str, by: &str, at_ms: u64) -> Result<bool, CustomerError>;
     /// Erases everything held about the customer; the freed space is overwritten.
     fn delete(&self, customer: &str) -> Result<Erased, CustomerError>;
+    /// How many matching contacts ended each way, indexed by [`Outcome::code`].
+    fn outcomes(&self, f: &ContactFilter) -> Result<[u64; 4], CustomerError>;
     /// Deletes contacts that ended before `before_ms` (and customers left with none). Returns
     /// how many contacts.
     fn apply_retention(&self, before_ms: u64) -> Result<usize, CustomerError>;

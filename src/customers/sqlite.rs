@@ -1,5 +1,6 @@
 //! The embedded customer store: one SQLite file (WAL). `customers` has a row per customer (what
-//! the silent list ranks, with a partial index over customers whose last contact ended badly),
+//! the silent list ranks, with a partial index over customers whose last contact ended badly that
+//! holds every column the list filters on, so counting and paging it never reads the table),
 //! `contacts` a row per ended contact, clustered by customer and end time. `secure_delete` is on
 //! and an erasure ends with a truncating checkpoint, so deleted contacts leave no bytes behind in
 //! the database or its WAL.
@@ -11,8 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Contact, CustomerError, CustomerStore, CustomerSummary, Erased, Outcome, SilentCustomer,
-    SilentPage, SilentQuery,
+    Contact, ContactFilter, CustomerError, CustomerStore, CustomerSummary, Erased, Outcome,
+    SilentCustomer, SilentPage, SilentQuery,
 };
 
 const SCHEMA: &str = "
@@ -28,7 +29,9 @@ CREATE TABLE IF NOT EXISTS customers (
     called_at_ms      INTEGER,
     called_by         TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS customers_silent ON customers (rank DESC) WHERE last_outcome <> 0;
+DROP INDEX IF EXISTS customers_silent;
+CREATE INDEX IF NOT EXISTS customers_silent_list ON customers
+    (rank DESC, last_ended_ms, called_at_ms, tenant, last_outcome) WHERE last_outcome <> 0;
 CREATE TABLE IF NOT EXISTS contacts (
     customer        TEXT NOT NULL,
     ended_ms        INTEGER NOT NULL,
@@ -220,7 +223,7 @@ impl CustomerStore for SqliteCustomerStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ))
                 .map_err(|e| self.error(e))?;
-            for c in contacts.iter().filter(|c| !c.customer.is_empty()) {
+            for c in contacts {
                 insert
                     .execute(params![
                         c.customer,
@@ -237,7 +240,9 @@ impl CustomerStore for SqliteCustomerStore {
                         c.outcome.code(),
                     ])
                     .map_err(|e| self.error(e))?;
-                touched.insert(c.customer.as_str());
+                if !c.customer.is_empty() {
+                    touched.insert(c.customer.as_str());
+                }
             }
         }
         for customer in touched {
@@ -284,12 +289,17 @@ impl CustomerStore for SqliteCustomerStore {
                 params![cutoff, tenants],
                 |r| r.get(0),
             )?;
+            // The page's customers from the index first, then their last contacts: joined
+            // the other way round, SQLite would walk the contacts.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT c.contacts, c.bad_contacts, c.rank, {}
-                 FROM customers c JOIN contacts l ON l.customer = c.customer
-                     AND l.ended_ms = c.last_ended_ms AND l.conversation_id = c.last_conversation
-                 WHERE {filter}
-                 ORDER BY c.rank DESC, c.customer LIMIT ?3 OFFSET ?4",
+                "SELECT p.contacts, p.bad_contacts, p.rank, {}
+                 FROM (SELECT c.customer, c.contacts, c.bad_contacts, c.rank, c.last_ended_ms,
+                              c.last_conversation
+                       FROM customers c WHERE {filter}
+                       ORDER BY c.rank DESC, c.customer LIMIT ?3 OFFSET ?4) p
+                 CROSS JOIN contacts l ON l.customer = p.customer
+                     AND l.ended_ms = p.last_ended_ms AND l.conversation_id = p.last_conversation
+                 ORDER BY p.rank DESC, p.customer",
                 last_columns.join(", ")
             ))?;
             let rows = stmt.query_map(
@@ -310,6 +320,35 @@ impl CustomerStore for SqliteCustomerStore {
                 customers: rows.collect::<rusqlite::Result<_>>()?,
                 total: total as u64,
             })
+        })
+    }
+
+    fn outcomes(&self, f: &ContactFilter) -> Result<[u64; 4], CustomerError> {
+        let tenants = serde_json::to_string(&f.tenants).map_err(|e| self.error(e))?;
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT outcome, COUNT(*) FROM contacts
+                 WHERE ended_ms >= ?1 AND ended_ms < ?2
+                   AND (?3 = '[]' OR tenant IN (SELECT value FROM json_each(?3)))
+                   AND (?4 = '' OR queue = ?4) AND (?5 = '' OR agent_id = ?5)
+                 GROUP BY outcome",
+            )?;
+            let mut counts = [0u64; 4];
+            let rows = stmt.query_map(
+                params![
+                    f.since_ms as i64,
+                    f.until_ms as i64,
+                    tenants,
+                    f.queue,
+                    f.agent_id
+                ],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            for row in rows {
+                let (outcome, n) = row?;
+                counts[Outcome::from_code(outcome).code() as usize] += n as u64;
+            }
+            Ok(counts)
         })
     }
 
@@ -364,7 +403,7 @@ impl CustomerStore for SqliteCustomerStore {
                 [before_ms as i64],
             )
             .map_err(|e| self.error(e))?;
-        for customer in &customers {
+        for customer in customers.iter().filter(|c| !c.is_empty()) {
             Self::refresh(&tx, customer).map_err(|e| self.error(e))?;
         }
         tx.commit().map_err(|e| self.error(e))?;

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod customers;
 mod emotion;
 mod model_admin;
+pub mod report;
 pub mod wire;
 
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
         customers::CustomerMemoryService::new(app.clone()),
     )
     .max_decoding_message_size(max);
+    let report = pb::quality_report_server::QualityReportServer::new(
+        report::QualityReportService::new(app.clone()),
+    )
+    .max_decoding_message_size(max);
     let admin =
         pb::model_admin_server::ModelAdminServer::new(model_admin::ModelAdminService::new(app))
             .max_decoding_message_size(max);
@@ -79,6 +84,7 @@ pub fn routes(app: Arc<App>) -> Result<tonic::service::Routes, tonic_reflection:
             .add_service(InterceptedService::new(alerts, auth.clone()))
             .add_service(InterceptedService::new(assist, auth.clone()))
             .add_service(InterceptedService::new(customers, auth.clone()))
+            .add_service(InterceptedService::new(report, auth.clone()))
             .add_service(InterceptedService::new(admin, auth.clone()))
             .add_service(InterceptedService::new(reflection, auth)),
     )

@@ -19,6 +19,8 @@
 //!  GET  /api/customers/silent    ?tenant=&in_days=&limit=&offset=&format=csv the silent list
 //!  GET  /api/customers/{key}     one customer's counts and newest contacts
 //!  POST /api/customers/{key}/called  record a call-back (the token's name with auth on)
+//!  GET  /report                  the QA report page
+//!  GET  /api/report              ?tenant=&queue=&agent_id=&days=7&format=csv the QA report
 //! ```
 //!
 //! Why SSE: the feed is one-way, SSE is plain HTTP/1.1 (through any proxy that passes a long
@@ -31,6 +33,7 @@
 mod api;
 mod customers;
 mod feed;
+mod report;
 
 use std::sync::Arc;
 
@@ -91,6 +94,15 @@ pub async fn serve(
             "/customers.js",
             get(|| asset("text/javascript; charset=utf-8", CUSTOMERS_SCRIPT)),
         )
+        .route(
+            "/report",
+            get(|| asset("text/html; charset=utf-8", REPORT_PAGE)),
+        )
+        .route(
+            "/report.js",
+            get(|| asset("text/javascript; charset=utf-8", REPORT_SCRIPT)),
+        )
+        .route("/api/report", get(report::report))
         .route("/api/customers/silent", get(customers::silent))
         .route("/api/customers/{key}", get(customers::customer))
         .route("/api/customers/{key}/called", post(customers::called))
@@ -158,6 +170,8 @@ const AGENT_PAGE: &str = include_str!("assets/agent.html");
 const AGENT_SCRIPT: &str = include_str!("assets/agent.js");
 const CUSTOMERS_PAGE: &str = include_str!("assets/customers.html");
 const CUSTOMERS_SCRIPT: &str = include_str!("assets/customers.js");
+const REPORT_PAGE: &str = include_str!("assets/report.html");
+const REPORT_SCRIPT: &str = include_str!("assets/report.js");
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

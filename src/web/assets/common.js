@@ -45,3 +45,39 @@ function el(tag, attrs = {}, ...children) {
 const fmt = (v) => (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(2);
 const pct = (p) => `${Math.round(p * 100)}%`;
 const emotionList = (list) => (list || []).map((e) => `${e.label} ${pct(e.p)}`).join(" · ");
+
+// A page behind a supervisor token (silent customers, QA report): its #signin form, sign-out
+// button and main section `mainId`. `load` fetches and renders; it calls `shown(error)` once it
+// has an answer. Returns `shown`.
+function signedInPage(mainId, errorId, load) {
+  const showSignIn = (message) => {
+    $(mainId).hidden = true;
+    $("signin").hidden = false;
+    $("signin-error").textContent = message || "";
+    $("token").focus();
+  };
+  const shown = (error) => {
+    if (error && error.status === 401) return showSignIn(error.message);
+    $("signin").hidden = true;
+    $(mainId).hidden = false;
+    $(errorId).textContent = error ? error.message : "";
+  };
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const who = await api("/api/session", { method: "POST", body: JSON.stringify({ token: $("token").value.trim() }) });
+      $("token").value = "";
+      $("who").textContent = who.auth_enabled ? `${who.name} (${who.role})` : "auth off";
+      $("sign-out").hidden = !who.auth_enabled;
+      await load();
+    } catch (e) {
+      $("signin-error").textContent = e.status === 401 ? "That token is not known." : e.message;
+    }
+  });
+  $("sign-out").addEventListener("click", async () => {
+    await api("/api/session", { method: "DELETE" }).catch(() => {});
+    showSignIn("Signed out.");
+  });
+  onSignedOut = showSignIn;
+  return shown;
+}

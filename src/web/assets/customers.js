@@ -13,25 +13,7 @@ function query() {
   return q;
 }
 
-function showSignIn(message) {
-  $("customers").hidden = true;
-  $("signin").hidden = false;
-  $("signin-error").textContent = message || "";
-  $("token").focus();
-}
-
-async function signIn(event) {
-  event.preventDefault();
-  try {
-    const who = await api("/api/session", { method: "POST", body: JSON.stringify({ token: $("token").value.trim() }) });
-    $("token").value = "";
-    $("who").textContent = who.auth_enabled ? `${who.name} (${who.role})` : "auth off";
-    $("sign-out").hidden = !who.auth_enabled;
-    await load();
-  } catch (e) {
-    $("signin-error").textContent = e.status === 401 ? "That token is not known." : e.message;
-  }
-}
+let shown = null;
 
 async function load() {
   const q = query();
@@ -39,15 +21,9 @@ async function load() {
   try {
     page = await api("/api/customers/silent?" + q);
   } catch (e) {
-    if (e.status === 401) return showSignIn(e.message);
-    $("signin").hidden = true;
-    $("customers").hidden = false;
-    $("customers-error").textContent = e.message;
-    return;
+    return shown(e);
   }
-  $("signin").hidden = true;
-  $("customers").hidden = false;
-  $("customers-error").textContent = "";
+  shown(null);
   q.set("format", "csv");
   $("csv").href = "/api/customers/silent?" + q;
   render(page);
@@ -87,12 +63,7 @@ function render(page) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("signin-form").addEventListener("submit", signIn);
+  shown = signedInPage("customers", "customers-error", load);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
-  $("sign-out").addEventListener("click", async () => {
-    await api("/api/session", { method: "DELETE" }).catch(() => {});
-    showSignIn("Signed out.");
-  });
-  onSignedOut = showSignIn;
   load();
 });
