@@ -112,6 +112,23 @@ pub trait AlertLog: Send + Sync {
     fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError>;
 }
 
+/// Copies every page of the write-ahead log into the database and truncates the log to zero
+/// bytes, so no earlier version of a rewritten or deleted row stays in it (erasures). A reader in
+/// the middle of a query can hold the checkpoint back: retried for up to 2 s, then an error
+/// (the erasure is idempotent: the caller tries again).
+pub fn truncate_wal(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
+    for attempt in 0..100 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(Ok(()));
+        }
+        std::thread::sleep(Duration::from_millis(if attempt < 10 { 2 } else { 20 }));
+    }
+    Ok(Err(
+        "readers kept the write-ahead log from being truncated for 2 s; retry".to_string(),
+    ))
+}
+
 /// Blanks what in `alert` is the customer's: excerpts of their turns and their pseudonym.
 /// Returns whether anything changed.
 pub fn scrub_customer(alert: &mut pb::Alert) -> bool {
@@ -486,8 +503,12 @@ impl AlertLog for SqliteAlertLog {
         }
         tx.commit().map_err(sqlite(&self.path))?;
         // The old bodies are still in the WAL until it is checkpointed and truncated.
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(sqlite(&self.path))?;
+        truncate_wal(&conn)
+            .map_err(sqlite(&self.path))?
+            .map_err(|message| LogError::Io {
+                path: self.path.clone(),
+                message,
+            })?;
         Ok(changed)
     }
 }

@@ -185,7 +185,8 @@ impl SqliteCustomerStore {
 
     /// Overwrites what deletions freed in the WAL too: checkpoint everything, truncate the WAL.
     fn scrub(&self, conn: &Connection) -> Result<(), CustomerError> {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        crate::alerts::log::truncate_wal(conn)
+            .map_err(|e| self.error(e))?
             .map_err(|e| self.error(e))
     }
 }

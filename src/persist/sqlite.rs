@@ -137,7 +137,8 @@ impl StateStore for SqliteStateStore {
 
     fn scrub(&self) -> Result<(), StateError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        crate::alerts::log::truncate_wal(&conn)
+            .map_err(|e| self.error(e))?
             .map_err(|e| self.error(e))
     }
 }
