@@ -29,6 +29,9 @@ pub enum Command {
     /// Print one agent's live guidance (briefs at hand-off, mood turned / recovered, transfer
     /// asked, repeated questions, break suggestions); reconnects and resumes like `watch`.
     Assist(AssistArgs),
+    /// Hand a conversation to an agent now (the platform's transfer, or a supervisor's): the
+    /// agent's guidance stream gets the brief at once; prints it.
+    Handoff(HandoffArgs),
     /// Customer memory on a running server: the silent list (also as CSV), one customer's
     /// contacts, record a call-back, erase a customer.
     #[command(subcommand)]
@@ -275,6 +278,16 @@ pub struct AssistArgs {
     pub state_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+#[derive(Args)]
+pub struct HandoffArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    pub conversation_id: String,
+    /// The agent taking over.
+    #[arg(long)]
+    pub agent_id: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -102,6 +102,16 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Handoff(args) => {
+            client::hand_off(
+                &args.server.server(),
+                pb::HandoffRequest {
+                    conversation_id: args.conversation_id,
+                    agent_id: args.agent_id,
+                },
+            )
+            .await
+        }
         Command::Alerts(args) => {
             let request = pb::ListAlertsRequest {
                 tenants: args.tenants,

@@ -6,37 +6,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{TestServer, config, conversation, stream_all, token, with};
 use emotion_service::auth::Role;
 use emotion_service::config::AuthMode;
 use emotion_service::pb;
-use tokio_stream::StreamExt;
 
 /// The agent's guidance from the start of the log until an event of `last` kind (or 15 s).
 async fn guidance_until(server: &TestServer, agent_id: &str, last: &str) -> Vec<pb::Alert> {
-    let mut stream = server
-        .assist()
-        .await
-        .subscribe_assist(pb::SubscribeAssistRequest {
-            agent_id: agent_id.into(),
-            after_sequence: Some(0),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, stream.next()).await {
-        let event = event.unwrap();
-        let done = event.kind == last;
-        seen.push(event);
-        if done {
-            break;
-        }
-    }
-    seen
+    common::guidance_after(server, agent_id, 0, last).await
 }
 
 fn kinds(events: &[pb::Alert]) -> Vec<&str> {
@@ -249,6 +226,123 @@ async fn a_bot_conversation_handed_to_an_agent_briefs_them_in_its_language() {
 }
 
 #[tokio::test]
+async fn a_handoff_call_briefs_the_agent_at_once_and_a_transfer_briefs_the_next() {
+    let mut server = TestServer::start(config()).await;
+    server.ready().await;
+    let id = "explicit-handoff";
+    let mut turns = conversation("examples/bot-handoff.jsonl", id);
+    let later = turns.split_off(6); // the bot served turns 1-6
+    let mut client = server.client().await;
+    let results = stream_all(&mut client, turns).await;
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    let mut assist = server.assist().await;
+    let handoff = |agent: &str| pb::HandoffRequest {
+        conversation_id: id.into(),
+        agent_id: agent.into(),
+    };
+
+    // The platform routes the conversation to agent-kim before she has said a word.
+    let brief = assist
+        .handoff(handoff("agent-kim"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((brief.bot_turns, brief.customer_turns), (3, 3));
+    assert_eq!(brief.context.as_ref().unwrap().agent_id, "agent-kim");
+    assert_eq!(brief.escalation_phrases, ["speak to a human"]);
+    assert_eq!(
+        brief.approach,
+        "Apologise first, then explain what happened and what you will do."
+    );
+    let kim = common::guidance_after(&server, "agent-kim", 0, "mood_turned").await;
+    assert_eq!(kinds(&kim), ["handoff_brief", "mood_turned"], "{kim:#?}");
+    assert_eq!(
+        kim[0].turn_id, 6,
+        "the brief is at the hand-off, not a turn"
+    );
+    assert!(
+        kim[0].detail.contains("after 3 bot turns"),
+        "{}",
+        kim[0].detail
+    );
+    assert_eq!(kim[0].brief.as_ref().unwrap().requests[0].times, 2);
+    assert!(kim.iter().all(|e| e.conversation_id == id));
+
+    // A retried call sends nothing again; a transfer to agent-lee briefs him, and he hears of
+    // the mood that turned before him (the same alert, to be resolved on his stream). Nothing
+    // else is logged in between, so his events follow hers directly.
+    let again = assist
+        .handoff(handoff("agent-kim"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.customer_turns, 3);
+    let last_kim = kim.last().unwrap().sequence;
+    assist.handoff(handoff("agent-lee")).await.unwrap();
+    let lee = common::guidance_after(&server, "agent-lee", 0, "mood_turned").await;
+    assert_eq!(kinds(&lee), ["handoff_brief", "mood_turned"], "{lee:#?}");
+    assert_eq!(
+        [lee[0].sequence, lee[1].sequence],
+        [last_kim + 1, last_kim + 2],
+        "no second brief for agent-kim"
+    );
+    assert!(lee[0].detail.contains("another agent"), "{}", lee[0].detail);
+    assert_eq!(lee[1].alert_id, kim[1].alert_id);
+
+    // Lee's own turns (the platform's context still names the agent it knew): no brief again,
+    // the repeated question and the recovery reach him.
+    let later: Vec<pb::TurnRequest> = later
+        .into_iter()
+        .map(|mut t| {
+            if let Some(c) = t.context.as_mut() {
+                c.agent_id = "agent-lee".into();
+            }
+            t
+        })
+        .collect();
+    let results = stream_all(&mut client, later).await;
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    let rest =
+        common::guidance_after(&server, "agent-lee", lee[1].sequence, "mood_recovered").await;
+    assert_eq!(
+        kinds(&rest),
+        ["repeated_question", "mood_recovered"],
+        "{rest:#?}"
+    );
+    assert_eq!(rest[1].alert_id, kim[1].alert_id);
+    let view = server
+        .client()
+        .await
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.context.unwrap().agent_id, "agent-lee");
+
+    // Bad calls: named fields, nothing else touched.
+    let err = assist.handoff(handoff("")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("agent_id"), "{}", err.message());
+    let err = assist
+        .handoff(handoff(&"x".repeat(5_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("agent_id"), "{}", err.message());
+    let err = assist
+        .handoff(pb::HandoffRequest {
+            conversation_id: "nobody".into(),
+            agent_id: "agent-lee".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_agent_reads_only_its_own_guidance() {
     let mut c = config();
     c.auth.mode = AuthMode::On;
@@ -309,6 +403,18 @@ async fn an_agent_reads_only_its_own_guidance() {
             .await
             .is_ok()
     );
+    // Handing a conversation over is the platform's (or a supervisor's), not an agent's.
+    let handoff = assist
+        .handoff(with(
+            "tok-sam",
+            pb::HandoffRequest {
+                conversation_id: "any".into(),
+                agent_id: "agent-sam".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(handoff.code(), tonic::Code::PermissionDenied, "{handoff:?}");
     // An agent token is not a supervisor's.
     let feed = server
         .alerts()

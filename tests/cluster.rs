@@ -457,6 +457,46 @@ async fn a_conversation_moves_between_replicas_with_one_continuous_state() {
     solo.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_on_one_replica_briefs_the_agent_once_across_replicas() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (one, two) = two_replicas(&nats).await;
+    let id = "handed-over";
+    let mut turns = common::conversation("examples/bot-handoff.jsonl", id);
+    let later = turns.split_off(6);
+    let mut c1 = one.client().await;
+    stream_all(&mut c1, turns).await;
+    // The router calls the other replica, which has never seen the conversation.
+    let brief = two
+        .assist()
+        .await
+        .handoff(pb::HandoffRequest {
+            conversation_id: id.into(),
+            agent_id: "agent-sam".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((brief.bot_turns, brief.customer_turns), (3, 3));
+    let told = common::guidance_after(&one, "agent-sam", 0, "mood_turned").await;
+    let kinds = |events: &[pb::Alert]| events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+    assert_eq!(kinds(&told), ["handoff_brief", "mood_turned"], "{told:#?}");
+    // The agent's turns go to the first replica, whose memory predates the hand-off: its commit
+    // conflicts, it re-applies them on the committed state, and the agent is not briefed again.
+    stream_all(&mut c1, later).await;
+    let rest = common::guidance_after(&two, "agent-sam", told[1].sequence, "mood_recovered").await;
+    assert_eq!(
+        kinds(&rest),
+        ["repeated_question", "mood_recovered"],
+        "{rest:#?}"
+    );
+    assert_eq!(rest[1].alert_id, told[1].alert_id);
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
+}
+
 /// Every event of the log, oldest first (ListAlerts, page by page).
 async fn all_alerts(url: String) -> Vec<pb::Alert> {
     let mut feed = pb::alert_feed_client::AlertFeedClient::connect(url)

@@ -171,7 +171,7 @@ impl AssistState {
             Speaker::Bot => self.bot_turns += 1,
             Speaker::Agent => {
                 if !self.handed_off && self.bot_turns > 0 && !f.agent_id.is_empty() {
-                    out.extend(self.hand_off(cfg, f.lang, f.customer_rolling));
+                    out.extend(self.hand_off(cfg, f.lang, f.customer_rolling, false));
                 }
             }
             Speaker::Customer => self.customer(cfg, f, &mut out),
@@ -179,16 +179,27 @@ impl AssistState {
         out
     }
 
-    /// The explicit or detected move from a bot to the agent: the brief (the caller fills it
-    /// in), then the mood turned if it turned before the agent came. None if already handed off.
+    /// Whether the conversation was handed to a person (detected, or by `Handoff`).
+    pub fn handed_off(&self) -> bool {
+        self.handed_off
+    }
+
+    /// The explicit or detected move to the agent: the brief (the caller fills it in), then the
+    /// mood turned if it turned before the agent came. Nothing if already handed off, unless
+    /// `transfer`: another agent takes over from the one on the conversation, and is told all
+    /// of it again.
     pub fn hand_off(
         &mut self,
         cfg: &AssistConfig,
         lang: Lang,
         customer_rolling: Option<f32>,
+        transfer: bool,
     ) -> Vec<Guidance> {
-        if self.handed_off {
+        if self.handed_off && !transfer {
             return Vec::new();
+        }
+        if transfer && let Some(m) = self.mood.as_mut() {
+            m.announced = false;
         }
         self.handed_off = true;
         let severity = if self.mood.is_some() {
@@ -199,15 +210,21 @@ impl AssistState {
         let mut out = vec![Guidance {
             kind: AlertKind::HandoffBrief,
             transition: raised(severity, 0.0),
-            detail: match lang {
-                Lang::En => format!(
-                    "taking over from the bot after {} bot turns: read the brief before you answer",
-                    self.bot_turns
+            detail: match (lang, transfer, self.bot_turns) {
+                (Lang::En, true, _) => {
+                    "taking over from another agent: read the brief before you answer".into()
+                }
+                (Lang::En, false, 0) => {
+                    "this conversation is handed to you: read the brief before you answer".into()
+                }
+                (Lang::En, false, n) => format!(
+                    "taking over from the bot after {n} bot turns: read the brief before you answer"
                 ),
-                Lang::Zh => format!(
-                    "从智能助手转接（助手已回复 {} 轮）：接话前请先看客户情况摘要",
-                    self.bot_turns
-                ),
+                (Lang::Zh, true, _) => "从其他坐席转接：接话前请先看客户情况摘要".into(),
+                (Lang::Zh, false, 0) => "此会话已转给您：接话前请先看客户情况摘要".into(),
+                (Lang::Zh, false, n) => {
+                    format!("从智能助手转接（助手已回复 {n} 轮）：接话前请先看客户情况摘要")
+                }
             },
             evidence: None,
         }];

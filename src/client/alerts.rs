@@ -327,3 +327,15 @@ pub async fn acknowledge(
     print!("{}", format_alert(&ack));
     Ok(())
 }
+
+/// `emotion handoff`: hands a conversation to an agent (`AgentAssist.Handoff`) and prints the
+/// brief the agent was sent.
+pub async fn hand_off(server: &Server, request: pb::HandoffRequest) -> anyhow::Result<()> {
+    use crate::pb::agent_assist_client::AgentAssistClient;
+    let mut client = AgentAssistClient::new(server.channel().await?);
+    let (conversation, agent) = (request.conversation_id.clone(), request.agent_id.clone());
+    let brief = client.handoff(server.request(request)).await?.into_inner();
+    println!("{conversation} handed to {agent}");
+    print!("{}", format_brief(&brief));
+    Ok(())
+}

@@ -7,8 +7,8 @@ pub mod customers;
 pub mod report;
 
 pub use alerts::{
-    Feed, WatchOptions, acknowledge, format_alert, format_alert_styled, format_brief, list_alerts,
-    watch,
+    Feed, WatchOptions, acknowledge, format_alert, format_alert_styled, format_brief, hand_off,
+    list_alerts, watch,
 };
 
 use std::path::Path;

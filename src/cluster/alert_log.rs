@@ -170,6 +170,13 @@ impl Drop for JetStreamAlertLog {
 pub fn idempotency_key(alert: &pb::Alert) -> String {
     let key = if alert.state == i32::from(pb::AlertState::Acknowledged) {
         format!("ack\u{0}{}", alert.alert_id)
+    } else if alert.audience == i32::from(pb::Audience::Agent) {
+        // Guidance is for one agent: a transfer tells the next agent what it told the last.
+        let agent = alert.context.as_ref().map_or("", |c| c.agent_id.as_str());
+        format!(
+            "guidance\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{agent}",
+            alert.conversation_id, alert.turn_id, alert.kind, alert.state, alert.severity
+        )
     } else {
         format!(
             "event\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",

@@ -365,12 +365,16 @@ impl ConversationStore {
             .expect("inserted above");
         conv.touched = now;
         if let Some(context) = turn.context.as_ref().filter(|c| !c.is_empty()) {
-            // A context without the customer keeps the one given before (sent once, like
-            // the rest, but never dropped by a later partial context).
+            // A context without the customer or the agent keeps the one given before (sent
+            // once, or named by a hand-off call, and never dropped by a later partial context).
             let customer = std::mem::take(&mut conv.context.customer);
+            let agent = std::mem::take(&mut conv.context.agent_id);
             conv.context.clone_from(context);
             if conv.context.customer.is_empty() {
                 conv.context.customer = customer;
+            }
+            if conv.context.agent_id.is_empty() {
+                conv.context.agent_id = agent;
             }
         }
         if let Ok(i) = conv

@@ -496,6 +496,86 @@ impl ConversationStore {
     }
 }
 
+impl ConversationStore {
+    /// Hands a conversation to `agent_id` by call, wherever it is decided, and hands the
+    /// guidance this decides (the brief, a mood that turned before) to `enqueue`; returns the
+    /// conversation's context and brief as they stand after. With a shared store the change is
+    /// committed there first (with the guidance as its outbox, so a replica that dies before
+    /// publishing loses none), retried on a conflict with a turn committed meanwhile.
+    pub async fn hand_off(
+        &self,
+        conversation_id: &str,
+        agent_id: &str,
+        tenants: &[String],
+        enqueue: Enqueue<'_>,
+    ) -> Result<(Context, HandoffBrief), RequestError> {
+        let unknown = || RequestError::UnknownConversation(conversation_id.to_string());
+        let not_yet = |pending: usize| RequestError::TurnsInFlight {
+            conversation_id: conversation_id.to_string(),
+            pending,
+        };
+        let Some(shared) = &self.shared else {
+            let (published, out) = {
+                let mut shard = self.shard(conversation_id);
+                let conv = shard
+                    .get_mut(conversation_id)
+                    .filter(|c| visible(c, tenants))
+                    .ok_or_else(unknown)?;
+                if conv.history.is_empty() {
+                    return Err(not_yet(conv.pending.len()));
+                }
+                let guidance = conv
+                    .hand_off(conversation_id, agent_id, &self.settings)
+                    .unwrap_or_default();
+                // Handed over under the conversation's lock: after every event its turns
+                // decided before, ahead of any they decide after.
+                let published = enqueue(&guidance);
+                (
+                    published,
+                    (conv.context.clone(), conv.brief(&self.settings)),
+                )
+            };
+            published.await;
+            return Ok(out);
+        };
+        let unavailable = |e: SharedError| RequestError::StateUnavailable(e.to_string());
+        for _ in 0..MAX_REBASES {
+            let (committed, revision) = shared.load(conversation_id).await.map_err(unavailable)?;
+            let committed = committed.ok_or_else(unknown)?;
+            // What the last commit decided goes out before its outbox is replaced.
+            if recent(committed.snapshot.updated_at_ms()) {
+                enqueue(&committed.outbox).await;
+            }
+            let mut conv = Conversation::from_snapshot(committed.snapshot)
+                .filter(|c| visible(c, tenants))
+                .ok_or_else(unknown)?;
+            if conv.history.is_empty() {
+                return Err(not_yet(0));
+            }
+            let changed = conv.hand_off(conversation_id, agent_id, &self.settings);
+            let out = (conv.context.clone(), conv.brief(&self.settings));
+            let Some(guidance) = changed else {
+                return Ok(out); // already theirs: nothing to commit or tell
+            };
+            let state = SharedState {
+                snapshot: conv.snapshot(),
+                outbox: guidance,
+            };
+            match shared.commit(conversation_id, &state, revision).await {
+                Ok(_) => {
+                    enqueue(&state.outbox).await;
+                    return Ok(out);
+                }
+                Err(SharedError::Conflict) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(unavailable(SharedError::Unavailable(format!(
+            "the conversation changed {MAX_REBASES} times while it was handed off"
+        ))))
+    }
+}
+
 fn recent(updated_at_ms: u64) -> bool {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -410,6 +410,40 @@ impl Conversation {
         alert
     }
 
+    /// A hand-off to `agent_id` by call (`ConversationStore::hand_off`): they become the
+    /// conversation's agent, and the guidance to send them. None when nothing changed: it was
+    /// already handed to them, or no turn was applied yet (the caller refuses that).
+    pub(super) fn hand_off(
+        &mut self,
+        conversation_id: &str,
+        agent_id: &str,
+        settings: &StoreSettings,
+    ) -> Option<Vec<Alert>> {
+        let scored = self.history.back().cloned()?;
+        let previous = std::mem::replace(&mut self.context.agent_id, agent_id.to_string());
+        let theirs = previous == agent_id;
+        if theirs && self.assist.handed_off() {
+            return None;
+        }
+        self.updated_at = SystemTime::now();
+        self.dirty = true;
+        if !settings.assist.enabled {
+            return Some(Vec::new());
+        }
+        let customer = &self.speakers[Speaker::Customer.index()];
+        let rolling = (customer.turns() > 0).then(|| customer.value());
+        // From another person (not the bot whose id the context carried while it served).
+        let transfer = !theirs
+            && !previous.is_empty()
+            && (self.assist.handed_off() || self.assist.bot_turns() == 0);
+        self.assist
+            .hand_off(&settings.assist, self.lang(), rolling, transfer)
+            .into_iter()
+            .map(|g| self.guide(conversation_id, g, &scored, settings))
+            .collect::<Vec<_>>()
+            .into()
+    }
+
     /// Guidance for the agent themself: `n` of their recent conversations strained them.
     pub(super) fn break_suggestion(
         &self,

@@ -12,6 +12,7 @@ use crate::auth::{Identity, Role};
 use crate::error::RequestError;
 use crate::pb;
 use crate::pb::agent_assist_server::AgentAssist;
+use crate::pipeline::validate::{check_identifier, validate_conversation_id};
 
 pub struct AgentAssistService {
     app: Arc<App>,
@@ -49,7 +50,7 @@ impl AgentAssist for AgentAssistService {
     ) -> Result<Response<pb::HandoffBrief>, Status> {
         let identity = Identity::require(&request, &[Role::Agent, Role::Supervisor])?;
         let id = request.into_inner().conversation_id;
-        crate::pipeline::validate::validate_conversation_id(&id, &self.app.config.limits)?;
+        validate_conversation_id(&id, &self.app.config.limits)?;
         let (context, brief) = self
             .app
             .store
@@ -58,5 +59,29 @@ impl AgentAssist for AgentAssistService {
             .filter(|(c, _)| identity.role != Role::Agent || c.agent_id == identity.agent_id)
             .ok_or(RequestError::UnknownConversation(id.clone()))?;
         Ok(Response::new(convert::brief(&id, &context, &brief)))
+    }
+
+    async fn handoff(
+        &self,
+        request: Request<pb::HandoffRequest>,
+    ) -> Result<Response<pb::HandoffBrief>, Status> {
+        let identity = Identity::require(&request, &[Role::Ingest, Role::Supervisor])?;
+        let req = request.into_inner();
+        let limits = &self.app.config.limits;
+        validate_conversation_id(&req.conversation_id, limits)?;
+        if req.agent_id.is_empty() {
+            return Err(RequestError::Missing { field: "agent_id" }.into());
+        }
+        check_identifier("agent_id", &req.agent_id, limits.max_context_field_bytes)?;
+        let (context, brief) = self
+            .app
+            .pipeline
+            .hand_off(&req.conversation_id, &req.agent_id, &identity.tenants)
+            .await?;
+        Ok(Response::new(convert::brief(
+            &req.conversation_id,
+            &context,
+            &brief,
+        )))
     }
 }

@@ -151,6 +151,20 @@ impl Pipeline {
             .await
     }
 
+    /// Hands a conversation to an agent by call (`AgentAssist.Handoff`): the guidance goes the
+    /// way of the turns' alert events; returns the context and brief after.
+    pub async fn hand_off(
+        &self,
+        conversation_id: &str,
+        agent_id: &str,
+        tenants: &[String],
+    ) -> Result<(crate::conversation::Context, crate::alerts::HandoffBrief), RequestError> {
+        let enqueue = |alerts: &[Alert]| self.sink.enqueue(alerts);
+        self.store
+            .hand_off(conversation_id, agent_id, tenants, &enqueue)
+            .await
+    }
+
     /// One turn's way to its result. `tenants` are the tenants the caller may write to (empty:
     /// any). The future resolves to the turn's result; scoring goes on in its own task whether
     /// or not the future is polled to the end.

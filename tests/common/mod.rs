@@ -391,3 +391,33 @@ pub fn shipped_copy(dir: &std::path::Path, version: &str, threshold: Option<f32>
     }
     std::fs::write(dir.join("emotion.json"), extra.to_string()).unwrap();
 }
+
+/// The guidance of `agent_id` after `after` until an event of `last` kind (or 15 s).
+pub async fn guidance_after(
+    server: &TestServer,
+    agent_id: &str,
+    after: u64,
+    last: &str,
+) -> Vec<pb::Alert> {
+    let mut stream = server
+        .assist()
+        .await
+        .subscribe_assist(pb::SubscribeAssistRequest {
+            agent_id: agent_id.into(),
+            after_sequence: Some(after),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let event = event.unwrap();
+        let done = event.kind == last;
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    seen
+}
