@@ -244,6 +244,9 @@ pub async fn run(
         health.clone(),
         stopped(stop_rx.clone()),
     ));
+    if cluster.is_some() {
+        tokio::spawn(sweep_outboxes(app.clone(), stopped(stop_rx.clone())));
+    }
     tokio::spawn(conversation_state_health(
         app.clone(),
         health.clone(),
@@ -424,6 +427,26 @@ async fn watch_models(app: Arc<App>, dir: std::path::PathBuf, stopped: impl Futu
                 }
                 Err(error) => tracing::error!(%error, "watched model refused"),
             }
+        }
+    }
+}
+
+/// Every 5 s, in cluster mode: publishes the alert events of commits whose replica died before
+/// publishing them (and that nobody has read since); every replica sweeps, the stream keeps one
+/// copy of each event.
+async fn sweep_outboxes(app: Arc<App>, stopped: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
+        match app.pipeline.sweep_outboxes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(outboxes = n, "published alert events a replica had left"),
+            Err(error) => tracing::debug!(%error, "outbox sweep skipped"),
         }
     }
 }

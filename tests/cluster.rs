@@ -497,6 +497,95 @@ async fn a_handoff_on_one_replica_briefs_the_agent_once_across_replicas() {
     two.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_events_a_dead_replica_committed_but_never_published_are_swept_out() {
+    use emotion_service::cluster::conversations::JetStreamConversations;
+    use emotion_service::conversation::SharedConversations;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut server = TestServer::start(replica_config(&nats)).await;
+    server.ready().await;
+    stream_all(&mut server.client().await, angry_call("published")).await;
+    let logged = |server: &TestServer, id: &'static str| {
+        let url = format!("http://{}", server.addr);
+        async move {
+            all_alerts(url)
+                .await
+                .into_iter()
+                .filter(|a| a.conversation_id == id)
+                .map(|a| decision(&a))
+                .collect::<Vec<_>>()
+        }
+    };
+    let published = logged(&server, "published").await;
+    assert!(!published.is_empty(), "the angry call raises alerts");
+
+    // A replica that dies between commit and publish, played by hand: "orphan"'s state is
+    // committed with alert events in its outbox, marked, and never published; no client sends
+    // it another turn or ends it.
+    let cluster = Cluster::connect(&cluster_config(&nats)).await.unwrap();
+    let bucket = JetStreamConversations::open(&cluster, Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    let (committed, _) = bucket.load("published").await.unwrap();
+    let mut state = committed.expect("the call's state is committed");
+    let decided = |kind, severity, turn_id| emotion_service::alerts::Alert {
+        alert_id: format!("al-orphan-{turn_id}"),
+        conversation_id: "orphan".into(),
+        context: Default::default(),
+        severity,
+        state: emotion_service::alerts::AlertState::Raised,
+        kind,
+        rolling_valence: -0.5,
+        threshold: -0.3,
+        evidence: Vec::new(),
+        model_version: "test".into(),
+        turn_id,
+        detail: String::new(),
+        dominant_emotions: Vec::new(),
+        trend_start: 0.0,
+        trend_now: -0.5,
+        suggestion: String::new(),
+        brief: None,
+    };
+    use emotion_service::alerts::{AlertKind, Severity};
+    state.outbox = vec![
+        decided(AlertKind::RollingValence, Severity::Warning, 3),
+        decided(AlertKind::EscalationRequest, Severity::Critical, 4),
+    ];
+    let want: Vec<_> = state
+        .outbox
+        .iter()
+        .map(|a| decision(&emotion_service::grpc::convert::alert(a)))
+        .collect();
+    bucket.mark_outbox("orphan").await.unwrap();
+    bucket.commit("orphan", &state, 0).await.unwrap();
+    let committed_at = std::time::Instant::now();
+    assert!(
+        logged(&server, "orphan").await.is_empty(),
+        "nothing published it yet"
+    );
+
+    // The sweeper publishes them once the mark is old enough, exactly once, and clears it.
+    let deadline = committed_at + Duration::from_secs(60);
+    let swept = loop {
+        let got = logged(&server, "orphan").await;
+        if !got.is_empty() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("swept after {:?}: {swept:?}", committed_at.elapsed());
+    assert!(committed_at.elapsed() >= emotion_service::conversation::OUTBOX_SWEEP_AGE);
+    assert_eq!(swept, want, "every event of the outbox, once");
+    tokio::time::sleep(Duration::from_secs(6)).await; // another sweep: nothing twice
+    assert_eq!(logged(&server, "orphan").await, want);
+    let marks = bucket.stale_outboxes(Duration::ZERO).await.unwrap();
+    assert!(marks.is_empty(), "{marks:?}");
+    server.stop().await.unwrap();
+}
+
 /// Every event of the log, oldest first (ListAlerts, page by page).
 async fn all_alerts(url: String) -> Vec<pb::Alert> {
     let mut feed = pb::alert_feed_client::AlertFeedClient::connect(url)

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use super::{Cluster, ClusterError};
-use crate::conversation::{Revision, SharedConversations, SharedError, SharedState};
+use crate::conversation::{OUTBOX_WINDOW, Revision, SharedConversations, SharedError, SharedState};
 
 /// The first byte of every value: the encoding's version.
 const FORMAT: u8 = 3;
@@ -31,50 +31,75 @@ const ATTEMPT: Duration = Duration::from_secs(2);
 
 pub struct JetStreamConversations {
     kv: kv::Store,
+    /// `{prefix}-outbox`: a key per conversation whose committed alert events may not be
+    /// published yet (see `conversation::shared`); entries expire with the republish window.
+    outbox: kv::Store,
     op_timeout: Duration,
 }
 
 impl JetStreamConversations {
-    /// Opens the bucket, creating it if no replica has yet.
+    /// Opens the buckets, creating them if no replica has yet.
     pub async fn open(cluster: &Cluster, ttl: Duration) -> Result<Self, ClusterError> {
-        let bucket = format!("{}-conversations", cluster.config.prefix);
-        let config = kv::Config {
-            bucket: bucket.clone(),
-            description: "emotion-service conversation state (one key per conversation)".into(),
+        let bucket = |name: &str, description: &str, max_age| kv::Config {
+            bucket: format!("{}-{name}", cluster.config.prefix),
+            description: description.into(),
             history: 1,
-            max_age: ttl,
+            max_age,
             num_replicas: cluster.config.replicas,
             storage: async_nats::jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        let js = cluster.jetstream.clone();
-        let deadline = tokio::time::Instant::now() + cluster.config.op_timeout();
-        loop {
-            let attempt = tokio::time::timeout(ATTEMPT, async {
-                match js.get_key_value(bucket.as_str()).await {
-                    Ok(store) => Ok(store),
-                    Err(_) => js
-                        .create_key_value(config.clone())
-                        .await
-                        .map_err(|e| e.to_string()),
-                }
-            })
-            .await
-            .unwrap_or_else(|_| Err("no answer".into()));
-            match attempt {
-                Ok(kv) => {
-                    return Ok(Self {
-                        kv,
-                        op_timeout: cluster.config.op_timeout(),
-                    });
-                }
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(ClusterError::JetStream(format!(
-                        "opening the conversation bucket {bucket}: {e}"
-                    )));
-                }
-                Err(_) => tokio::time::sleep(RETRY).await,
+        let kv = open_bucket(
+            cluster,
+            bucket(
+                "conversations",
+                "emotion-service conversation state (one key per conversation)",
+                ttl,
+            ),
+        )
+        .await?;
+        let outbox = open_bucket(
+            cluster,
+            bucket(
+                "outbox",
+                "emotion-service conversations whose alert events may be unpublished",
+                OUTBOX_WINDOW,
+            ),
+        )
+        .await?;
+        Ok(Self {
+            kv,
+            outbox,
+            op_timeout: cluster.config.op_timeout(),
+        })
+    }
+}
+
+/// Opens a bucket, creating it if no replica has yet (replicas starting together race).
+async fn open_bucket(cluster: &Cluster, config: kv::Config) -> Result<kv::Store, ClusterError> {
+    let js = cluster.jetstream.clone();
+    let deadline = tokio::time::Instant::now() + cluster.config.op_timeout();
+    loop {
+        let attempt = tokio::time::timeout(ATTEMPT, async {
+            match js.get_key_value(config.bucket.as_str()).await {
+                Ok(store) => Ok(store),
+                Err(_) => js
+                    .create_key_value(config.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
             }
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer".into()));
+        match attempt {
+            Ok(kv) => return Ok(kv),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClusterError::JetStream(format!(
+                    "opening the bucket {}: {e}",
+                    config.bucket
+                )));
+            }
+            Err(_) => tokio::time::sleep(RETRY).await,
         }
     }
 }
@@ -204,6 +229,79 @@ impl SharedConversations for JetStreamConversations {
                 conflict,
             )
             .await
+        }
+        .boxed()
+    }
+
+    fn mark_outbox(
+        &self,
+        conversation_id: &str,
+    ) -> BoxFuture<'static, Result<Revision, SharedError>> {
+        let (kv, key, timeout) = (self.outbox.clone(), key(conversation_id), self.op_timeout);
+        let id = Bytes::from(conversation_id.to_string());
+        async move {
+            retried(
+                "marking the conversation's alert events",
+                timeout,
+                || kv.put(key.clone(), id.clone()),
+                |_| None,
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn clear_outbox(&self, conversation_id: &str, mark: Revision) -> BoxFuture<'static, ()> {
+        let (kv, key) = (self.outbox.clone(), key(conversation_id));
+        async move {
+            // Kept if marked again since (a later commit's events); a failure leaves it to the
+            // sweeper, which finds the events published and clears it then.
+            let cleared = tokio::time::timeout(ATTEMPT, kv.purge_expect_revision(key, Some(mark)));
+            if let Ok(Err(e)) = cleared.await
+                && e.kind() != kv::PurgeErrorKind::WrongLastRevision
+            {
+                tracing::debug!(error = %e, "outbox mark not cleared; the sweeper will");
+            }
+        }
+        .boxed()
+    }
+
+    fn stale_outboxes(
+        &self,
+        age: Duration,
+    ) -> BoxFuture<'static, Result<Vec<(String, Revision)>, SharedError>> {
+        let kv = self.outbox.clone();
+        async move {
+            let unavailable =
+                |e: String| SharedError::Unavailable(format!("listing outbox marks: {e}"));
+            let keys: Vec<String> = tokio::time::timeout(ATTEMPT, async {
+                kv.keys()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .try_collect()
+                    .await
+                    .map_err(|e: kv::WatcherError| e.to_string())
+            })
+            .await
+            .map_err(|_| unavailable("no answer".into()))?
+            .map_err(unavailable)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            let mut stale = Vec::new();
+            for key in keys {
+                let entry = tokio::time::timeout(ATTEMPT, kv.entry(key))
+                    .await
+                    .map_err(|_| unavailable("no answer".into()))?
+                    .map_err(|e| unavailable(e.to_string()))?;
+                if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put)
+                    && now - e.created.unix_timestamp_nanos() >= age.as_nanos() as i128
+                    && let Ok(id) = String::from_utf8(e.value.to_vec())
+                {
+                    stale.push((id, e.revision));
+                }
+            }
+            Ok(stale)
         }
         .boxed()
     }

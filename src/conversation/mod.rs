@@ -31,7 +31,9 @@ use tokio::sync::oneshot;
 pub use heatmap::Heatmap;
 pub use overview::AtRisk;
 pub use rolling::RollingScore;
-pub use shared::{Revision, SharedConversations, SharedError, SharedState};
+pub use shared::{
+    OUTBOX_SWEEP_AGE, OUTBOX_WINDOW, Revision, SharedConversations, SharedError, SharedState,
+};
 pub use snapshot::{Changes, ConversationSnapshot};
 
 use state::{Conversation, PendingTurn};

@@ -67,6 +67,20 @@ pub trait SharedConversations: Send + Sync {
     ) -> BoxFuture<'static, Result<Revision, SharedError>>;
     /// One quick read that tells whether commits can be made now (readiness).
     fn probe(&self) -> BoxFuture<'static, Result<(), SharedError>>;
+    /// Notes, before a commit that carries alert events, that they may be unpublished: if this
+    /// replica dies before publishing them, a sweeper ([`ConversationStore::sweep_outboxes`]) on
+    /// any replica does. The mark's revision, to clear it with.
+    fn mark_outbox(
+        &self,
+        conversation_id: &str,
+    ) -> BoxFuture<'static, Result<Revision, SharedError>>;
+    /// Clears a mark once its events are published (kept if marked again since).
+    fn clear_outbox(&self, conversation_id: &str, mark: Revision) -> BoxFuture<'static, ()>;
+    /// Marks at least `age` old: (conversation id, mark).
+    fn stale_outboxes(
+        &self,
+        age: std::time::Duration,
+    ) -> BoxFuture<'static, Result<Vec<(String, Revision)>, SharedError>>;
     /// Removes the conversation if the stored revision is still `expected`.
     fn remove(
         &self,
@@ -108,8 +122,13 @@ impl Reapply {
 
 /// Conflicts one commit goes through before its turns are answered UNAVAILABLE.
 const MAX_REBASES: usize = 8;
-/// An outbox older than this is taken as published (the alert log forgets ids after 10 min).
-const OUTBOX_REPUBLISH_MS: u64 = 5 * 60 * 1000;
+/// An outbox older than this is taken as published (the alert log forgets ids after 10 min);
+/// outbox marks expire after it too.
+pub const OUTBOX_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+const OUTBOX_REPUBLISH_MS: u64 = OUTBOX_WINDOW.as_millis() as u64;
+/// A mark this old whose events were not published is the sweeper's (a live replica publishes
+/// and clears its marks within milliseconds; a commit is retried for at most the op timeout).
+pub const OUTBOX_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What putting a completion's turns on the committed state gave.
 enum Rebased {
@@ -121,7 +140,8 @@ enum Rebased {
     Gone,
 }
 
-type Enqueue<'a> = &'a (dyn Fn(&[Alert]) -> BoxFuture<'static, ()> + Sync);
+/// Hands alert events to the sink; resolves to whether all of them are durable.
+type Enqueue<'a> = &'a (dyn Fn(&[Alert]) -> BoxFuture<'static, bool> + Sync);
 
 impl ConversationStore {
     /// Completes a turn and makes it final: records its outcome, applies every turn of the
@@ -174,11 +194,18 @@ impl ConversationStore {
         };
         let mut republish = Vec::new();
         let mut rebases = 0;
+        let mut mark = None;
         loop {
             let state = SharedState {
                 snapshot,
                 outbox: done.alerts.clone(),
             };
+            if !state.outbox.is_empty() && mark.is_none() {
+                match shared.mark_outbox(conversation_id).await {
+                    Ok(m) => mark = Some(m),
+                    Err(e) => return self.abandon(conversation_id, &lock, done, e),
+                }
+            }
             let error = match shared.commit(conversation_id, &state, *revision).await {
                 Ok(r) => {
                     *revision = r;
@@ -221,9 +248,13 @@ impl ConversationStore {
             return self.abandon(conversation_id, &lock, done, error);
         }
         let (again, decided) = (enqueue(&republish), enqueue(&done.alerts));
-        again.await;
-        decided.await;
+        let durable = again.await & decided.await;
         drop(revision);
+        // Events held in a backlog (the stream unreachable) die with this process: the mark
+        // stays for the sweeper.
+        if let Some(mark) = mark.filter(|_| durable) {
+            tokio::spawn(shared.clear_outbox(conversation_id, mark));
+        }
         done
     }
 
@@ -561,9 +592,21 @@ impl ConversationStore {
                 snapshot: conv.snapshot(),
                 outbox: guidance,
             };
+            let mark = match state.outbox.is_empty() {
+                true => None,
+                false => Some(
+                    shared
+                        .mark_outbox(conversation_id)
+                        .await
+                        .map_err(unavailable)?,
+                ),
+            };
             match shared.commit(conversation_id, &state, revision).await {
                 Ok(_) => {
-                    enqueue(&state.outbox).await;
+                    let durable = enqueue(&state.outbox).await;
+                    if let Some(mark) = mark.filter(|_| durable) {
+                        shared.clear_outbox(conversation_id, mark).await;
+                    }
                     return Ok(out);
                 }
                 Err(SharedError::Conflict) => continue,
@@ -573,6 +616,34 @@ impl ConversationStore {
         Err(unavailable(SharedError::Unavailable(format!(
             "the conversation changed {MAX_REBASES} times while it was handed off"
         ))))
+    }
+}
+
+impl ConversationStore {
+    /// The sweeper (cluster mode, every few seconds on every replica): for each conversation
+    /// marked as committing alert events [`OUTBOX_SWEEP_AGE`] ago and not cleared (its replica
+    /// died between commit and publish, and nobody has read the state since), hands the
+    /// committed outbox to `enqueue` (the stream drops what it already has) and clears the
+    /// mark. Returns how many outboxes it handed over; none without a shared store.
+    pub async fn sweep_outboxes(&self, enqueue: Enqueue<'_>) -> Result<usize, SharedError> {
+        let Some(shared) = &self.shared else {
+            return Ok(0);
+        };
+        let mut swept = 0;
+        for (conversation_id, mark) in shared.stale_outboxes(OUTBOX_SWEEP_AGE).await? {
+            let (committed, _) = shared.load(&conversation_id).await?;
+            if let Some(c) = committed.filter(|c| recent(c.snapshot.updated_at_ms()))
+                && !c.outbox.is_empty()
+            {
+                tracing::info!(conversation = %conversation_id, events = c.outbox.len(), "publishing a committed outbox its replica left");
+                if !enqueue(&c.outbox).await {
+                    continue; // still not durable: the mark stays
+                }
+                swept += 1;
+            }
+            shared.clear_outbox(&conversation_id, mark).await;
+        }
+        Ok(swept)
     }
 }
 

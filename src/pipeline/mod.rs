@@ -45,20 +45,23 @@ pub trait AlertSink: Send + Sync {
     /// Takes one completion's events, in order, without blocking: it is called while their
     /// conversation is locked, so one conversation's events arrive in the order they were
     /// decided. The future resolves once they are where their readers will find them (for the
-    /// hub: appended to the durable log, or held in its backlog).
-    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()>;
+    /// hub: appended to the durable log, or held in its backlog), to whether every one of them
+    /// is durable (false: one waits in a backlog that dies with the process).
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, bool>;
 }
 
 impl AlertSink for AlertHub {
-    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()> {
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, bool> {
         let published: Vec<_> = alerts
             .iter()
             .map(|a| AlertHub::enqueue(self, convert::alert(a)))
             .collect();
         async move {
+            let mut durable = true;
             for p in published {
-                p.await;
+                durable &= p.await.sequence != 0;
             }
+            durable
         }
         .boxed()
     }
@@ -75,12 +78,12 @@ impl CollectedAlerts {
 }
 
 impl AlertSink for CollectedAlerts {
-    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, ()> {
+    fn enqueue(&self, alerts: &[Alert]) -> BoxFuture<'static, bool> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(alerts);
-        futures::future::ready(()).boxed()
+        futures::future::ready(true).boxed()
     }
 }
 
@@ -149,6 +152,13 @@ impl Pipeline {
         self.store
             .end_latest(conversation_id, tenants, &enqueue)
             .await
+    }
+
+    /// One sweep of committed outboxes that their replica left unpublished (cluster mode; see
+    /// `ConversationStore::sweep_outboxes`).
+    pub async fn sweep_outboxes(&self) -> Result<usize, crate::conversation::SharedError> {
+        let enqueue = |alerts: &[Alert]| self.sink.enqueue(alerts);
+        self.store.sweep_outboxes(&enqueue).await
     }
 
     /// Hands a conversation to an agent by call (`AgentAssist.Handoff`): the guidance goes the
