@@ -253,8 +253,14 @@ fn replica_config(nats: &NatsCluster) -> emotion_service::Config {
 /// Two servers in cluster mode, started together as replicas of a deployment are (they race to
 /// create the stream and the bucket), each ready.
 async fn two_replicas(nats: &NatsCluster) -> (TestServer, TestServer) {
-    let mut one = TestServer::start(replica_config(nats)).await;
-    let mut two = TestServer::start(replica_config(nats)).await;
+    // In one test process both would be named after the same host and pid.
+    let named = |id: &str| {
+        let mut c = replica_config(nats);
+        c.cluster.replica_id = id.into();
+        c
+    };
+    let mut one = TestServer::start(named("replica-one")).await;
+    let mut two = TestServer::start(named("replica-two")).await;
     one.ready().await;
     two.ready().await;
     (one, two)
@@ -1009,6 +1015,34 @@ async fn a_model_loaded_on_one_replica_serves_on_every_replica() {
     );
     let scored = stream_all(&mut two.client().await, angry_call("after-swap")).await;
     assert!(scored.iter().all(|r| r.model_version == v2), "{scored:?}");
+    // GetModel on either replica shows the fleet: the active model, and both replicas serving
+    // it by their own report.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let fleet = loop {
+        let info = admin
+            .get_model(pb::GetModelRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let both = info.fleet.len() == 2 && info.fleet.iter().all(|r| r.serving == v2);
+        if both || std::time::Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "{}",
+        emotion_service::client::admin::model_info(fleet.clone())
+    );
+    assert_eq!(fleet.fleet_active, v2);
+    assert_eq!(fleet.fleet.len(), 2, "{:?}", fleet.fleet);
+    for r in &fleet.fleet {
+        assert_eq!(r.serving, v2, "{r:?}");
+        assert_eq!(r.sha256, loaded.sha256, "{r:?}");
+        assert!(r.error.is_empty(), "{r:?}");
+        assert!(!r.replica_id.is_empty());
+    }
+    assert_ne!(fleet.fleet[0].replica_id, fleet.fleet[1].replica_id);
 
     // Rolled back on the other replica: both serve the original again.
     let mut admin_two = pb::model_admin_client::ModelAdminClient::new(two.channel().await);

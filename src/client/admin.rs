@@ -23,6 +23,30 @@ pub fn model_info(m: pb::ModelInfo) -> String {
             g.data, g.candidate_macro_f1, g.live_macro_f1, g.max_drop
         ));
     }
+    if !m.fleet.is_empty() {
+        let active = match m.fleet_active.as_str() {
+            "" => "(no swap yet: each replica serves its configured model)",
+            tag => tag,
+        };
+        s.push_str(&format!(
+            "
+  fleet: active {active}"
+        ));
+        for r in &m.fleet {
+            let at = super::customers::when(r.reported_at.as_ref());
+            s.push_str(&format!(
+                "
+    {:<24} serves {}  sha256 {}  reported {at} UTC{}",
+                r.replica_id,
+                r.serving,
+                &r.sha256[..12.min(r.sha256.len())],
+                match r.error.as_str() {
+                    "" => String::new(),
+                    e => format!("  NOT the active model: {e}"),
+                }
+            ));
+        }
+    }
     s
 }
 

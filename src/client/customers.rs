@@ -6,8 +6,8 @@ use crate::client::Server;
 use crate::pb;
 use crate::pb::customer_memory_client::CustomerMemoryClient;
 
-/// Seconds-resolution UTC time of a timestamp, "" when unset.
-fn when(t: Option<&prost_types::Timestamp>) -> String {
+/// Minutes-resolution UTC time of a timestamp, "" when unset.
+pub(crate) fn when(t: Option<&prost_types::Timestamp>) -> String {
     t.map(|t| {
         let secs = t.seconds;
         let days = secs.div_euclid(86_400);

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{kv, object_store};
 use futures::FutureExt;
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{Cluster, ClusterError};
 use crate::inference::ModelSpec;
-use crate::inference::swap::{ModelFleet, ModelManager};
+use crate::inference::swap::{FleetView, ModelFleet, ModelManager, ReplicaReport};
 
 const ACTIVE: &str = "model.active";
 const RETRY: Duration = Duration::from_secs(1);
@@ -191,6 +191,7 @@ impl JetStreamModels {
     async fn report(&self, models: &ModelManager, error: Option<String>) {
         let serving = models.serving();
         let status = serde_json::json!({
+            "replica": self.replica_id,
             "serving": serving.tag,
             "sha256": serving.sha256,
             "error": error,
@@ -241,6 +242,60 @@ impl ModelFleet for JetStreamModels {
                 .map_err(|e| format!("setting {ACTIVE}: {e}"))?;
             tracing::info!(model = %active.tag, "announced to the fleet");
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn view(&self) -> BoxFuture<'static, Result<FleetView, String>> {
+        let kv = self.kv.clone();
+        async move {
+            let read = async {
+                let mut view = FleetView::default();
+                let keys: Vec<String> = kv
+                    .keys()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .try_collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for key in keys {
+                    let Some(entry) = kv.entry(key.clone()).await.map_err(|e| e.to_string())?
+                    else {
+                        continue;
+                    };
+                    if key == ACTIVE {
+                        if let Ok(active) = serde_json::from_slice::<ActiveModel>(&entry.value) {
+                            view.active = active.tag;
+                        }
+                        continue;
+                    }
+                    let Some(token) = key.strip_prefix("replica.") else {
+                        continue;
+                    };
+                    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&entry.value)
+                    else {
+                        continue;
+                    };
+                    let text = |field: &str| status[field].as_str().unwrap_or("").to_string();
+                    let nanos = entry.created.unix_timestamp_nanos().max(0) as u64;
+                    view.replicas.push(ReplicaReport {
+                        // Reports from before the id was in them: the key's token.
+                        replica_id: Some(text("replica"))
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or_else(|| token.to_string()),
+                        serving: text("serving"),
+                        sha256: text("sha256"),
+                        error: status["error"].as_str().map(str::to_string),
+                        reported_at: std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+                    });
+                }
+                view.replicas
+                    .sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
+                Ok::<_, String>(view)
+            };
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .map_err(|_| "the fleet bucket did not answer within 5 s".to_string())?
         }
         .boxed()
     }

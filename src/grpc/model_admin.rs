@@ -58,6 +58,8 @@ fn info(model: &LoadedModel) -> pb::ModelInfo {
         path: spec.dir.display().to_string(),
         replaced_version: String::new(),
         quality_gate: None,
+        fleet_active: String::new(),
+        fleet: Vec::new(),
     }
 }
 
@@ -94,7 +96,25 @@ impl ModelAdmin for ModelAdminService {
         request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
         Identity::require(&request, &[Role::Ingest, Role::Supervisor])?;
-        Ok(Response::new(info(&self.app.batcher.model())))
+        let mut info = info(&self.app.batcher.model());
+        match self.app.models.fleet_view().await {
+            None => {}
+            Some(Ok(fleet)) => {
+                info.fleet_active = fleet.active;
+                info.fleet = (fleet.replicas.into_iter())
+                    .map(|r| pb::ReplicaModel {
+                        replica_id: r.replica_id,
+                        serving: r.serving,
+                        sha256: r.sha256,
+                        error: r.error.unwrap_or_default(),
+                        reported_at: Some(r.reported_at.into()),
+                    })
+                    .collect();
+            }
+            // What this replica serves is still the answer; the fleet part stays empty.
+            Some(Err(error)) => tracing::warn!(%error, "GetModel: the fleet's models not read"),
+        }
+        Ok(Response::new(info))
     }
 
     async fn load_model(

@@ -61,6 +61,26 @@ pub enum SwapError {
 pub trait ModelFleet: Send + Sync {
     /// Makes `model`, now serving on this replica, the one every replica serves.
     fn announce(&self, model: &super::ModelSpec) -> BoxFuture<'static, Result<(), String>>;
+    /// The model every replica is told to serve, and each replica's last report.
+    fn view(&self) -> BoxFuture<'static, Result<FleetView, String>>;
+}
+
+/// What the fleet serves (`GetModel` in cluster mode).
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    /// "name@version" of the active model; empty before any swap.
+    pub active: String,
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One replica's last report of what it serves.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    pub replica_id: String,
+    pub serving: String,
+    pub sha256: String,
+    pub error: Option<String>,
+    pub reported_at: std::time::SystemTime,
 }
 
 /// The outcome of a swap: the model now serving, the one it replaced, and the gate it passed.
@@ -97,6 +117,12 @@ impl ModelManager {
     /// From now on every swap made here is announced to `fleet`.
     pub fn set_fleet(&self, fleet: Arc<dyn ModelFleet>) {
         let _ = self.fleet.set(fleet);
+    }
+
+    /// What the fleet serves; none outside cluster mode.
+    pub async fn fleet_view(&self) -> Option<Result<FleetView, String>> {
+        let fleet = self.fleet.get()?.clone();
+        Some(fleet.view().await)
     }
 
     /// The default model serving now.
