@@ -164,6 +164,39 @@ async fn the_agent_view_in_a_real_browser() {
         .await;
     assert_eq!(cards, 2);
 
+    // The page in Chinese (`?lang=zh`, or a browser whose first language is Chinese): its own
+    // labels in Chinese around what the service wrote in the conversation's language.
+    browser
+        .goto(&format!("{base}/agent/agent-sam?lang=zh"))
+        .await;
+    let zh = browser
+        .wait_for(
+            "the cards in Chinese",
+            Duration::from_secs(10),
+            "const c = document.querySelector('[data-conversation=\"web-handoff-zh\"]');              if (!c) return null;              return [document.documentElement.lang,                      document.getElementById('guidance-title-text').textContent,                      c.querySelector('h3 .mood').textContent,                      c.querySelector('.score strong').textContent,                      c.querySelector('.approach strong').textContent,                      c.querySelector('.events [data-kind=mood_recovered] strong').textContent,                      document.querySelector('[data-conversation=\"web-handoff-en\"] .approach').textContent, \
+                     c.querySelector('.drops [data-turn=\"6\"]').textContent]",
+            json!([]),
+        )
+        .await;
+    println!("in Chinese: {zh}");
+    assert_eq!(zh[0], "zh-CN");
+    assert_eq!(zh[1], "您的会话");
+    assert_eq!(zh[2], " 情绪：好转");
+    assert!(zh[3].as_str().unwrap().starts_with("客户情绪分"), "{zh}");
+    assert_eq!(zh[4], "应对方式：");
+    assert_eq!(zh[5], "情绪好转");
+    // The English conversation's advice stays English.
+    assert!(zh[6].as_str().unwrap().contains("Apologise first"), "{zh}");
+    // Turns and the model's emotion labels in Chinese too.
+    let drop = zh[7].as_str().unwrap();
+    assert!(
+        drop.starts_with("第 6 轮") && drop.contains("愤怒"),
+        "{drop}"
+    );
+    browser
+        .screenshot(&artifacts.join("agent-view-zh.png"))
+        .await;
+
     // Another agent's view is refused, naming why.
     browser.goto(&format!("{base}/agent/agent-wang")).await;
     let refused = browser

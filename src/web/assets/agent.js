@@ -7,14 +7,63 @@
 const agentId = decodeURIComponent(location.pathname.replace(/^\/agent\//, "").replace(/\/$/, ""));
 const state = { seen: new Set(), lastSequence: 0, source: null, conversations: new Map(), breaks: [] };
 
-const LABELS = {
-  mood_turned: "Mood turned",
-  mood_recovered: "Mood recovered",
-  transfer_requested: "Transfer requested",
-  repeated_question: "Asked again",
-  break_suggested: "Take a break",
-  handoff_brief: "Hand-off brief",
+// The page's language: `?lang=zh` / `?lang=en`, else the browser's first language. What the
+// service wrote (details, approaches, opening lines) is in the conversation's language already.
+const LANG = (() => {
+  const asked = new URLSearchParams(location.search).get("lang") || (navigator.languages || [])[0] || navigator.language || "";
+  return /^zh/i.test(asked) ? "zh" : "en";
+})();
+
+const TEXT = {
+  en: {
+    title: "Agent assist", skip: "Skip to guidance", signOut: "Sign out", signIn: "Sign in",
+    tokenLabel: "Access token (role agent, for this agent id; or supervisor)",
+    tokenHint: "An operator creates agent tokens with",
+    conversations: "Your conversations",
+    empty: "No guidance yet. Briefs, mood changes and suggestions for your conversations appear here as they happen.",
+    feed: { offline: "feed: offline", signedOut: "feed: signed out", connecting: "feed: connecting…", live: "feed: live", reconnecting: "feed: reconnecting…" },
+    unknownToken: "That token is not known.", signedOut: "Signed out.", authOff: "auth off",
+    kinds: { mood_turned: "Mood turned", mood_recovered: "Mood recovered", transfer_requested: "Transfer requested", repeated_question: "Asked again", break_suggested: "Take a break", handoff_brief: "Hand-off brief" },
+    mood: { turned: "mood: turned", recovered: "mood: recovered", steady: "mood: steady" },
+    trend: { falling: "falling", rising: "rising", steady: "steady" },
+    outcome: { resigned: "resigned", negative: "negative", open_incident: "open incident", ok: "ok" },
+    customer: (v) => `Customer ${v}`,
+    scoreLine: (b) => ` · ${TEXT.en.trend[b.trend] || b.trend} (from ${fmt(b.trend_start)}) · ${b.customer_turns} customer turns, ${b.bot_turns} with the bot`,
+    feeling: "Feeling: ", approach: "Approach: ", sayFirst: "Say first: ", asked: "They asked for",
+    withheld: "(text withheld)", escalation: "Escalation heard: ", drops: "Where the mood dropped",
+    earlier: "Earlier contacts", lowest: "lowest", turn: (n) => `turn ${n}`, firstAsked: "First asked: ",
+    emotion: {},
+  },
+  zh: {
+    title: "坐席助手", skip: "跳到提示", signOut: "退出", signIn: "登录",
+    tokenLabel: "访问令牌（坐席角色，对应本坐席 ID；或班长）",
+    tokenHint: "管理员用以下命令创建坐席令牌：",
+    conversations: "您的会话",
+    empty: "暂无提示。会话的交接摘要、情绪变化和建议会实时显示在这里。",
+    feed: { offline: "推送：离线", signedOut: "推送：已退出", connecting: "推送：连接中…", live: "推送：实时", reconnecting: "推送：重新连接中…" },
+    unknownToken: "无法识别该令牌。", signedOut: "已退出。", authOff: "未启用认证",
+    kinds: { mood_turned: "情绪转差", mood_recovered: "情绪好转", transfer_requested: "要求转接", repeated_question: "重复提问", break_suggested: "建议休息", handoff_brief: "交接摘要" },
+    mood: { turned: "情绪：转差", recovered: "情绪：好转", steady: "情绪：平稳" },
+    trend: { falling: "下降", rising: "上升", steady: "平稳" },
+    outcome: { resigned: "客户放弃", negative: "负面", open_incident: "告警未结", ok: "正常" },
+    customer: (v) => `客户情绪分 ${v}`,
+    scoreLine: (b) => ` · ${TEXT.zh.trend[b.trend] || b.trend}（起初 ${fmt(b.trend_start)}）· 客户发言 ${b.customer_turns} 轮，智能助手回复 ${b.bot_turns} 轮`,
+    feeling: "情绪：", approach: "应对方式：", sayFirst: "开场白：", asked: "客户诉求",
+    withheld: "（内容已隐去）", escalation: "听到的升级诉求：", drops: "情绪下降的轮次",
+    earlier: "以往来电", lowest: "最低", turn: (n) => `第 ${n} 轮`, firstAsked: "第一次提问：",
+    // The English model's GoEmotions labels; a label not here is shown as the model names it.
+    emotion: {
+      admiration: "钦佩", amusement: "愉快", anger: "愤怒", annoyance: "烦躁", approval: "认可", caring: "关心",
+      confusion: "困惑", curiosity: "好奇", desire: "渴望", disappointment: "失望", disapproval: "不认可",
+      disgust: "厌恶", embarrassment: "尴尬", excitement: "兴奋", fear: "担心", gratitude: "感谢", grief: "悲痛",
+      joy: "高兴", love: "喜爱", nervousness: "紧张", optimism: "乐观", pride: "自豪", realization: "醒悟",
+      relief: "宽慰", remorse: "歉疚", sadness: "难过", surprise: "惊讶", neutral: "平静",
+    },
+  },
 };
+const T = TEXT[LANG];
+const LABELS = T.kinds;
+const emotions = (list) => emotionList((list || []).map((e) => ({ ...e, label: T.emotion[e.label] || e.label })));
 
 function showSignIn(message) {
   if (state.source) state.source.close();
@@ -22,7 +71,7 @@ function showSignIn(message) {
   $("signin").hidden = false;
   $("signin-error").textContent = message || "";
   document.body.dataset.feed = "offline";
-  $("feed-state").textContent = "feed: signed out";
+  $("feed-state").textContent = T.feed.signedOut;
   $("token").focus();
 }
 
@@ -32,11 +81,11 @@ async function signIn(event) {
   try {
     const who = await api("/api/session", { method: "POST", body: JSON.stringify({ token, view: "agent" }) });
     $("token").value = "";
-    $("who").textContent = who.auth_enabled ? `${who.name} (${who.role})` : "auth off";
+    $("who").textContent = who.auth_enabled ? `${who.name} (${who.role})` : T.authOff;
     $("sign-out").hidden = !who.auth_enabled;
     await start();
   } catch (e) {
-    $("signin-error").textContent = e.status === 401 ? "That token is not known." : e.message;
+    $("signin-error").textContent = e.status === 401 ? T.unknownToken : e.message;
   }
 }
 
@@ -66,10 +115,10 @@ function listen() {
   const source = new EventSource("/api/assist/stream?" + q);
   state.source = source;
   document.body.dataset.feed = "connecting";
-  $("feed-state").textContent = "feed: connecting…";
+  $("feed-state").textContent = T.feed.connecting;
   source.addEventListener("open", () => {
     document.body.dataset.feed = "live";
-    $("feed-state").textContent = "feed: live";
+    $("feed-state").textContent = T.feed.live;
   });
   source.addEventListener("alert", (e) => {
     if (apply(JSON.parse(e.data), true)) render();
@@ -78,11 +127,11 @@ function listen() {
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
       document.body.dataset.feed = "offline";
-      $("feed-state").textContent = "feed: offline";
+      $("feed-state").textContent = T.feed.offline;
       setTimeout(start, 3000);
     } else {
       document.body.dataset.feed = "reconnecting";
-      $("feed-state").textContent = "feed: reconnecting…";
+      $("feed-state").textContent = T.feed.reconnecting;
     }
   });
 }
@@ -110,32 +159,32 @@ function apply(event, live) {
 
 // The brief (its JSON) of a handoff_brief event.
 function briefView(brief, event) {
-  return el("section", { class: "brief", "aria-label": "Hand-off brief", lang: brief.language },
+  return el("section", { class: "brief", "aria-label": LABELS.handoff_brief, lang: brief.language },
     el("p", { class: "score" },
-      el("strong", { text: `Customer ${fmt(brief.customer_rolling_valence)}` }),
-      ` · ${brief.trend} (from ${fmt(brief.trend_start)}) · ${brief.customer_turns} customer turns, ${brief.bot_turns} with the bot`),
-    brief.dominant_emotions.length ? el("p", { class: "emotions", text: `Feeling: ${emotionList(brief.dominant_emotions)}` }) : null,
-    el("p", { class: "approach" }, el("strong", { text: "Approach: " }), brief.approach),
-    el("p", { class: "opening" }, el("strong", { text: "Say first: " }), el("q", { text: brief.opening_line })),
+      el("strong", { text: T.customer(fmt(brief.customer_rolling_valence)) }),
+      T.scoreLine(brief)),
+    brief.dominant_emotions.length ? el("p", { class: "emotions", text: T.feeling + emotions(brief.dominant_emotions) }) : null,
+    el("p", { class: "approach" }, el("strong", { text: T.approach }), brief.approach),
+    el("p", { class: "opening" }, el("strong", { text: T.sayFirst }), el("q", { text: brief.opening_line })),
     brief.requests.length ? el("div", {},
-      el("h4", { text: "They asked for" }),
+      el("h4", { text: T.asked }),
       el("ul", { class: "requests" }, brief.requests.map((r) =>
         el("li", { dataset: { times: String(r.times) } },
-          el("q", { text: r.excerpt || "(text withheld)" }),
+          el("q", { text: r.excerpt || T.withheld }),
           r.times > 1 ? el("span", { class: "times", text: ` ×${r.times}` }) : null)))) : null,
-    brief.escalation_phrases.length ? el("p", { class: "phrases", text: `Escalation heard: ${brief.escalation_phrases.join(", ")}` }) : null,
+    brief.escalation_phrases.length ? el("p", { class: "phrases", text: T.escalation + brief.escalation_phrases.join(", ") }) : null,
     brief.mood_drops.length ? el("div", {},
-      el("h4", { text: "Where the mood dropped" }),
+      el("h4", { text: T.drops }),
       el("ol", { class: "drops" }, brief.mood_drops.map((d) =>
         el("li", { dataset: { turn: String(d.turn_id) } },
-          `turn ${d.turn_id} · ${fmt(d.valence)} · ${emotionList(d.top_emotions)} `,
+          `${T.turn(d.turn_id)} · ${fmt(d.valence)} · ${emotions(d.top_emotions)} `,
           d.excerpt ? el("q", { text: d.excerpt }) : null)))) : null,
     (brief.earlier_contacts || []).length ? el("div", {},
-      el("h4", { text: "Earlier contacts" }),
+      el("h4", { text: T.earlier }),
       el("ol", { class: "earlier" }, brief.earlier_contacts.map((c) =>
         el("li", { dataset: { outcome: c.outcome } },
-          `${c.ended_at_ms ? new Date(c.ended_at_ms).toLocaleDateString() : ""} · ${c.outcome.replace("_", " ")} · lowest ${fmt(c.lowest_score)}`,
-          c.emotions.length ? ` · ${c.emotions.join(", ")}` : "")))) : null,
+          `${c.ended_at_ms ? new Date(c.ended_at_ms).toLocaleDateString(LANG === "zh" ? "zh-CN" : undefined) : ""} · ${T.outcome[c.outcome] || c.outcome} · ${T.lowest} ${fmt(c.lowest_score)}`,
+          c.emotions.length ? ` · ${c.emotions.map((l) => T.emotion[l] || l).join(", ")}` : "")))) : null,
     el("p", { class: "detail hint", text: event.detail }),
   );
 }
@@ -143,11 +192,11 @@ function briefView(brief, event) {
 function eventView(e) {
   const recovered = e.kind === "mood_recovered";
   return el("li", { class: "guidance", dataset: { kind: e.kind, sequence: String(e.sequence) } },
-    el("strong", { text: LABELS[e.kind] || e.kind }), ` · turn ${e.turn_id} · `,
+    el("strong", { text: LABELS[e.kind] || e.kind }), ` · ${T.turn(e.turn_id)} · `,
     el("span", { class: "detail", text: e.detail }),
     e.suggestion ? el("p", { class: recovered ? "suggestion good" : "suggestion", text: e.suggestion }) : null,
     e.kind === "repeated_question" && e.evidence.length
-      ? el("p", { class: "evidence" }, "First asked: ", el("q", { text: e.evidence[0].excerpt || "(text withheld)" }), ` (turn ${e.evidence[0].turn_id})`)
+      ? el("p", { class: "evidence" }, T.firstAsked, el("q", { text: e.evidence[0].excerpt || T.withheld }), ` (${T.turn(e.evidence[0].turn_id)})`)
       : null);
 }
 
@@ -156,7 +205,7 @@ function render() {
   list.replaceChildren();
   for (const b of state.breaks.slice(-1)) {
     list.append(el("li", { class: "card break", dataset: { kind: "break_suggested" } },
-      el("h3", { text: "Take a break" }), el("p", { text: b.detail }), b.suggestion ? el("p", { class: "suggestion", text: b.suggestion }) : null));
+      el("h3", { text: LABELS.break_suggested }), el("p", { text: b.detail }), b.suggestion ? el("p", { class: "suggestion", text: b.suggestion }) : null));
   }
   const conversations = [...state.conversations.values()].sort((a, b) => b.updated - a.updated);
   for (const c of conversations) {
@@ -165,7 +214,7 @@ function render() {
     const mood = turned.some((id) => !recovered.has(id)) ? "turned" : recovered.size ? "recovered" : "steady";
     const lang = c.brief?.brief?.language || "";
     list.append(el("li", { class: "card", dataset: { conversation: c.id, mood }, lang: lang || undefined },
-      el("h3", {}, c.id, el("span", { class: `mood mood-${mood}`, text: ` mood: ${mood}` })),
+      el("h3", {}, c.id, el("span", { class: `mood mood-${mood}`, text: ` ${T.mood[mood]}` })),
       c.brief ? briefView(c.brief.brief, c.brief) : null,
       c.events.length ? el("ol", { class: "events" }, c.events.map(eventView)) : null));
   }
@@ -175,11 +224,15 @@ function render() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("agent-name").textContent = agentId;
-  document.title = `Agent assist · ${agentId}`;
+  document.documentElement.lang = LANG === "zh" ? "zh-CN" : "en";
+  document.title = `${T.title} · ${agentId}`;
+  for (const [id, text] of [["title", T.title], ["skip", T.skip], ["sign-out", T.signOut], ["signin-title", T.signIn],
+    ["signin-submit", T.signIn], ["token-label", T.tokenLabel], ["token-hint", T.tokenHint], ["guidance-title-text", T.conversations],
+    ["guidance-empty", T.empty], ["feed-state", T.feed.offline]]) $(id).textContent = text;
   $("signin-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", async () => {
     await api("/api/session", { method: "DELETE" }).catch(() => {});
-    showSignIn("Signed out.");
+    showSignIn(T.signedOut);
   });
   start();
 });
