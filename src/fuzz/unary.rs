@@ -1,5 +1,6 @@
-//! The other calls with hostile frames: every unary method of `EmotionAnalysis`, `AlertFeed`
-//! and `ModelAdmin`, and `SubscribeAlerts`' opening request, each sent a request built field by
+//! The other calls with hostile frames: every unary method of `EmotionAnalysis`, `AlertFeed`,
+//! `ModelAdmin`, `AgentAssist`, `CustomerMemory` and `QualityReport`, and `SubscribeAlerts`'
+//! opening request, each sent a request built field by
 //! field from hostile values (invalid UTF-8, control characters, 100 kB strings, empty ones,
 //! CJK, huge and negative numbers, wrong wire types) and then perhaps mutated (truncated, bytes
 //! flipped, garbage appended, or replaced by random bytes). The contract: an answer within 30 s,
@@ -73,6 +74,40 @@ const CALLS: &[(&str, &[(u32, Field)])] = &[
     ("/emotion.v1.ModelAdmin/GetShadowReport", &[]),
     ("/emotion.v1.ModelAdmin/PromoteShadow", &[]),
     ("/emotion.v1.ModelAdmin/StopShadow", &[]),
+    ("/emotion.v1.AgentAssist/GetHandoffBrief", &[(1, Field::Id)]),
+    (
+        "/emotion.v1.AgentAssist/Handoff",
+        &[(1, Field::Id), (2, Field::Id)],
+    ),
+    (
+        "/emotion.v1.CustomerMemory/ListSilentCustomers",
+        &[
+            (1, Field::Id),
+            (2, Field::Id), // a Timestamp: arbitrary bytes where a message goes
+            (3, Field::Number),
+            (4, Field::Number),
+        ],
+    ),
+    // CustomerRef is a message: arbitrary bytes where it goes.
+    ("/emotion.v1.CustomerMemory/GetCustomer", &[(1, Field::Id)]),
+    (
+        "/emotion.v1.CustomerMemory/MarkCustomerCalled",
+        &[(1, Field::Id), (2, Field::Text)],
+    ),
+    (
+        "/emotion.v1.CustomerMemory/DeleteCustomer",
+        &[(1, Field::Id)],
+    ),
+    (
+        "/emotion.v1.QualityReport/GetReport",
+        &[
+            (1, Field::Id),
+            (2, Field::Id),
+            (3, Field::Id),
+            (4, Field::Id),
+            (5, Field::Id),
+        ],
+    ),
 ];
 
 const SUBSCRIBE: &str = "/emotion.v1.AlertFeed/SubscribeAlerts";
