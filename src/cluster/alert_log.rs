@@ -362,26 +362,39 @@ impl Follower {
     }
 
     /// Follows from `next` until an error, which it returns.
+    ///
+    /// Every request to the stream has a limit of its own (`ATTEMPT`), much shorter than the
+    /// client's operation timeout: a request lost while the stream elects a leader (a node died)
+    /// would otherwise keep the copy, and every supervisor on this replica, waiting for the
+    /// whole operation timeout before the next attempt.
     async fn consume(&self, next: u64) -> String {
-        let stream = match self.js.get_stream_no_info(&self.stream).await {
-            Ok(s) => s,
-            Err(e) => return format!("opening the stream: {e}"),
-        };
-        let consumer = match stream
-            .create_consumer(consumer::pull::OrderedConfig {
+        let stream =
+            match tokio::time::timeout(ATTEMPT, self.js.get_stream_no_info(&self.stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return format!("opening the stream: {e}"),
+                Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
+            };
+        let created = tokio::time::timeout(
+            ATTEMPT,
+            stream.create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: next,
                 },
                 ..Default::default()
-            })
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return format!("creating the ordered consumer: {e}"),
+            }),
+        )
+        .await;
+        let consumer = match created {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return format!("creating the ordered consumer: {e}"),
+            Err(_) => {
+                return format!("creating the ordered consumer: no answer within {ATTEMPT:?}");
+            }
         };
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => return format!("reading the ordered consumer: {e}"),
+        let mut messages = match tokio::time::timeout(ATTEMPT, consumer.messages()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return format!("reading the ordered consumer: {e}"),
+            Err(_) => return format!("reading the ordered consumer: no answer within {ATTEMPT:?}"),
         };
         loop {
             let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
@@ -400,7 +413,14 @@ impl Follower {
                                 info.state.last_sequence
                             );
                         }
-                        Ok(Ok(_)) => continue,
+                        Ok(Ok(info)) => {
+                            tracing::debug!(
+                                at = self.at(),
+                                stream = info.state.last_sequence,
+                                "alert stream quiet"
+                            );
+                            continue;
+                        }
                         Ok(Err(e)) => return format!("reading the stream's state: {e}"),
                     }
                 }

@@ -27,6 +27,8 @@ use crate::inference::swap::{FleetView, ModelFleet, ModelManager, ReplicaReport}
 
 const ACTIVE: &str = "model.active";
 const RETRY: Duration = Duration::from_secs(1);
+/// The limit of one attempt to start watching `model.active`.
+const WATCH_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// What `model.active` holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,11 +109,21 @@ impl JetStreamModels {
     pub fn follow(self: Arc<Self>, models: Arc<ModelManager>) {
         tokio::spawn(async move {
             loop {
-                let mut watch = match self.kv.watch_with_history(ACTIVE).await {
-                    Ok(w) => w,
-                    Err(e) => {
+                // Cut short like the alert follower's requests: one lost while NATS elects a
+                // leader would otherwise wait out the whole operation timeout.
+                let watched =
+                    tokio::time::timeout(WATCH_ATTEMPT, self.kv.watch_with_history(ACTIVE));
+                let mut watch = match watched.await {
+                    Ok(Ok(w)) => w,
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, "watching the fleet's active model; retrying");
                         tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "watching the fleet's active model: no answer within {WATCH_ATTEMPT:?}; retrying"
+                        );
                         continue;
                     }
                 };

@@ -292,7 +292,11 @@ impl ChildServer {
             .env("EMOTION__CUSTOMERS__PATH", customers)
             .env("EMOTION__CUSTOMERS__KEY_FILE", key)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
+            // EMOTION_TEST_CHILD_LOG: the child's RUST_LOG, to debug a test (default warn).
+            .env(
+                "RUST_LOG",
+                std::env::var("EMOTION_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
