@@ -7,6 +7,7 @@
 #     over the replicas), p50/p99 latency, and the CPU seconds per 1,000 turns of the service
 #     processes and of the NATS nodes.
 #   bash bench/cluster.sh [RATE=100] [SECS=20] [DATA=tests/data/goemotions/test.tsv]
+# EMOTION_BIN: another build of `emotion` (an A/B of two commits).
 # Needs `cargo build --release` and the nats-server binary the tests fetch
 # (target/nats-server-2.15.1/nats-server, or $NATS_SERVER). Work dir: $BENCH_DIR or a new
 # temporary directory. Every process it starts is stopped by PID at the end.
@@ -14,7 +15,7 @@ set -u
 RATE=${1:-100}
 SECS=${2:-20}
 DATA=$(realpath "${3:-tests/data/goemotions/test.tsv}")
-B=$(realpath target/release/emotion)
+B=$(realpath "${EMOTION_BIN:-target/release/emotion}")
 NATS=${NATS_SERVER:-$(realpath target/nats-server-2.15.1/nats-server)}
 [ -x "$NATS" ] || { echo "no nats-server at $NATS (run the cluster tests once, or set NATS_SERVER)"; exit 1; }
 WORK=${BENCH_DIR:-$(mktemp -d)}

@@ -169,7 +169,9 @@ pub async fn run(
             let ttl = Duration::from_secs(config.limits.conversation_ttl_secs);
             let shared = cluster::conversations::open(cluster, ttl).await?;
             tracing::info!("cluster mode: conversation state in a JetStream key-value bucket");
-            (Arc::new(store.with_shared(shared)), None)
+            let store = Arc::new(store.with_shared(shared));
+            store.watch_fleet();
+            (store, None)
         }
         None => {
             let store = Arc::new(store);

@@ -328,6 +328,130 @@ async fn two_servers_share_one_alert_stream() {
     two.stop().await.unwrap();
 }
 
+/// The dashboard's at-risk list on a replica: (conversation id, customer rolling, turns), riskiest
+/// first, and how many matched.
+async fn listed(server: &TestServer) -> (Vec<(String, f64, u64)>, u64) {
+    let body = server.web_json("/api/conversations").await;
+    let rows = body["conversations"].as_array().unwrap();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            (
+                r["conversation_id"].as_str().unwrap().to_string(),
+                r["customer_rolling"].as_f64().unwrap_or(f64::NAN),
+                r["turns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (rows, body["matched"].as_u64().unwrap())
+}
+
+/// The customer turns the dashboard's heatmap counts on a replica, per queue.
+async fn heatmap_turns(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
+    let body = server.web_json("/api/heatmap").await;
+    let mut turns = std::collections::BTreeMap::new();
+    for row in body["rows"].as_array().unwrap() {
+        let n: u64 = (row["cells"].as_array().unwrap().iter())
+            .map(|c| c["turns"].as_u64().unwrap())
+            .sum();
+        *turns
+            .entry(row["queue"].as_str().unwrap().to_string())
+            .or_default() += n;
+    }
+    turns
+}
+
+/// The dashboard on either replica lists both replicas' conversations, riskiest first, and its
+/// heatmap counts each customer turn once, whichever replica scored it; a conversation ended on
+/// one replica leaves the list on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_on_any_replica_shows_the_whole_fleet() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (one, two) = two_replicas(&nats).await;
+    let in_queue = |mut turns: Vec<pb::TurnRequest>, queue: &str| {
+        for t in &mut turns {
+            t.context = Some(
+                pb::Context {
+                    queue: queue.into(),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+        turns
+    };
+    stream_all(
+        &mut one.client().await,
+        in_queue(angry_call("fleet-angry"), "billing"),
+    )
+    .await;
+    let calm = vec![
+        common::turn(
+            "fleet-calm",
+            1,
+            pb::Speaker::Customer,
+            "Thank you so much, that solved it. I am really happy with the help.",
+        ),
+        common::turn(
+            "fleet-calm",
+            2,
+            pb::Speaker::Agent,
+            "Glad to hear it! Anything else I can do?",
+        ),
+    ];
+    stream_all(&mut two.client().await, in_queue(calm, "billing")).await;
+
+    // Each replica applied one of the two; both list both, the angry one first, alike.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (on_one, on_two) = loop {
+        let (on_one, on_two) = (listed(&one).await, listed(&two).await);
+        if (on_one.1 == 2 && on_two.1 == 2) || std::time::Instant::now() > deadline {
+            break (on_one, on_two);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(on_one.1, 2, "replica one lists {on_one:?}");
+    assert_eq!(on_one, on_two, "the same list on both replicas");
+    let ids: Vec<&str> = on_one.0.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, ["fleet-angry", "fleet-calm"], "riskiest first");
+    assert!(on_one.0[0].1 < 0.0 && on_one.0[1].1 > 0.0, "{on_one:?}");
+    assert_eq!((on_one.0[0].2, on_one.0[1].2), (2, 2), "turns");
+
+    // Three customer turns in billing on each heatmap: none counted twice, none missed.
+    for server in [&one, &two] {
+        assert_eq!(
+            heatmap_turns(server).await,
+            [("billing".to_string(), 3)].into()
+        );
+    }
+
+    // Ended on replica two (which never saw it): gone from both lists.
+    two.client()
+        .await
+        .end_conversation(pb::EndConversationRequest {
+            conversation_id: "fleet-angry".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (on_one, on_two) = (listed(&one).await, listed(&two).await);
+        if on_one.1 == 1 && on_two.1 == 1 {
+            assert_eq!(on_one.0[0].0, "fleet-calm");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listed: {on_one:?} {on_two:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
+}
+
 /// What decides an alert event, without what only its replica knows (ids, sequence, time).
 fn decision(a: &pb::Alert) -> (String, i32, i32, u64) {
     (a.kind.clone(), a.state, a.severity, a.turn_id)

@@ -16,14 +16,18 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use super::{Cluster, ClusterError};
-use crate::conversation::{OUTBOX_WINDOW, Revision, SharedConversations, SharedError, SharedState};
+use crate::conversation::{
+    OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError, SharedState,
+};
 
-/// The first byte of every value: the encoding's version.
-const FORMAT: u8 = 3;
+/// The first byte of every value: the encoding's version (4: with the conversation's id).
+const FORMAT: u8 = 4;
+/// The version before, still read (a rolling upgrade): the same without the id.
+const FORMAT_3: u8 = 3;
 /// Pause between attempts of one operation.
 const RETRY: Duration = Duration::from_millis(100);
 /// The limit of one attempt (an operation is retried until `cluster.op_timeout_ms`).
@@ -120,15 +124,88 @@ fn encode(state: &SharedState) -> Result<Bytes, SharedError> {
     Ok(out.into())
 }
 
+/// The committed state of `conversation_id` (None, said, if it cannot be read).
 fn decode(conversation_id: &str, body: &[u8]) -> Option<SharedState> {
-    let state = match body.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
-        _ => None,
-    };
+    let state = decode_any(body, Some(conversation_id));
     if state.is_none() {
         tracing::warn!(conversation = %conversation_id, "the committed state of a conversation cannot be read (another version?); it starts again");
     }
     state
+}
+
+/// A value of either version; one of version 3 only with the id it is read for.
+fn decode_any(body: &[u8], conversation_id: Option<&str>) -> Option<SharedState> {
+    #[derive(serde::Deserialize)]
+    struct Format3 {
+        snapshot: crate::conversation::ConversationSnapshot,
+        outbox: Vec<crate::alerts::Alert>,
+    }
+    match body.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
+        Some((&FORMAT_3, rest)) => {
+            let old: Format3 = postcard::from_bytes(rest).ok()?;
+            Some(SharedState {
+                snapshot: old.snapshot,
+                outbox: old.outbox,
+                conversation_id: conversation_id?.to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Follows every key of the bucket into `apply` (see [`SharedConversations::watch`]) until the
+/// watch ends or fails; the error.
+async fn watch_once(
+    kv: &kv::Store,
+    apply: &(dyn Fn(SharedChange) -> bool + Send + Sync),
+) -> Option<String> {
+    let watch = tokio::time::timeout(ATTEMPT, kv.watch_with_history("c.>")).await;
+    let mut watch = match watch {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return Some(format!("watching the conversation bucket: {e}")),
+        Err(_) => {
+            return Some(format!(
+                "watching the conversation bucket: no answer within {ATTEMPT:?}"
+            ));
+        }
+    };
+    if !apply(SharedChange::Restarted) {
+        return None;
+    }
+    // Replayed until the first entry with nothing after it (an empty bucket replays nothing).
+    let mut replaying = true;
+    while let Some(entry) = watch.next().await {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Some(format!("watching the conversation bucket: {e}")),
+        };
+        let replayed = replaying;
+        if entry.delta == 0 {
+            replaying = false;
+        }
+        let go_on = match entry.operation {
+            kv::Operation::Put => match decode_any(&entry.value, None) {
+                Some(state) => apply(SharedChange::Committed {
+                    key: entry.key,
+                    state: Box::new(state),
+                    replayed,
+                }),
+                None => {
+                    // Version 3 (no id): rewritten at its next commit.
+                    tracing::debug!(key = %entry.key, "a conversation the fleet view cannot read yet");
+                    true
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                apply(SharedChange::Removed { key: entry.key })
+            }
+        };
+        if !go_on {
+            return None;
+        }
+    }
+    Some("the conversation bucket's watch ended".into())
 }
 
 /// Runs `op` until it gives an answer other than a transient failure, at most `timeout`.
@@ -323,7 +400,20 @@ impl SharedConversations for JetStreamConversations {
         }
         .boxed()
     }
+
+    fn watch(&self, apply: Box<dyn Fn(SharedChange) -> bool + Send + Sync>) {
+        let kv = self.kv.clone();
+        tokio::spawn(async move {
+            while let Some(error) = watch_once(&kv, apply.as_ref()).await {
+                tracing::warn!(%error, "following the conversation bucket (fleet view); retrying");
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        });
+    }
 }
+
+/// Pause before watching the bucket again after the watch failed.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// For `lib.rs`: the bucket behind the conversation store's shared seam.
 pub async fn open(

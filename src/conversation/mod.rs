@@ -12,6 +12,7 @@
 //! State is sharded behind plain mutexes, never held across an `.await`. Idle conversations are
 //! evicted after the TTL; the number tracked is capped.
 
+mod fleet;
 pub mod heatmap;
 mod overview;
 pub mod rolling;
@@ -32,7 +33,8 @@ pub use heatmap::Heatmap;
 pub use overview::AtRisk;
 pub use rolling::RollingScore;
 pub use shared::{
-    OUTBOX_SWEEP_AGE, OUTBOX_WINDOW, Revision, SharedConversations, SharedError, SharedState,
+    OUTBOX_SWEEP_AGE, OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError,
+    SharedState,
 };
 pub use snapshot::{Changes, ConversationSnapshot};
 
@@ -241,6 +243,8 @@ pub struct ConversationStore {
     /// Where conversations are decided when replicas share them (cluster mode); without it this
     /// store's memory is the truth.
     shared: Option<Arc<dyn SharedConversations>>,
+    /// Cluster mode: every replica's conversations, for the dashboard (`fleet`).
+    fleet: Option<fleet::FleetIndex>,
     /// Per agent: the conversations that strained them lately (break suggestions). In memory,
     /// per process: in cluster mode each replica counts the conversations it applied.
     shifts: Mutex<HashMap<String, Shift>>,
@@ -268,6 +272,7 @@ impl ConversationStore {
             removed: Mutex::new(Vec::new()),
             tracking: std::sync::atomic::AtomicBool::new(false),
             shared: None,
+            fleet: None,
             shifts: Mutex::default(),
             customers: None,
         }
@@ -292,7 +297,24 @@ impl ConversationStore {
     /// Decides every turn in `shared` (cluster mode): see [`Self::settle`].
     pub fn with_shared(mut self, shared: Arc<dyn SharedConversations>) -> Self {
         self.shared = Some(shared);
+        self.fleet = Some(fleet::FleetIndex::default());
         self
+    }
+
+    /// Cluster mode: from now on (for as long as the store lives), the at-risk list and the
+    /// heatmap follow every replica's conversations (`fleet`).
+    pub fn watch_fleet(self: &Arc<Self>) {
+        let Some(shared) = &self.shared else { return };
+        let store = Arc::downgrade(self);
+        shared.watch(Box::new(move |change| {
+            let Some(store) = store.upgrade() else {
+                return false;
+            };
+            if let Some(fleet) = &store.fleet {
+                fleet.apply(change, &store.heatmap, store.settings.ttl);
+            }
+            true
+        }));
     }
 
     /// From now on, records which conversations are ended or evicted (for `take_changes`).
@@ -488,7 +510,8 @@ impl ConversationStore {
                         done.alerts
                             .push(conv.break_suggestion(conversation_id, n, &self.settings));
                     }
-                    if scored.speaker == Speaker::Customer {
+                    // Cluster mode: the fleet's watch counts every replica's turns (this one's too).
+                    if scored.speaker == Speaker::Customer && self.shared.is_none() {
                         let top = (scored.probs.iter().enumerate())
                             .max_by(|a, b| a.1.total_cmp(b.1))
                             .map(|(i, _)| i);

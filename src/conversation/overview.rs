@@ -3,6 +3,7 @@
 use std::collections::BinaryHeap;
 use std::time::SystemTime;
 
+use super::state::Conversation;
 use super::{Context, ConversationStore, Speaker, visible};
 use crate::alerts::Severity;
 
@@ -54,6 +55,9 @@ impl ConversationStore {
         queue: Option<&str>,
         limit: usize,
     ) -> (Vec<AtRisk>, usize) {
+        if let Some(fleet) = &self.fleet {
+            return fleet.at_risk(tenants, queue, limit, self.settings.ttl);
+        }
         // A bounded max-heap of (risk, id): the least risky of the kept ones is dropped first.
         let mut kept: BinaryHeap<(Risk, String)> = BinaryHeap::with_capacity(limit + 1);
         let mut matched = 0;
@@ -86,12 +90,18 @@ impl ConversationStore {
 
     fn summarize(&self, conversation_id: &str) -> Option<AtRisk> {
         let shard = self.shard(conversation_id);
-        let conv = shard.get(conversation_id)?;
-        let customer = &conv.speakers[Speaker::Customer.index()];
+        Some(shard.get(conversation_id)?.at_risk(conversation_id))
+    }
+}
+
+impl Conversation {
+    /// The conversation as the at-risk list shows it.
+    pub(super) fn at_risk(&self, conversation_id: &str) -> AtRisk {
+        let customer = &self.speakers[Speaker::Customer.index()];
         let turns = customer.turns().max(1) as f32;
-        let dominant = match &conv.customer_model {
+        let dominant = match &self.customer_model {
             Some(model) => {
-                let mean: Vec<f32> = conv.customer_prob_sum.iter().map(|s| s / turns).collect();
+                let mean: Vec<f32> = self.customer_prob_sum.iter().map(|s| s / turns).collect();
                 model
                     .ranked(&mean)
                     .into_iter()
@@ -101,20 +111,20 @@ impl ConversationStore {
             }
             None => Vec::new(),
         };
-        Some(AtRisk {
+        AtRisk {
             conversation_id: conversation_id.to_string(),
-            context: conv.context.clone(),
+            context: self.context.clone(),
             customer_rolling: (customer.turns() > 0).then(|| customer.value()),
-            alert_level: conv.alert.level().max(conv.triggers.open_level()),
-            turns: conv.speakers.iter().map(|s| s.turns()).sum(),
-            trajectory: conv
+            alert_level: self.alert.level().max(self.triggers.open_level()),
+            turns: self.speakers.iter().map(|s| s.turns()).sum(),
+            trajectory: self
                 .history
                 .iter()
                 .filter(|t| t.speaker == Speaker::Customer)
                 .map(|t| t.rolling_valence)
                 .collect(),
             dominant,
-            updated_at: conv.updated_at,
-        })
+            updated_at: self.updated_at,
+        }
     }
 }

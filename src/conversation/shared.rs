@@ -35,11 +35,31 @@ use crate::inference::Scores;
 /// A conversation's version in the shared store; 0 when it was never stored.
 pub type Revision = u64;
 
-/// A conversation as committed: its snapshot and the alert events its last commit decided.
+/// A conversation as committed: its id, its snapshot and the alert events its last commit
+/// decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SharedState {
     pub snapshot: ConversationSnapshot,
     pub outbox: Vec<Alert>,
+    /// So that a replica watching every conversation ([`SharedConversations::watch`]) knows
+    /// which one a change is.
+    pub conversation_id: String,
+}
+
+/// A change to the shared conversations, as a replica watching all of them sees it.
+#[derive(Debug)]
+pub enum SharedChange {
+    /// A conversation as committed; `replayed` while the watch reads what was there when it
+    /// started (each conversation's latest commit), false for every change after.
+    Committed {
+        key: String,
+        state: Box<SharedState>,
+        replayed: bool,
+    },
+    /// A conversation ended (its key removed).
+    Removed { key: String },
+    /// The watch starts again (after an interruption): what it replays next is all there is.
+    Restarted,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -87,6 +107,10 @@ pub trait SharedConversations: Send + Sync {
         conversation_id: &str,
         expected: Revision,
     ) -> BoxFuture<'static, Result<(), SharedError>>;
+    /// Calls `apply` with every conversation as committed (the latest of each, then every
+    /// change) until it returns false; after an interruption, [`SharedChange::Restarted`] and
+    /// everything again. Conversations that expire (the TTL) go without a change.
+    fn watch(&self, apply: Box<dyn Fn(SharedChange) -> bool + Send + Sync>);
 }
 
 /// What applying a scored turn again on another state needs.
@@ -199,6 +223,7 @@ impl ConversationStore {
             let state = SharedState {
                 snapshot,
                 outbox: done.alerts.clone(),
+                conversation_id: conversation_id.to_string(),
             };
             if !state.outbox.is_empty() && mark.is_none() {
                 match shared.mark_outbox(conversation_id).await {
@@ -591,6 +616,7 @@ impl ConversationStore {
             let state = SharedState {
                 snapshot: conv.snapshot(),
                 outbox: guidance,
+                conversation_id: conversation_id.to_string(),
             };
             let mark = match state.outbox.is_empty() {
                 true => None,

@@ -79,6 +79,15 @@ pub fn config() -> Config {
 }
 
 impl TestServer {
+    /// `GET path` on the dashboard's port, as JSON; the answer must be 200.
+    pub async fn web_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = browser::http(self.web_addr.port(), "GET", path, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     /// Starts the server in this process; unless the test set `alert_log.path`, the alert log
     /// goes to a fresh temporary directory removed with the server.
     pub async fn start(mut config: Config) -> Self {
