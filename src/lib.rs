@@ -169,7 +169,7 @@ pub async fn run(
             let ttl = Duration::from_secs(config.limits.conversation_ttl_secs);
             let shared = cluster::conversations::open(cluster, ttl).await?;
             tracing::info!("cluster mode: conversation state in a JetStream key-value bucket");
-            let store = Arc::new(store.with_shared(shared));
+            let store = Arc::new(store.with_shared(shared, config.cluster.fleet_view));
             store.watch_fleet();
             (store, None)
         }

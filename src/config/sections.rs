@@ -443,6 +443,10 @@ pub struct ClusterConfig {
     pub op_timeout_ms: u64,
     /// A name for this replica in logs and the fleet (default: host name and process id).
     pub replica_id: String,
+    /// The dashboard's at-risk list and heatmap over every replica's conversations (each
+    /// replica watches the conversation bucket: NATS delivers every commit to every replica);
+    /// off, each replica's dashboard shows the conversations it applied.
+    pub fleet_view: bool,
 }
 
 impl Default for ClusterConfig {
@@ -453,6 +457,7 @@ impl Default for ClusterConfig {
             replicas: 3,
             op_timeout_ms: 5_000,
             replica_id: String::new(),
+            fleet_view: true,
         }
     }
 }

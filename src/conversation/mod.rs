@@ -295,16 +295,20 @@ impl ConversationStore {
     }
 
     /// Decides every turn in `shared` (cluster mode): see [`Self::settle`].
-    pub fn with_shared(mut self, shared: Arc<dyn SharedConversations>) -> Self {
+    /// `fleet_view`: the at-risk list and the heatmap follow every replica's conversations
+    /// (`fleet`), once [`Self::watch_fleet`] is called; else this store's own.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedConversations>, fleet_view: bool) -> Self {
         self.shared = Some(shared);
-        self.fleet = Some(fleet::FleetIndex::default());
+        self.fleet = fleet_view.then(fleet::FleetIndex::default);
         self
     }
 
-    /// Cluster mode: from now on (for as long as the store lives), the at-risk list and the
-    /// heatmap follow every replica's conversations (`fleet`).
+    /// Cluster mode with the fleet view: from now on (for as long as the store lives), the
+    /// at-risk list and the heatmap follow every replica's conversations (`fleet`).
     pub fn watch_fleet(self: &Arc<Self>) {
-        let Some(shared) = &self.shared else { return };
+        let (Some(shared), Some(_)) = (&self.shared, &self.fleet) else {
+            return;
+        };
         let store = Arc::downgrade(self);
         shared.watch(Box::new(move |change| {
             let Some(store) = store.upgrade() else {
@@ -510,8 +514,8 @@ impl ConversationStore {
                         done.alerts
                             .push(conv.break_suggestion(conversation_id, n, &self.settings));
                     }
-                    // Cluster mode: the fleet's watch counts every replica's turns (this one's too).
-                    if scored.speaker == Speaker::Customer && self.shared.is_none() {
+                    // The fleet view's watch counts every replica's turns (this one's too).
+                    if scored.speaker == Speaker::Customer && self.fleet.is_none() {
                         let top = (scored.probs.iter().enumerate())
                             .max_by(|a, b| a.1.total_cmp(b.1))
                             .map(|(i, _)| i);
