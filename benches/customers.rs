@@ -205,7 +205,7 @@ fn main() {
         store.mark_called(&first.customer, "bench", now).unwrap();
         println!("mark called: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let erased = store.delete(&first.customer).unwrap();
+        let erased = store.delete(&first.customer, &[]).unwrap();
         println!(
             "delete one customer ({} contacts, secure_delete + WAL truncate): {:.2} ms",
             erased.contacts,

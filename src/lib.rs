@@ -117,14 +117,21 @@ pub async fn run(
         true => Some(Arc::new(cluster::Cluster::connect(&config.cluster).await?)),
         false => None,
     };
+    // Customer memory in a cluster: every customer's part of what the streams hold is sealed
+    // with a key of theirs (`cluster::customers`).
+    let customer_keys = match (&cluster, config.customers.enabled()) {
+        (Some(cluster), true) => Some(cluster::customers::CustomerKeys::open(cluster).await?),
+        _ => None,
+    };
     let hub = {
         let (config, metrics, cluster) = (config.clone(), metrics.clone(), cluster.clone());
+        let keys = customer_keys.clone();
         tokio::task::spawn_blocking(move || {
             let log: Arc<dyn alerts::AlertLog> = match cluster {
                 Some(cluster) => {
                     tracing::info!(replica = %cluster.replica_id, servers = %cluster.config.nats.join(","), "cluster mode: alert events on JetStream");
                     Arc::new(
-                        cluster::JetStreamAlertLog::open(cluster, &config.alert_log)
+                        cluster::JetStreamAlertLog::open(cluster, &config.alert_log, keys)
                             .context("opening the alert stream")?,
                     )
                 }
@@ -142,20 +149,34 @@ pub async fn run(
     tracing::info!(log = %hub.log().describe(), "alert log open");
     let spec = batcher.spec().clone();
     tracing::info!(model = %spec.tag, labels = spec.labels.len(), sha256 = %spec.sha256, "model loaded");
-    let customers = match (&cluster, config.customers.enabled()) {
-        (Some(_), true) => {
-            tracing::warn!(
-                "customer memory is embedded-only for now: off in cluster mode (customer ids are checked and dropped)"
-            );
-            None
+    let mut shared_customers = None;
+    let customers = match (&cluster, customer_keys.clone()) {
+        (Some(cluster), Some(keys)) => {
+            let local = customers::Pseudonymizer::read_key_file(&config.customers.key_file)?;
+            let secret = (keys.pseudonym_secret(local).await)
+                .map_err(|e| anyhow::anyhow!("customer memory: the pseudonym key: {e}"))?;
+            let (c, cluster) = (config.customers.clone(), cluster.clone());
+            let store = tokio::task::spawn_blocking(move || {
+                cluster::customers::JetStreamCustomerStore::open(cluster, &c, keys)
+            })
+            .await?
+            .context("opening the customers stream")?;
+            let store = Arc::new(store);
+            shared_customers = Some(store.clone());
+            let pseudonyms = customers::Pseudonymizer::new(&secret);
+            Some(Arc::new(customers::CustomerMemory::new(
+                store,
+                pseudonyms,
+                config.customers.clone(),
+            )))
         }
-        (None, true) => {
+        (None, _) if config.customers.enabled() => {
             let c = config.customers.clone();
             tokio::task::spawn_blocking(move || customers::CustomerMemory::open(&c))
                 .await?
                 .context("opening the customer store")?
         }
-        (None, false) | (Some(_), false) => None,
+        _ => None,
     };
     let mut store = ConversationStore::new(StoreSettings::from(&config), metrics.clone());
     if let Some(memory) = &customers {
@@ -167,7 +188,10 @@ pub async fn run(
     let (store, persister) = match &cluster {
         Some(cluster) => {
             let ttl = Duration::from_secs(config.limits.conversation_ttl_secs);
-            let shared = cluster::conversations::open(cluster, ttl).await?;
+            let codec = cluster::conversations::Codec {
+                keys: customer_keys.clone(),
+            };
+            let shared = cluster::conversations::open(cluster, ttl, codec).await?;
             tracing::info!("cluster mode: conversation state in a JetStream key-value bucket");
             let store = Arc::new(store.with_shared(shared, config.cluster.fleet_view));
             store.watch_fleet();
@@ -222,6 +246,27 @@ pub async fn run(
         config,
     });
 
+    if let Some(shared) = shared_customers {
+        // An erasure made on another replica: this replica's live conversations of the customer
+        // and its copy of their alert events.
+        // (The replica that erased removed them from the conversation bucket.) Weak: the store
+        // is part of the app.
+        let app_ = Arc::downgrade(&app);
+        shared.on_erased(Box::new(move |customer, conversations| {
+            let Some(app) = app_.upgrade() else {
+                return;
+            };
+            let live = app.store.forget_customer(customer).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "erasure from another replica: live conversations not all forgotten");
+                    Vec::new()
+                });
+            let mut all = conversations.to_vec();
+            all.extend(live);
+            if let Err(e) = app.hub.log().erase(&all) {
+                tracing::error!(error = %e, "erasure from another replica: alert events not blanked");
+            }
+        }));
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
     let routes = grpc::routes(app.clone())?.add_service(health_service);
@@ -387,6 +432,10 @@ async fn evict_idle(app: Arc<App>, stopped: impl Future<Output = ()>) {
                 let evicted = app.store.evict_idle(Instant::now());
                 if evicted > 0 {
                     tracing::info!(evicted, tracked = app.store.tracked(), "evicted idle conversations");
+                }
+                let ended = app.store.end_idle_shared().await;
+                if ended > 0 {
+                    tracing::info!(ended, "idle conversations ended in the shared store");
                 }
             }
             _ = &mut stopped => return,

@@ -43,7 +43,7 @@ async fn replica(nats: &NatsCluster) -> Replica {
         ..Default::default()
     };
     tokio::task::spawn_blocking(move || {
-        let log = Arc::new(JetStreamAlertLog::open(cluster, &config).unwrap());
+        let log = Arc::new(JetStreamAlertLog::open(cluster, &config, None).unwrap());
         let hub = AlertHub::new(
             log.clone(),
             64,
@@ -655,9 +655,10 @@ async fn alert_events_a_dead_replica_committed_but_never_published_are_swept_out
     // committed with alert events in its outbox, marked, and never published; no client sends
     // it another turn or ends it.
     let cluster = Cluster::connect(&cluster_config(&nats)).await.unwrap();
-    let bucket = JetStreamConversations::open(&cluster, Duration::from_secs(3_600))
-        .await
-        .unwrap();
+    let bucket =
+        JetStreamConversations::open(&cluster, Duration::from_secs(3_600), Default::default())
+            .await
+            .unwrap();
     let (committed, _) = bucket.load("published").await.unwrap();
     let mut state = committed.expect("the call's state is committed");
     let decided = |kind, severity, turn_id| emotion_service::alerts::Alert {
@@ -1195,4 +1196,255 @@ async fn a_model_loaded_on_one_replica_serves_on_every_replica() {
     serves_within(&one, &original, Duration::from_secs(60)).await;
     one.stop().await.unwrap();
     two.stop().await.unwrap();
+}
+
+mod customers {
+    //! Customer memory in a cluster: one memory for the fleet, every customer's part of what NATS
+    //! stores sealed with their key, and an erasure made on one replica that reaches every
+    //! replica and leaves the customer's words nowhere, not even in NATS's files.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::common::nats::NatsCluster;
+    use super::common::smartwatch::{self, CUSTOMER_ID, FILE, WORDS, by_id, by_key};
+    use super::common::{TestServer, contacts, files_holding};
+    use super::replica_config;
+    use emotion_service::pb;
+    use emotion_service::pb::customer_memory_client::CustomerMemoryClient;
+    use tonic::Code;
+
+    async fn start(nats: &NatsCluster, id: &str, dir: &Path) -> TestServer {
+        let mut c = replica_config(nats);
+        c.cluster.replica_id = id.into();
+        c.alert_log.path = dir.join("alerts.sqlite3");
+        let mut server = TestServer::start(c).await;
+        server.ready().await;
+        server
+    }
+
+    async fn memory(server: &TestServer) -> CustomerMemoryClient<tonic::transport::Channel> {
+        CustomerMemoryClient::new(server.channel().await)
+    }
+
+    /// Polls `check` every 100 ms until it holds, for at most `within`.
+    async fn eventually<F, Fut>(what: &str, within: Duration, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match check().await {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("{what} within {within:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Every file under `dir` holding one of the customer's words, their id or `key`.
+    fn traces(dir: &Path, key: &str) -> Vec<String> {
+        (WORDS.iter().copied().chain([CUSTOMER_ID, key]))
+            .flat_map(|needle| {
+                files_holding(dir, needle)
+                    .into_iter()
+                    .map(move |f| format!("{needle} in {f}"))
+            })
+            .collect()
+    }
+
+    /// The events of `conversation_id` as `server` lists them.
+    async fn events(server: &TestServer, conversation_id: &str) -> Vec<pb::Alert> {
+        server
+            .alerts()
+            .await
+            .list_alerts(pb::ListAlertsRequest {
+                conversation_id: conversation_id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts
+    }
+
+    /// The silent list on `server` 8 days from now: the customers' keys.
+    async fn silent(server: &TestServer) -> Vec<String> {
+        let message = pb::ListSilentCustomersRequest {
+            as_of: Some((std::time::SystemTime::now() + Duration::from_secs(8 * 86_400)).into()),
+            ..Default::default()
+        };
+        (memory(server).await.list_silent_customers(message).await)
+            .unwrap()
+            .into_inner()
+            .customers
+            .into_iter()
+            .map(|c| c.customer_key)
+            .collect()
+    }
+
+    fn blank(a: &pb::Alert) -> bool {
+        a.context.as_ref().is_none_or(|c| c.customer_key.is_empty())
+            && a.evidence.iter().all(|e| e.excerpt.is_empty())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn customer_memory_is_one_for_the_fleet_and_an_erasure_reaches_every_replica() {
+        let Some(nats) = NatsCluster::start(3).await else {
+            return;
+        };
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let one = start(&nats, "replica-one", dirs[0].path()).await;
+        let two = start(&nats, "replica-two", dirs[1].path()).await;
+
+        // Two contacts on one replica, the third (ending 算了，不折腾了) on the other.
+        let first_two = ["watch-contact-1", "watch-contact-2"];
+        contacts(FILE, one.channel().await, None, &first_two).await;
+        contacts(FILE, two.channel().await, None, &["watch-contact-3"]).await;
+        let mut key = String::new();
+        for server in [&one, &two] {
+            let record = {
+                let mut client = memory(server).await;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let got = client
+                        .get_customer(pb::GetCustomerRequest {
+                            customer: Some(by_id()),
+                        })
+                        .await;
+                    match got {
+                        Ok(r) if r.get_ref().contacts == 3 => break r.into_inner(),
+                        _ if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        other => panic!("three contacts on every replica: {other:?}"),
+                    }
+                }
+            };
+            let last = &record.recent[0];
+            assert_eq!(
+                (last.conversation_id.as_str(), last.outcome.as_str()),
+                ("watch-contact-3", "resigned")
+            );
+            assert!(
+                key.is_empty() || key == record.customer_key,
+                "one pseudonym"
+            );
+            key = record.customer_key;
+        }
+
+        // The silent list on one; called back from the other, off the first one's list.
+        assert_eq!(silent(&one).await, [key.clone()]);
+        memory(&two)
+            .await
+            .mark_customer_called(pb::MarkCustomerCalledRequest {
+                customer: Some(by_key(&key)),
+                called_by: "wang".into(),
+            })
+            .await
+            .unwrap();
+        eventually(
+            "called back, off every list",
+            Duration::from_secs(10),
+            || async {
+                let left = silent(&one).await;
+                left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+            },
+        )
+        .await;
+
+        // A new contact on the other replica raises repeat_contact, seen on the first.
+        smartwatch::repeat_contact(&one, &mut two.client().await, &key).await;
+
+        // The replicas' copies hold the customer's words (so the checks below can fail); NATS's
+        // files hold the conversations (the scan reads them) but not one word in the clear.
+        let before: Vec<String> = dirs.iter().flat_map(|d| traces(d.path(), &key)).collect();
+        eprintln!("before the erasure: {before:?}");
+        assert!(
+            WORDS
+                .iter()
+                .any(|w| before.iter().any(|t| t.starts_with(w)))
+        );
+        eventually(
+            "the conversations in NATS's files",
+            Duration::from_secs(10),
+            || async {
+                let found = files_holding(nats.store_dir(), "watch-contact-4");
+                (!found.is_empty()).then_some(()).ok_or("nowhere".into())
+            },
+        )
+        .await;
+        for needle in WORDS.iter().copied().chain([CUSTOMER_ID]) {
+            assert_eq!(
+                files_holding(nats.store_dir(), needle),
+                Vec::<String>::new(),
+                "{needle:?} in the clear in NATS's files"
+            );
+        }
+
+        // Erased on one replica; the live contact is on the other (found through the fleet view).
+        smartwatch::erase(&mut memory(&one).await, &key).await;
+        for (server, dir) in [&one, &two].into_iter().zip(&dirs) {
+            let server: &TestServer = server;
+            eventually(
+                "the erasure on every replica",
+                Duration::from_secs(10),
+                || async {
+                    let known = memory(server)
+                        .await
+                        .get_customer(pb::GetCustomerRequest {
+                            customer: Some(by_key(&key)),
+                        })
+                        .await;
+                    match known {
+                        Err(s) if s.code() == Code::NotFound => {}
+                        other => return Err(format!("the customer: {other:?}")),
+                    }
+                    let left = traces(dir.path(), &key);
+                    left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+                },
+            )
+            .await;
+            let live = server
+                .client()
+                .await
+                .get_conversation(pb::GetConversationRequest {
+                    conversation_id: "watch-contact-4".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(live.code(), Code::NotFound, "{live:?}");
+            let kept = events(server, "watch-contact-4").await;
+            assert!(kept.iter().any(|a| a.kind == "repeat_contact"), "{kept:?}");
+            assert!(kept.iter().all(blank), "{kept:?}");
+        }
+
+        // A replica that starts now builds its copies from the streams: the events are there,
+        // the customer's part of them is not, nor is the customer.
+        let dir = tempfile::tempdir().unwrap();
+        let three = start(&nats, "replica-three", dir.path()).await;
+        for id in first_two
+            .iter()
+            .chain(&["watch-contact-3", "watch-contact-4"])
+        {
+            let (theirs, ours) = (events(&one, id).await, events(&three, id).await);
+            assert_eq!(theirs.len(), ours.len(), "{id}: the same events");
+            assert!(ours.iter().all(blank), "{id}: {ours:?}");
+        }
+        let unknown = memory(&three)
+            .await
+            .get_customer(pb::GetCustomerRequest {
+                customer: Some(by_key(&key)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert_eq!(traces(dir.path(), &key), Vec::<String>::new());
+        for server in [one, two, three] {
+            server.stop().await.unwrap();
+        }
+    }
 }

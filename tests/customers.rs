@@ -6,78 +6,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{TestServer, config, stream_all, token, with};
+use common::{TestServer, authorized, config, files_holding, token, with};
 use emotion_service::auth::Role;
 use emotion_service::config::AuthMode;
 use emotion_service::pb;
 use emotion_service::pb::customer_memory_client::CustomerMemoryClient;
-use tokio_stream::StreamExt;
 use tonic::Code;
 
-const FILE: &str = "examples/customer-smartwatch-zh.jsonl";
-const TENANT: &str = "xinhe-telecom";
-const CUSTOMER_ID: &str = "C-20260412-0042";
-
-fn by_id() -> pb::CustomerRef {
-    pb::CustomerRef {
-        tenant: TENANT.into(),
-        customer_id: CUSTOMER_ID.into(),
-        customer_key: String::new(),
-    }
-}
-
-fn by_key(key: &str) -> pb::CustomerRef {
-    pb::CustomerRef {
-        customer_key: key.into(),
-        ..Default::default()
-    }
-}
+use common::smartwatch::{CUSTOMER_ID, FILE, TENANT, by_id, by_key};
 
 fn days_from_now(days: u64) -> Option<prost_types::Timestamp> {
     Some((SystemTime::now() + Duration::from_secs(days * 86_400)).into())
-}
-
-/// Streams the sample's conversations `ids`, one after another, and ends each: each becomes one
-/// of the customer's contacts. `token`: the ingest token, when auth is on.
-async fn contacts(channel: tonic::transport::Channel, token: Option<&str>, ids: &[&str]) {
-    let mut client = pb::emotion_analysis_client::EmotionAnalysisClient::new(channel);
-    let all = emotion_service::client::read_conversation_file(&common::repo_path(FILE)).unwrap();
-    for id in ids {
-        let turns: Vec<_> = (all.iter())
-            .filter(|t| t.conversation_id == id.as_bytes())
-            .cloned()
-            .collect();
-        assert!(!turns.is_empty(), "{id} is not in {FILE}");
-        let results: Vec<_> = client
-            .stream_turns(authorized(token, tokio_stream::iter(turns)))
-            .await
-            .unwrap()
-            .into_inner()
-            .collect()
-            .await;
-        assert!(
-            results.iter().all(|r| r.as_ref().unwrap().error.is_none()),
-            "{results:?}"
-        );
-        let end = pb::EndConversationRequest {
-            conversation_id: id.to_string(),
-        };
-        client
-            .end_conversation(authorized(token, end))
-            .await
-            .unwrap();
-    }
-}
-
-/// `message` with the token, if there is one.
-fn authorized<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
-    match token {
-        Some(t) => with(t, message),
-        None => tonic::Request::new(message),
-    }
 }
 
 /// The silent list as `token` (None: auth off) sees it, `days` from now.
@@ -104,22 +45,6 @@ async fn silent_keys(
     silent_page(client, None, days).await.customers
 }
 
-/// Every file under `dir` that holds `needle` (as UTF-8 bytes).
-fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            found.push(path.file_name().unwrap().to_string_lossy().into_owned());
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +58,7 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     let mut customers = CustomerMemoryClient::new(channel.clone());
 
     let ids = ["watch-contact-1", "watch-contact-2", "watch-contact-3"];
-    contacts(channel.clone(), None, &ids).await;
+    common::contacts(FILE, channel.clone(), None, &ids).await;
 
     // Contacts are written by the customer writer thread: wait for the third.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -230,35 +155,7 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     assert!(silent_keys(&mut customers, 8).await.is_empty());
 
     // A new contact: its first customer turn raises repeat_contact.
-    let mut feed = server
-        .alerts()
-        .await
-        .subscribe_alerts(pb::SubscribeAlertsRequest {
-            after_sequence: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let all = emotion_service::client::read_conversation_file(&common::repo_path(FILE)).unwrap();
-    let mut first = all[0].clone();
-    first.conversation_id = "watch-contact-4".into();
-    let results = stream_all(&mut client, vec![first]).await;
-    assert!(results[0].error.is_none(), "{results:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let repeat = loop {
-        let event = tokio::time::timeout_at(deadline, feed.next())
-            .await
-            .expect("repeat_contact within 15 s")
-            .unwrap()
-            .unwrap();
-        if event.kind == "repeat_contact" && event.conversation_id == "watch-contact-4" {
-            break event;
-        }
-    };
-    eprintln!("repeat_contact: {:?} {}", repeat.severity(), repeat.detail);
-    assert!(repeat.severity() >= pb::Severity::Warning);
-    assert_eq!(repeat.context.as_ref().unwrap().customer_key, key);
+    common::smartwatch::repeat_contact(&server, &mut client, &key).await;
     // Whoever takes the new contact sees the earlier ones in the brief.
     let brief = server
         .assist()
@@ -276,7 +173,7 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     assert_eq!(earlier[0], ("watch-contact-3", "resigned"));
 
     // The customer's words are in the files before the erasure (so the check below can fail).
-    let words = ["算了，不折腾了", "打了七次电话了", "儿童手表定位一直不准"];
+    let words = common::smartwatch::WORDS;
     let before: Vec<_> = words
         .iter()
         .flat_map(|w| files_holding(dir.path(), w))
@@ -285,18 +182,7 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     assert!(!before.is_empty(), "no excerpt stored at all?");
     assert!(!files_holding(dir.path(), &key).is_empty());
 
-    let erased = customers
-        .delete_customer(pb::DeleteCustomerRequest {
-            customer: Some(by_id()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    eprintln!("{erased:?}");
-    assert_eq!(erased.customer_key, key);
-    assert_eq!(erased.contacts_deleted, 3);
-    assert_eq!(erased.conversations_forgotten, 1);
-    assert!(erased.alert_events_erased >= 1);
+    common::smartwatch::erase(&mut customers, &key).await;
 
     let gone = customers
         .get_customer(pb::GetCustomerRequest {
@@ -337,7 +223,6 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
         a.context.as_ref().unwrap().customer_key.is_empty()
             && a.evidence.iter().all(|e| e.excerpt.is_empty())
     }));
-    drop(feed);
     server.stop().await.unwrap();
 }
 
@@ -355,7 +240,7 @@ async fn customer_calls_check_roles_tenants_and_arguments() {
     server.ready().await;
     let channel = server.channel().await;
     let mut customers = CustomerMemoryClient::new(channel.clone());
-    contacts(channel, Some("tok-ingest"), &["watch-contact-3"]).await;
+    common::contacts(FILE, channel, Some("tok-ingest"), &["watch-contact-3"]).await;
     let get =
         |tok: &str, r: pb::CustomerRef| with(tok, pb::GetCustomerRequest { customer: Some(r) });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -491,7 +376,7 @@ async fn the_silent_customers_page_in_a_real_browser() {
     server.ready().await;
     let channel = server.channel().await;
     let ids = ["watch-contact-1", "watch-contact-2", "watch-contact-3"];
-    contacts(channel.clone(), Some("tok-feeder"), &ids).await;
+    common::contacts(FILE, channel.clone(), Some("tok-feeder"), &ids).await;
 
     let browser = Browser::start().await;
     browser

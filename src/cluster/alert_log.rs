@@ -17,110 +17,75 @@
 //! rebuilt from the stream at the next start; found ahead of the stream (the stream was
 //! recreated) it is emptied.
 //!
+//! With customer memory on, an event about a customer is published with its customer part
+//! (excerpts of their turns, their pseudonym) scrubbed from the payload and the whole event sealed
+//! with that customer's key in a header (`cluster::customers`); the follower opens it into the
+//! copy. Once the customer is erased (their key with them), the stream's copy of those events
+//! reads as scrubbed everywhere.
+//!
 //! Retention is the stream's (`max_age` = `alert_log.retention_days`, `max_messages` =
 //! `retention_max_events`, set when the stream is created or updated at start-up); the copy drops
 //! what the stream dropped when the hub applies retention.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::customers::{CUSTOMER_HEADER, CustomerKeys, SEALED_HEADER};
+use super::stream::Progress;
 use super::{Cluster, ClusterError, token};
-use crate::alerts::log::{AlertLog, Deliver, LogError, Query, SqliteAlertLog};
+use crate::alerts::log::{AlertLog, Deliver, LogError, Query, SqliteAlertLog, scrub_customer};
 use crate::config::AlertLogConfig;
 use crate::pb;
 
 /// How long the stream remembers message ids to drop a re-published event.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
-/// Pause before re-creating the follower's consumer after an error.
-const FOLLOW_RETRY: Duration = Duration::from_millis(500);
-/// The limit of one attempt to create or read the stream at start-up.
-const ATTEMPT: Duration = Duration::from_secs(2);
-/// Pause between attempts to publish one event.
-const PUBLISH_RETRY: Duration = Duration::from_millis(200);
-/// A follower that received nothing for this long asks the stream whether it missed something.
-const STALL_CHECK: Duration = Duration::from_secs(1);
 
 pub struct JetStreamAlertLog {
     cluster: Arc<Cluster>,
     stream: String,
     subjects: String,
     copy: Arc<SqliteAlertLog>,
-    /// The newest sequence in the copy, with a condition variable for `follow`'s catch-up.
-    followed: Arc<(Mutex<u64>, Condvar)>,
+    /// The newest sequence in the copy (`follow` waits on it to catch up).
+    followed: Arc<Progress>,
+    /// With customer memory on: the customers' keys that seal their part of each event.
+    keys: Option<Arc<CustomerKeys>>,
     /// Set when the log is dropped: the follower thread ends.
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl JetStreamAlertLog {
     /// Creates (or updates to the configured retention) the stream and opens this replica's copy.
-    /// Blocking: call it outside the async runtime.
-    pub fn open(cluster: Arc<Cluster>, config: &AlertLogConfig) -> Result<Self, LogError> {
+    /// With `keys`, the customer's part of an event (excerpts of their turns, their pseudonym) is
+    /// published sealed with their key (`cluster::customers`). Blocking: call it outside the
+    /// async runtime.
+    pub fn open(
+        cluster: Arc<Cluster>,
+        config: &AlertLogConfig,
+        keys: Option<Arc<CustomerKeys>>,
+    ) -> Result<Self, LogError> {
         let stream = cluster.stream_name("ALERTS");
         let subjects = format!("{}.alerts", cluster.config.prefix);
-        let stream_config = stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("{subjects}.>")],
-            max_age: config.max_age().unwrap_or_default(),
-            max_messages: config.retention_max_events as i64,
-            num_replicas: cluster.config.replicas,
-            duplicate_window: DUPLICATE_WINDOW,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        let js = cluster.jetstream.clone();
-        let state = cluster
-            .block_on("creating the alert stream", async move {
-                // Replicas starting together race to create it, and a stream being placed
-                // may leave a request unanswered: each attempt has a short limit, retried until
-                // the operation timeout.
-                let mut attempt = 0u32;
-                loop {
-                    let tried = tokio::time::timeout(ATTEMPT, async {
-                        match js.get_stream(&stream_config.name).await {
-                            Ok(mut existing) => {
-                                let current = existing.info().await.map_err(|e| e.to_string())?;
-                                let c = &current.config;
-                                if (c.max_age, c.max_messages, c.num_replicas)
-                                    != (
-                                        stream_config.max_age,
-                                        stream_config.max_messages,
-                                        stream_config.num_replicas,
-                                    )
-                                {
-                                    let info = js
-                                        .update_stream(stream_config.clone())
-                                        .await
-                                        .map_err(|e| e.to_string())?;
-                                    return Ok(info.state);
-                                }
-                                Ok(current.state.clone())
-                            }
-                            Err(_) => js
-                                .create_stream(stream_config.clone())
-                                .await
-                                .map(|s| s.cached_info().state.clone())
-                                .map_err(|e| e.to_string()),
-                        }
-                    })
-                    .await;
-                    match tried {
-                        Ok(Ok(state)) => return Ok(state),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, attempt, "creating the alert stream; retrying")
-                        }
-                        Err(_) => tracing::warn!(attempt, "creating the alert stream: no answer; retrying"),
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(PUBLISH_RETRY).await;
-                }
-            })
-            .map_err(unavailable(&stream))?;
+        let state = super::stream::ensure(
+            &cluster,
+            stream::Config {
+                name: stream.clone(),
+                subjects: vec![format!("{subjects}.>")],
+                max_age: config.max_age().unwrap_or_default(),
+                max_messages: config.retention_max_events as i64,
+                num_replicas: cluster.config.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .map_err(unavailable(&stream))?;
         let copy = Arc::new(SqliteAlertLog::open(config)?);
         let mut last = copy.last_sequence()?;
         if last > state.last_sequence {
@@ -141,7 +106,8 @@ impl JetStreamAlertLog {
             stream,
             subjects,
             copy,
-            followed: Arc::new((Mutex::new(last), Condvar::new())),
+            followed: Arc::new(Progress::new(last)),
+            keys,
             stop,
         })
     }
@@ -156,6 +122,77 @@ impl JetStreamAlertLog {
             })
             .map_err(unavailable(&self.stream))
     }
+
+    /// The event as published: with a customer and their key, the payload scrubbed of the
+    /// customer's part and the whole event sealed in a header.
+    fn body(&self, alert: &pb::Alert) -> Result<(Bytes, Option<HeaderMap>), LogError> {
+        let mut body = alert.clone();
+        body.sequence = 0;
+        let customer = customer_of(&body);
+        let (Some(keys), false) = (&self.keys, customer.is_empty()) else {
+            return Ok((Bytes::from(body.encode_to_vec()), None));
+        };
+        let (k, who) = (keys.clone(), customer.clone());
+        let key = self
+            .cluster
+            .block_on("reading the customer's key", async move {
+                k.key(&who, true).await?.ok_or_else(|| "no key".into())
+            })
+            .map_err(unavailable(&self.stream))?;
+        let sealed = super::customers::seal(&key, &customer, &body.encode_to_vec());
+        let mut headers = HeaderMap::new();
+        headers.insert(CUSTOMER_HEADER, customer.as_str());
+        headers.insert(
+            SEALED_HEADER,
+            base64::engine::general_purpose::STANDARD
+                .encode(sealed)
+                .as_str(),
+        );
+        scrub_customer(&mut body);
+        Ok((Bytes::from(body.encode_to_vec()), Some(headers)))
+    }
+}
+
+/// The customer (pseudonym) an event is about, if any.
+fn customer_of(alert: &pb::Alert) -> String {
+    let brief = alert.brief.as_ref().and_then(|b| b.context.as_ref());
+    (alert.context.iter().chain(brief))
+        .map(|c| c.customer_key.clone())
+        .find(|k| !k.is_empty())
+        .unwrap_or_default()
+}
+
+/// The event a message of the stream holds: its sealed original when the customer's key opens
+/// it, else its payload (scrubbed when sealed: the customer was erased). An error when the key
+/// could not be read (read again later).
+async fn unseal(
+    keys: Option<&CustomerKeys>,
+    message: &jetstream::Message,
+) -> Result<Option<pb::Alert>, String> {
+    let Ok(alert) = pb::Alert::decode(message.payload.as_ref()) else {
+        return Ok(None);
+    };
+    let headers = message.headers.as_ref();
+    let sealed = (headers.and_then(|h| h.get(SEALED_HEADER)))
+        .zip(headers.and_then(|h| h.get(CUSTOMER_HEADER)));
+    let (Some(keys), Some((sealed, customer))) = (keys, sealed) else {
+        return Ok(Some(alert));
+    };
+    let customer = customer.as_str();
+    let Some(key) = keys.key(customer, false).await? else {
+        return Ok(Some(alert));
+    };
+    let original = base64::engine::general_purpose::STANDARD
+        .decode(sealed.as_str())
+        .ok()
+        .and_then(|s: Vec<u8>| super::customers::open(&key, customer, &s))
+        .and_then(|plain| pb::Alert::decode(plain.as_slice()).ok());
+    if original.is_none() {
+        tracing::error!(
+            "alert stream: a sealed event that does not open; its scrubbed payload kept"
+        );
+    }
+    Ok(Some(original.unwrap_or(alert)))
 }
 
 impl Drop for JetStreamAlertLog {
@@ -211,43 +248,16 @@ impl AlertLog for JetStreamAlertLog {
             token(&context.tenant),
             token(&context.queue)
         );
-        let mut body = alert.clone();
-        body.sequence = 0;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(body.encode_to_vec()))
-            .message_id(idempotency_key(alert));
-        let js = self.cluster.jetstream.clone();
-        // Retried with the same message id until the operation timeout: a node that died, a
-        // stream electing a new leader (a few seconds), a lost acknowledgement. The stream keeps
-        // one copy whichever attempt landed.
-        let ack = self
-            .cluster
-            .block_on("publishing an alert event", async move {
-                let mut attempt = 0u32;
-                loop {
-                    let sent = async {
-                        js.send_publish(subject.clone(), publish.clone())
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .await
-                            .map_err(|e| e.to_string())
-                    };
-                    // Cut short: a publish sent to a node that died is never acknowledged.
-                    let sent = tokio::time::timeout(ATTEMPT, sent);
-                    match sent
-                        .await
-                        .unwrap_or_else(|_| Err("no acknowledgement".into()))
-                    {
-                        Ok(ack) => return Ok(ack),
-                        Err(error) => {
-                            attempt += 1;
-                            tracing::debug!(%error, attempt, "alert publish failed; retrying");
-                            tokio::time::sleep(PUBLISH_RETRY).await;
-                        }
-                    }
-                }
-            })
-            .map_err(unavailable(&self.stream))?;
+        let (payload, headers) = self.body(alert)?;
+        let ack = super::stream::publish(
+            &self.cluster,
+            "publishing an alert event",
+            subject,
+            payload,
+            idempotency_key(alert),
+            headers,
+        )
+        .map_err(unavailable(&self.stream))?;
         if ack.duplicate {
             tracing::debug!(sequence = ack.sequence, "alert event already in the stream");
         }
@@ -255,18 +265,39 @@ impl AlertLog for JetStreamAlertLog {
     }
 
     fn follow(&self, after: u64, deliver: Deliver) -> Result<(), LogError> {
-        let follower = Follower {
-            js: self.cluster.jetstream.clone(),
-            stream: self.stream.clone(),
-            copy: self.copy.clone(),
-            followed: self.followed.clone(),
-            deliver,
-            stop: self.stop.subscribe(),
+        let (js, name) = (self.cluster.jetstream.clone(), self.stream.clone());
+        let (copy, keys) = (self.copy.clone(), self.keys.clone());
+        let deliver = Arc::new(deliver);
+        let apply = move |sequence: u64, message: jetstream::Message| {
+            let (copy, keys, deliver) = (copy.clone(), keys.clone(), deliver.clone());
+            async move {
+                let Some(mut alert) = unseal(keys.as_deref(), &message).await? else {
+                    // Not ours (something else published on the subjects): said, and passed over.
+                    tracing::error!(
+                        sequence,
+                        "alert stream: a message that does not decode; skipped"
+                    );
+                    return Ok(());
+                };
+                alert.sequence = sequence;
+                let stored = {
+                    let alert = alert.clone();
+                    tokio::task::spawn_blocking(move || copy.mirror(&alert)).await
+                };
+                match stored {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(format!("storing it in the local copy: {e}")),
+                    Err(e) => return Err(format!("storing it in the local copy: {e}")),
+                }
+                deliver(Arc::new(alert));
+                Ok(())
+            }
         };
+        let (progress, stop) = (self.followed.clone(), self.stop.subscribe());
         let runtime = self.cluster.runtime.clone();
         std::thread::Builder::new()
             .name("alert-follower".into())
-            .spawn(move || runtime.block_on(follower.run()))
+            .spawn(move || runtime.block_on(super::stream::follow(js, name, progress, stop, apply)))
             .map_err(|e| LogError::Io {
                 path: self.stream.clone().into(),
                 message: format!("starting the alert follower thread: {e}"),
@@ -274,28 +305,16 @@ impl AlertLog for JetStreamAlertLog {
         // Catch the copy up to `after` before the hub serves: a subscriber resuming anywhere up to
         // it finds its events in the copy. It may take a while (a long stream, a new replica);
         // it gives up only when no progress is made for the operation timeout.
-        let (lock, progress) = &*self.followed;
-        let mut at = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut moved = (*at, Instant::now());
-        while *at < after {
-            if *at != moved.0 {
-                moved = (*at, Instant::now());
-            } else if moved.1.elapsed() > self.cluster.config.op_timeout() {
-                return Err(LogError::Io {
-                    path: self.stream.clone().into(),
-                    message: format!(
-                        "catching up with the alert stream: at sequence {} of {after}, no progress \
-                         for {} ms",
-                        *at, self.cluster.config.op_timeout_ms
-                    ),
-                });
-            }
-            at = progress
-                .wait_timeout(at, Duration::from_millis(200))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(())
+        self.followed
+            .wait_for(after, self.cluster.config.op_timeout())
+            .map_err(|at| LogError::Io {
+                path: self.stream.clone().into(),
+                message: format!(
+                    "catching up with the alert stream: at sequence {at} of {after}, no progress \
+                     for {} ms",
+                    self.cluster.config.op_timeout_ms
+                ),
+            })
     }
 
     fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
@@ -318,12 +337,11 @@ impl AlertLog for JetStreamAlertLog {
             + self.copy.apply_retention(max_age, max_events)?)
     }
 
-    fn erase(&self, _conversation_ids: &[String]) -> Result<usize, LogError> {
-        // Stream messages cannot be rewritten in place; customer memory is off in cluster mode.
-        Err(LogError::Io {
-            path: self.stream.clone().into(),
-            message: "erasing excerpts from the shared alert stream is not supported".into(),
-        })
+    fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError> {
+        // The stream holds the customer's part of these events sealed with their key, which the
+        // customer store erases; this replica's copy is blanked here, the others' when they
+        // apply the erasure from the customers stream.
+        self.copy.erase(conversation_ids)
     }
 }
 
@@ -331,137 +349,5 @@ fn unavailable(stream: &str) -> impl Fn(ClusterError) -> LogError + '_ {
     move |e| LogError::Io {
         path: stream.into(),
         message: e.to_string(),
-    }
-}
-
-/// Reads the stream in order into the copy, then into the hub's fan-out.
-struct Follower {
-    js: jetstream::Context,
-    stream: String,
-    copy: Arc<SqliteAlertLog>,
-    followed: Arc<(Mutex<u64>, Condvar)>,
-    deliver: Deliver,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Follower {
-    async fn run(self) {
-        let mut stop = self.stop.clone();
-        while !*stop.borrow() {
-            let next = self.at() + 1;
-            let error = tokio::select! {
-                e = self.consume(next) => e,
-                _ = stop.changed() => break,
-            };
-            tracing::warn!(%error, next, "following the alert stream; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_RETRY) => {}
-                _ = stop.changed() => break,
-            }
-        }
-    }
-
-    /// Follows from `next` until an error, which it returns.
-    ///
-    /// Every request to the stream has a limit of its own (`ATTEMPT`), much shorter than the
-    /// client's operation timeout: a request lost while the stream elects a leader (a node died)
-    /// would otherwise keep the copy, and every supervisor on this replica, waiting for the
-    /// whole operation timeout before the next attempt.
-    async fn consume(&self, next: u64) -> String {
-        let stream =
-            match tokio::time::timeout(ATTEMPT, self.js.get_stream_no_info(&self.stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return format!("opening the stream: {e}"),
-                Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
-            };
-        let created = tokio::time::timeout(
-            ATTEMPT,
-            stream.create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next,
-                },
-                ..Default::default()
-            }),
-        )
-        .await;
-        let consumer = match created {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return format!("creating the ordered consumer: {e}"),
-            Err(_) => {
-                return format!("creating the ordered consumer: no answer within {ATTEMPT:?}");
-            }
-        };
-        let mut messages = match tokio::time::timeout(ATTEMPT, consumer.messages()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return format!("reading the ordered consumer: {e}"),
-            Err(_) => return format!("reading the ordered consumer: no answer within {ATTEMPT:?}"),
-        };
-        loop {
-            let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return format!("reading the stream: {e}"),
-                Ok(None) => return "the consumer ended".into(),
-                Err(_) => {
-                    // Quiet, or the consumer died with its node (the client notices only after
-                    // two missed 15 s heartbeats): the stream's last sequence says which.
-                    match tokio::time::timeout(STALL_CHECK, stream.get_info()).await {
-                        Err(_) => return "the stream's state: no answer within 1 s".into(),
-                        Ok(Ok(info)) if info.state.last_sequence > self.at() => {
-                            return format!(
-                                "the consumer stalled at {} while the stream is at {}",
-                                self.at(),
-                                info.state.last_sequence
-                            );
-                        }
-                        Ok(Ok(info)) => {
-                            tracing::debug!(
-                                at = self.at(),
-                                stream = info.state.last_sequence,
-                                "alert stream quiet"
-                            );
-                            continue;
-                        }
-                        Ok(Err(e)) => return format!("reading the stream's state: {e}"),
-                    }
-                }
-            };
-            let sequence = match message.info() {
-                Ok(info) => info.stream_sequence,
-                Err(e) => return format!("a message without stream metadata: {e}"),
-            };
-            let mut alert = match pb::Alert::decode(message.payload.as_ref()) {
-                Ok(a) => a,
-                Err(e) => {
-                    // Not ours (something else published on the subjects): said, and passed over.
-                    tracing::error!(sequence, error = %e, "alert stream: a message that does not decode; skipped");
-                    self.advance(sequence);
-                    continue;
-                }
-            };
-            alert.sequence = sequence;
-            let copy = self.copy.clone();
-            let stored = {
-                let alert = alert.clone();
-                tokio::task::spawn_blocking(move || copy.mirror(&alert)).await
-            };
-            match stored {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return format!("storing event {sequence} in the local copy: {e}"),
-                Err(e) => return format!("storing event {sequence} in the local copy: {e}"),
-            }
-            self.advance(sequence);
-            (self.deliver)(Arc::new(alert));
-        }
-    }
-
-    fn at(&self) -> u64 {
-        *self.followed.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn advance(&self, sequence: u64) {
-        let (lock, progress) = &*self.followed;
-        let mut at = lock.lock().unwrap_or_else(|p| p.into_inner());
-        *at = (*at).max(sequence);
-        progress.notify_all();
     }
 }

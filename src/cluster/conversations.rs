@@ -2,8 +2,12 @@
 //! (`{prefix}-conversations`), one key per conversation (`c.` and the first 16 bytes of the
 //! SHA-256 of its id, in hex: any id is a valid key; the snapshot holds the real one), holding
 //! its committed [`SharedState`]. The key's revision is what commits compare and set
-//! (`conversation::shared`). History 1; the bucket's `max_age` is `limits.conversation_ttl_secs`,
-//! so a conversation nobody writes to expires there as it does in memory.
+//! (`conversation::shared`). History 1; a conversation idle for `limits.conversation_ttl_secs`
+//! is ended by the replica that evicts it from memory, if the bucket's copy is idle too
+//! (`ConversationStore::end_idle_shared`, which records its customer's contact); the bucket's
+//! `max_age` is the TTL plus [`IDLE_GRACE`], so that replica gets there first, and a conversation
+//! whose replicas all died expires anyway. (A bucket made by an older version keeps its `max_age`
+//! of the TTL alone: contacts of conversations that idle out may then be lost to the expiry.)
 //!
 //! A failed attempt (a dead node, a leader election, no answer) is retried every 100 ms until
 //! `cluster.op_timeout_ms`. A commit whose first attempt landed but whose acknowledgement was
@@ -19,15 +23,23 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
+use super::customers::CustomerKeys;
 use super::{Cluster, ClusterError};
 use crate::conversation::{
     OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError, SharedState,
 };
+use crate::customers;
 
 /// The first byte of every value: the encoding's version (4: with the conversation's id).
 const FORMAT: u8 = 4;
+/// Version 4 sealed with the customer's key: the byte, the pseudonym (32 hex digits), the
+/// sealed value.
+const FORMAT_SEALED: u8 = 5;
 /// The version before, still read (a rolling upgrade): the same without the id.
 const FORMAT_3: u8 = 3;
+/// How much longer than the TTL the bucket keeps a conversation nobody writes to: more than
+/// the idle sweep's period (at most 30 s).
+pub const IDLE_GRACE: Duration = Duration::from_secs(60);
 /// Pause between attempts of one operation.
 const RETRY: Duration = Duration::from_millis(100);
 /// The limit of one attempt (an operation is retried until `cluster.op_timeout_ms`).
@@ -35,6 +47,7 @@ const ATTEMPT: Duration = Duration::from_secs(2);
 
 pub struct JetStreamConversations {
     kv: kv::Store,
+    codec: Codec,
     /// `{prefix}-outbox`: a key per conversation whose committed alert events may not be
     /// published yet (see `conversation::shared`); entries expire with the republish window.
     outbox: kv::Store,
@@ -43,7 +56,11 @@ pub struct JetStreamConversations {
 
 impl JetStreamConversations {
     /// Opens the buckets, creating them if no replica has yet.
-    pub async fn open(cluster: &Cluster, ttl: Duration) -> Result<Self, ClusterError> {
+    pub async fn open(
+        cluster: &Cluster,
+        ttl: Duration,
+        codec: Codec,
+    ) -> Result<Self, ClusterError> {
         let bucket = |name: &str, description: &str, max_age| kv::Config {
             bucket: format!("{}-{name}", cluster.config.prefix),
             description: description.into(),
@@ -58,7 +75,7 @@ impl JetStreamConversations {
             bucket(
                 "conversations",
                 "emotion-service conversation state (one key per conversation)",
-                ttl,
+                ttl + IDLE_GRACE,
             ),
         )
         .await?;
@@ -75,12 +92,16 @@ impl JetStreamConversations {
             kv,
             outbox,
             op_timeout: cluster.config.op_timeout(),
+            codec,
         })
     }
 }
 
 /// Opens a bucket, creating it if no replica has yet (replicas starting together race).
-async fn open_bucket(cluster: &Cluster, config: kv::Config) -> Result<kv::Store, ClusterError> {
+pub(super) async fn open_bucket(
+    cluster: &Cluster,
+    config: kv::Config,
+) -> Result<kv::Store, ClusterError> {
     let js = cluster.jetstream.clone();
     let deadline = tokio::time::Instant::now() + cluster.config.op_timeout();
     loop {
@@ -115,42 +136,84 @@ fn key(conversation_id: &str) -> String {
     )
 }
 
-fn encode(state: &SharedState) -> Result<Bytes, SharedError> {
-    let mut out = vec![FORMAT];
-    out.extend(
-        postcard::to_stdvec(state)
-            .map_err(|e| SharedError::Unavailable(format!("encoding conversation state: {e}")))?,
-    );
-    Ok(out.into())
+/// How values are written and read: with customer memory on, the state of a conversation with a
+/// customer is sealed with their key (`cluster::customers`), so an erased customer's
+/// conversations cannot be read from the bucket's storage either.
+#[derive(Clone, Default)]
+pub struct Codec {
+    pub keys: Option<Arc<CustomerKeys>>,
 }
 
-/// The committed state of `conversation_id` (None, said, if it cannot be read).
-fn decode(conversation_id: &str, body: &[u8]) -> Option<SharedState> {
-    let state = decode_any(body, Some(conversation_id));
-    if state.is_none() {
-        tracing::warn!(conversation = %conversation_id, "the committed state of a conversation cannot be read (another version?); it starts again");
+impl Codec {
+    /// `state` as stored: a future, so that `state` need not outlive the call.
+    fn encode(
+        &self,
+        state: &SharedState,
+    ) -> impl Future<Output = Result<Bytes, SharedError>> + Send + 'static {
+        let plain = postcard::to_stdvec(state)
+            .map_err(|e| SharedError::Unavailable(format!("encoding conversation state: {e}")));
+        let customer = state.snapshot.customer().to_string();
+        let codec = self.clone();
+        async move { codec.seal(plain?, &customer).await }
     }
-    state
-}
 
-/// A value of either version; one of version 3 only with the id it is read for.
-fn decode_any(body: &[u8], conversation_id: Option<&str>) -> Option<SharedState> {
-    #[derive(serde::Deserialize)]
-    struct Format3 {
-        snapshot: crate::conversation::ConversationSnapshot,
-        outbox: Vec<crate::alerts::Alert>,
+    async fn seal(&self, plain: Vec<u8>, customer: &str) -> Result<Bytes, SharedError> {
+        let (Some(keys), true) = (&self.keys, customers::is_pseudonym(customer)) else {
+            let mut out = vec![FORMAT];
+            out.extend(plain);
+            return Ok(out.into());
+        };
+        let key = (keys.key(customer, true).await)
+            .map_err(SharedError::Unavailable)?
+            .ok_or_else(|| SharedError::Unavailable("no customer key".into()))?;
+        let mut out = vec![FORMAT_SEALED];
+        out.extend(customer.as_bytes());
+        out.extend(super::customers::seal(&key, customer, &plain));
+        Ok(out.into())
     }
-    match body.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
-        Some((&FORMAT_3, rest)) => {
-            let old: Format3 = postcard::from_bytes(rest).ok()?;
-            Some(SharedState {
-                snapshot: old.snapshot,
-                outbox: old.outbox,
-                conversation_id: conversation_id?.to_string(),
-            })
+
+    /// The committed state of `conversation_id` (None, said, if it cannot be read).
+    async fn decode(&self, conversation_id: &str, body: &[u8]) -> Option<SharedState> {
+        let state = self.decode_any(body, Some(conversation_id)).await;
+        if state.is_none() {
+            tracing::warn!(conversation = %conversation_id, "the committed state of a conversation cannot be read (another version, or its customer erased?); it starts again");
         }
-        _ => None,
+        state
+    }
+
+    /// A value of any version; one of version 3 only with the id it is read for; a sealed one
+    /// only while its customer's key exists.
+    async fn decode_any(&self, body: &[u8], conversation_id: Option<&str>) -> Option<SharedState> {
+        #[derive(serde::Deserialize)]
+        struct Format3 {
+            snapshot: crate::conversation::ConversationSnapshot,
+            outbox: Vec<crate::alerts::Alert>,
+        }
+        match body.split_first() {
+            Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
+            Some((&FORMAT_SEALED, rest)) => {
+                let (customer, sealed) = rest.split_at_checked(32)?;
+                let customer = std::str::from_utf8(customer).ok()?;
+                let key = match self.keys.as_ref()?.key(customer, false).await {
+                    Ok(key) => key?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a customer key for a conversation's state");
+                        return None;
+                    }
+                };
+                let plain = super::customers::open(&key, customer, sealed)?;
+                postcard::from_bytes(&plain).ok()
+            }
+            Some((&FORMAT_3, rest)) => {
+                let old: Format3 = postcard::from_bytes(rest).ok()?;
+                Some(SharedState {
+                    snapshot: old.snapshot,
+                    outbox: old.outbox,
+                    conversation_id: conversation_id?.to_string(),
+                })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -158,6 +221,7 @@ fn decode_any(body: &[u8], conversation_id: Option<&str>) -> Option<SharedState>
 /// watch ends or fails; the error.
 async fn watch_once(
     kv: &kv::Store,
+    codec: &Codec,
     apply: &(dyn Fn(SharedChange) -> bool + Send + Sync),
 ) -> Option<String> {
     let watch = tokio::time::timeout(ATTEMPT, kv.watch_with_history("c.>")).await;
@@ -185,7 +249,7 @@ async fn watch_once(
             replaying = false;
         }
         let go_on = match entry.operation {
-            kv::Operation::Put => match decode_any(&entry.value, None) {
+            kv::Operation::Put => match codec.decode_any(&entry.value, None).await {
                 Some(state) => apply(SharedChange::Committed {
                     key: entry.key,
                     state: Box::new(state),
@@ -253,6 +317,7 @@ impl SharedConversations for JetStreamConversations {
             conversation_id.to_string(),
             self.op_timeout,
         );
+        let codec = self.codec.clone();
         async move {
             let entry = retried(
                 "reading conversation state",
@@ -264,7 +329,7 @@ impl SharedConversations for JetStreamConversations {
             Ok(match entry {
                 None => (None, 0),
                 Some(e) => match e.operation {
-                    kv::Operation::Put => (decode(&id, &e.value), e.revision),
+                    kv::Operation::Put => (codec.decode(&id, &e.value).await, e.revision),
                     kv::Operation::Delete | kv::Operation::Purge => (None, e.revision),
                 },
             })
@@ -295,10 +360,10 @@ impl SharedConversations for JetStreamConversations {
         state: &SharedState,
         expected: Revision,
     ) -> BoxFuture<'static, Result<Revision, SharedError>> {
-        let body = encode(state);
+        let body = self.codec.encode(state);
         let (kv, key, timeout) = (self.kv.clone(), key(conversation_id), self.op_timeout);
         async move {
-            let body = body?;
+            let body = body.await?;
             retried(
                 "committing conversation state",
                 timeout,
@@ -402,9 +467,9 @@ impl SharedConversations for JetStreamConversations {
     }
 
     fn watch(&self, apply: Box<dyn Fn(SharedChange) -> bool + Send + Sync>) {
-        let kv = self.kv.clone();
+        let (kv, codec) = (self.kv.clone(), self.codec.clone());
         tokio::spawn(async move {
-            while let Some(error) = watch_once(&kv, apply.as_ref()).await {
+            while let Some(error) = watch_once(&kv, &codec, apply.as_ref()).await {
                 tracing::warn!(%error, "following the conversation bucket (fleet view); retrying");
                 tokio::time::sleep(WATCH_RETRY).await;
             }
@@ -419,6 +484,9 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 pub async fn open(
     cluster: &Cluster,
     ttl: Duration,
+    codec: Codec,
 ) -> Result<Arc<dyn SharedConversations>, ClusterError> {
-    Ok(Arc::new(JetStreamConversations::open(cluster, ttl).await?))
+    Ok(Arc::new(
+        JetStreamConversations::open(cluster, ttl, codec).await?,
+    ))
 }

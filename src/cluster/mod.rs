@@ -5,7 +5,9 @@
 
 pub mod alert_log;
 pub mod conversations;
+pub mod customers;
 pub mod models;
+pub mod stream;
 
 use std::time::Duration;
 

@@ -107,6 +107,15 @@ impl FleetIndex {
         }
     }
 
+    /// The live conversations of `customer` (a pseudonym) anywhere in the fleet (erasure).
+    pub(super) fn of_customer(&self, customer: &str) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.live.values())
+            .filter(|l| !customer.is_empty() && l.summary.context.customer == customer)
+            .map(|l| l.summary.conversation_id.clone())
+            .collect()
+    }
+
     /// The `limit` riskiest live conversations of the fleet of `tenants` (empty: all) and
     /// `queue`, and how many matched; as [`ConversationStore::at_risk`] in one process.
     ///

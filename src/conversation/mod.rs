@@ -250,6 +250,9 @@ pub struct ConversationStore {
     shifts: Mutex<HashMap<String, Shift>>,
     /// Where a conversation with a customer is remembered once it ends (or is evicted idle).
     customers: Option<Arc<crate::customers::CustomerMemory>>,
+    /// With a shared store: conversations this replica evicted idle, for
+    /// [`Self::end_idle_shared`] to end in the store if they are idle there too.
+    idled: Mutex<Vec<String>>,
 }
 
 /// One agent's recent strained conversations and their last break suggestion.
@@ -275,6 +278,7 @@ impl ConversationStore {
             fleet: None,
             shifts: Mutex::default(),
             customers: None,
+            idled: Mutex::default(),
         }
     }
 
@@ -701,11 +705,19 @@ impl ConversationStore {
                     !c.pending.is_empty() || now.duration_since(c.touched) < self.settings.ttl;
                 if !keep {
                     gone.push(id.clone());
-                    contacts.extend(self.contact_of(id, c));
+                    // With a shared store this copy may be stale: the store decides whether the
+                    // conversation ended (`end_idle_shared`).
+                    if self.shared.is_none() {
+                        contacts.extend(self.contact_of(id, c));
+                    }
                 }
                 keep
             });
             drop(shard);
+            if self.shared.is_some() {
+                let mut idled = self.idled.lock().unwrap_or_else(|p| p.into_inner());
+                idled.extend(gone.iter().cloned());
+            }
             if let Some(memory) = &self.customers {
                 contacts.into_iter().for_each(|c| memory.record(c));
             }

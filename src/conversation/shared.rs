@@ -531,6 +531,10 @@ impl ConversationStore {
             match shared.remove(conversation_id, revision).await {
                 Ok(()) => {
                     enqueue(&outbox).await;
+                    // Removed here, so recorded here: once for the fleet.
+                    if let Some(contact) = self.contact_of(conversation_id, &conv) {
+                        self.customers.as_ref().expect("a contact").record(contact);
+                    }
                     let mut shard = self.shard(conversation_id);
                     if shard
                         .get(conversation_id)
@@ -553,6 +557,89 @@ impl ConversationStore {
 }
 
 impl ConversationStore {
+    /// With a shared store: ends there each conversation this replica evicted idle whose
+    /// committed state is idle too (one that went on on another replica is left to it), and
+    /// records it as its customer's contact; the removal is a compare-and-set, so one replica
+    /// records it. Returns how many ended. (A conversation whose last replica died before
+    /// evicting it expires from the bucket unrecorded.)
+    pub async fn end_idle_shared(&self) -> usize {
+        let Some(shared) = &self.shared else {
+            return 0;
+        };
+        let idled = std::mem::take(&mut *self.idled.lock().unwrap_or_else(|p| p.into_inner()));
+        let ttl_ms = self.settings.ttl.as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut ended = 0;
+        for id in idled {
+            let (committed, revision) = match shared.load(&id).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(error = %e, conversation_id = %id, "ending an idle conversation in the shared store");
+                    continue;
+                }
+            };
+            let Some(conv) = committed
+                .filter(|c| now.saturating_sub(c.snapshot.updated_at_ms()) >= ttl_ms)
+                .and_then(|c| Conversation::from_snapshot(c.snapshot))
+            else {
+                continue;
+            };
+            match shared.remove(&id, revision).await {
+                Ok(()) => {
+                    ended += 1;
+                    if let Some(contact) = self.contact_of(&id, &conv) {
+                        self.customers.as_ref().expect("a contact").record(contact);
+                    }
+                }
+                // Changed meanwhile (a new turn) or ended elsewhere: not idle after all.
+                Err(SharedError::Conflict) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, conversation_id = %id, "ending an idle conversation in the shared store")
+                }
+            }
+        }
+        ended
+    }
+
+    /// Right to erasure: forgets the customer's (a pseudonym) live conversations in this
+    /// process ([`Self::forget_customer`]) and, with a shared store, removes from it those and
+    /// the ones the fleet view knows on other replicas (the others forget their copies when
+    /// they apply the erasure). Returns their ids.
+    pub async fn forget_customer_everywhere(
+        &self,
+        customer: &str,
+    ) -> Result<Vec<String>, RequestError> {
+        let mut ids = self.forget_customer(customer)?;
+        let Some(shared) = &self.shared else {
+            return Ok(ids);
+        };
+        if let Some(fleet) = &self.fleet {
+            ids.extend(fleet.of_customer(customer));
+            ids.sort();
+            ids.dedup();
+        }
+        let unavailable = |e: SharedError| RequestError::StateUnavailable(e.to_string());
+        for id in &ids {
+            for attempt in 0..MAX_REBASES {
+                let (committed, revision) = shared.load(id).await.map_err(unavailable)?;
+                let theirs = committed
+                    .and_then(|c| Conversation::from_snapshot(c.snapshot))
+                    .is_some_and(|c| c.context.customer == customer);
+                if !theirs {
+                    break;
+                }
+                match shared.remove(id, revision).await {
+                    Ok(()) => break,
+                    Err(SharedError::Conflict) if attempt + 1 < MAX_REBASES => continue,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     /// Hands a conversation to `agent_id` by call, wherever it is decided, and hands the
     /// guidance this decides (the brief, a mood that turned before) to `enqueue`; returns the
     /// conversation's context and brief as they stand after. With a shared store the change is

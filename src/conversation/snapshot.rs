@@ -76,6 +76,11 @@ impl ConversationSnapshot {
     }
 
     /// When its last turn was applied (Unix ms): alert events after it may be news to it.
+    /// The customer's pseudonym (empty without customer memory or a customer id).
+    pub fn customer(&self) -> &str {
+        &self.context.customer
+    }
+
     pub fn updated_at_ms(&self) -> u64 {
         self.updated_at_ms
     }

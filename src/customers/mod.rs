@@ -173,8 +173,10 @@ pub trait CustomerStore: Send + Sync {
     /// Marks a customer called back (off the silent list until their next contact). False for
     /// an unknown customer.
     fn mark_called(&self, customer: &str, by: &str, at_ms: u64) -> Result<bool, CustomerError>;
-    /// Erases everything held about the customer; the freed space is overwritten.
-    fn delete(&self, customer: &str) -> Result<Erased, CustomerError>;
+    /// Erases everything held about the customer; the freed space is overwritten. `live`: their
+    /// conversations that are not (yet) contacts, whose alert events a store shared by replicas
+    /// has the others blank too.
+    fn delete(&self, customer: &str, live: &[String]) -> Result<Erased, CustomerError>;
     /// How many matching contacts ended each way, indexed by [`Outcome::code`].
     fn outcomes(&self, f: &ContactFilter) -> Result<[u64; 4], CustomerError>;
     /// Deletes contacts that ended before `before_ms` (and customers left with none). Returns
@@ -198,27 +200,30 @@ impl Pseudonymizer {
 
     /// Reads the key at `path`, creating it (32 random bytes, hex, mode 0600) on first start.
     pub fn from_key_file(path: &Path) -> Result<Self, CustomerError> {
+        if let Some(secret) = Self::read_key_file(path)? {
+            return Ok(Self::new(&secret));
+        }
+        if let Some(made) = Self::create_key_file(path)? {
+            return Ok(made);
+        }
+        // Another process created it first: use theirs.
+        Self::from_key_file(path)
+    }
+
+    /// The secret in the key file at `path`; None when there is no file.
+    pub fn read_key_file(path: &Path) -> Result<Option<Vec<u8>>, CustomerError> {
         let fail = |message: String| CustomerError::Key {
             path: path.display().to_string(),
             message,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let secret = hex::decode(text.trim())
-                    .map_err(|e| fail(format!("not hex: {e}")))
-                    .and_then(|s| match s.len() >= 16 {
-                        true => Ok(s),
-                        false => Err(fail("shorter than 16 bytes".into())),
-                    })?;
-                Ok(Self::new(&secret))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(made) = Self::create_key_file(path)? {
-                    return Ok(made);
-                }
-                // Another process created it first: use theirs.
-                Self::from_key_file(path)
-            }
+            Ok(text) => hex::decode(text.trim())
+                .map_err(|e| fail(format!("not hex: {e}")))
+                .and_then(|s| match s.len() >= 16 {
+                    true => Ok(Some(s)),
+                    false => Err(fail("shorter than 16 bytes".into())),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fail(e.to_string())),
         }
     }

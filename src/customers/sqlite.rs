@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS contacts (
     PRIMARY KEY (customer, ended_ms, conversation_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS contacts_ended ON contacts (ended_ms);
+CREATE TABLE IF NOT EXISTS mirrored (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    sequence INTEGER NOT NULL
+);
 ";
 
 const CONTACT_COLUMNS: &str = "customer, conversation_id, tenant, queue, agent_id, started_ms, \
@@ -181,6 +185,30 @@ impl SqliteCustomerStore {
             ],
         )?;
         Ok(())
+    }
+
+    /// As a cluster replica's copy of the customers stream: the newest stream sequence applied
+    /// (0 for none, and for an embedded store).
+    pub fn mirrored(&self) -> Result<u64, CustomerError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT sequence FROM mirrored WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+        })
+        .map(|s| s.unwrap_or(0) as u64)
+    }
+
+    /// Notes that the copy holds the stream up to `sequence`.
+    pub fn set_mirrored(&self, sequence: u64) -> Result<(), CustomerError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "INSERT INTO mirrored (id, sequence) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET sequence = ?1",
+            [sequence as i64],
+        )
+        .map(|_| ())
+        .map_err(|e| self.error(e))
     }
 
     /// Overwrites what deletions freed in the WAL too: checkpoint everything, truncate the WAL.
@@ -363,7 +391,7 @@ impl CustomerStore for SqliteCustomerStore {
         .map_err(|e| self.error(e))
     }
 
-    fn delete(&self, customer: &str) -> Result<Erased, CustomerError> {
+    fn delete(&self, customer: &str, _live: &[String]) -> Result<Erased, CustomerError> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(|e| self.error(e))?;
         let conversation_ids: Vec<String> = {
@@ -536,7 +564,7 @@ mod tests {
                 contact("kept", "k2", t0 + 20 * DAY, Outcome::Ok, 0.5),
             ])
             .unwrap();
-        let erased = store.delete(erased_id).unwrap();
+        let erased = store.delete(erased_id, &[]).unwrap();
         assert_eq!(erased.contacts, 2);
         assert_eq!(erased.conversation_ids.len(), 2);
         assert!(store.recent(erased_id, 5).unwrap().is_empty());

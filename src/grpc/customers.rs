@@ -220,8 +220,10 @@ pub async fn mark_called(
     record(&memory, s).await
 }
 
-/// Right to erasure: live conversations first (so no new contact of theirs is recorded after),
-/// then the store, then the alert log's events of every conversation of theirs.
+/// Right to erasure: live conversations first (so no new contact of theirs is recorded after;
+/// in a cluster, wherever they are decided), then the store, then the alert log's events of
+/// every conversation of theirs (in a cluster, the other replicas' copies when they apply the
+/// erasure from the customers stream).
 pub async fn delete(
     app: &App,
     identity: &Identity,
@@ -239,12 +241,12 @@ pub async fn delete(
     {
         return Err(RequestError::UnknownCustomer(key).into());
     }
-    let live = app.store.forget_customer(&key)?;
+    let live = app.store.forget_customer_everywhere(&key).await?;
     // Contacts handed to the writer before now are in the store when it is erased.
-    let (m, k) = (memory.clone(), key.clone());
+    let (m, k, l) = (memory.clone(), key.clone(), live.clone());
     let erased = blocking(move || {
         m.flush();
-        m.store.delete(&k)
+        m.store.delete(&k, &l)
     })
     .await?;
     if known.is_none() && live.is_empty() && erased.contacts == 0 {

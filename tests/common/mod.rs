@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod nats;
 pub mod onnx;
+pub mod smartwatch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,72 @@ pub struct TestServer {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// The alert log's directory when the test did not choose one.
     _log_dir: Option<tempfile::TempDir>,
+}
+
+/// Every file under `dir`, at any depth, that holds `needle` (as UTF-8 bytes): its path below
+/// `dir`.
+pub fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(at) = dirs.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            // A file may go while the walk runs (a server compacting its storage).
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                let shown = path.strip_prefix(dir).unwrap_or(&path);
+                found.push(shown.display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Streams the conversations `ids` of the sample `file` (a JSON-lines conversation file of the
+/// repository), one after another, and ends each: each becomes one of its customer's contacts. `token`: the ingest token, when auth is on.
+pub async fn contacts(file: &str, channel: Channel, token: Option<&str>, ids: &[&str]) {
+    let mut client = pb::emotion_analysis_client::EmotionAnalysisClient::new(channel);
+    let all = emotion_service::client::read_conversation_file(&repo_path(file)).unwrap();
+    for id in ids {
+        let turns: Vec<_> = (all.iter())
+            .filter(|t| t.conversation_id == id.as_bytes())
+            .cloned()
+            .collect();
+        assert!(!turns.is_empty(), "{id} is not in {file}");
+        let results: Vec<_> = client
+            .stream_turns(authorized(token, tokio_stream::iter(turns)))
+            .await
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        assert!(
+            results.iter().all(|r| r.as_ref().unwrap().error.is_none()),
+            "{results:?}"
+        );
+        let end = pb::EndConversationRequest {
+            conversation_id: id.to_string(),
+        };
+        client
+            .end_conversation(authorized(token, end))
+            .await
+            .unwrap();
+    }
+}
+
+/// `message` with the token, if there is one.
+pub fn authorized<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    match token {
+        Some(t) => with(t, message),
+        None => tonic::Request::new(message),
+    }
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {

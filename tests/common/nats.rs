@@ -227,6 +227,11 @@ impl NatsCluster {
         }
     }
 
+    /// Where the nodes keep their JetStream storage (one directory per node below it).
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Every node's URL, as `cluster.nats` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(Node::url).collect()

@@ -1,0 +1,680 @@
+//! Customer memory in a cluster (`docs/assist.md`): one replicated JetStream stream
+//! (`{PREFIX}_CUSTOMERS`, subjects `{prefix}.customers.{pseudonym}`) carries every change to a
+//! customer's record (an ended contact, a call-back, an erasure) in one order for the fleet, and
+//! each replica follows it into its own SQLite copy (`customers.path`, the embedded store's
+//! schema), so the turn path's lookups and the silent list read locally, as the alert log's copy
+//! does.
+//!
+//! Erasure cannot rewrite a stream, so nothing of a customer's is written to a stream in the
+//! clear: contacts and call-backs, and in the alert stream the customer's part of every event
+//! (excerpts of their turns, their pseudonym), are sealed (AES-256-GCM) with a key of that
+//! customer's, kept in the stream `{PREFIX}_CUSTOMER_KEYS` ([`CustomerKeys`]). `DeleteCustomer`
+//! erases the key (its message deleted, which the server overwrites in its files), purges the
+//! customer's subject and publishes a tombstone naming their conversations; every replica that
+//! applies it deletes the customer from its copy and blanks those conversations' events in its
+//! copy of the alert log. Without the key, what stays in the streams cannot be read: a replica
+//! rebuilding its copies later finds the events blank (their scrubbed payload) and skips the
+//! contacts. A customer who contacts again afterwards gets a new key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::stream::{ATTEMPT, Progress};
+use super::{Cluster, ClusterError};
+use crate::config::CustomersConfig;
+use crate::customers::sqlite::SqliteCustomerStore;
+use crate::customers::{
+    Contact, ContactFilter, CustomerError, CustomerStore, CustomerSummary, Erased, SilentPage,
+    SilentQuery,
+};
+
+/// The header that names whose key sealed a message's customer part.
+pub const CUSTOMER_HEADER: &str = "Emotion-Customer";
+/// The header holding the sealed original (base64) of an alert event whose payload is scrubbed.
+pub const SEALED_HEADER: &str = "Emotion-Sealed";
+/// The fleet's pseudonym key among the customers' keys (not 32 hex digits: never a customer's).
+const PSEUDONYM_KEY: &str = "pseudonym-key";
+/// How long the stream remembers message ids to drop a re-published change.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Every customer's sealing key, cached per replica: a replicated stream
+/// (`{PREFIX}_CUSTOMER_KEYS`) with one message per customer (subject
+/// `{prefix}.customer-keys.{pseudonym}`, one message kept per subject). A stream rather than a
+/// key-value bucket because a bucket's messages cannot be deleted one by one, and erasing a key
+/// is deleting its message, which the server overwrites in its files.
+pub struct CustomerKeys {
+    js: jetstream::Context,
+    stream: String,
+    subjects: String,
+    op_timeout: Duration,
+    cache: Mutex<HashMap<String, Arc<LessSafeKey>>>,
+}
+
+impl CustomerKeys {
+    pub async fn open(cluster: &Cluster) -> Result<Arc<Self>, ClusterError> {
+        let stream = cluster.stream_name("CUSTOMER_KEYS");
+        let subjects = format!("{}.customer-keys", cluster.config.prefix);
+        let config = stream::Config {
+            name: stream.clone(),
+            description: Some(
+                "emotion-service customers' sealing keys (erasure deletes one)".into(),
+            ),
+            subjects: vec![format!("{subjects}.>")],
+            max_messages_per_subject: 1,
+            num_replicas: cluster.config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let js = cluster.jetstream.clone();
+        tokio::time::timeout(
+            cluster.config.op_timeout(),
+            super::stream::ensure_async(js, config),
+        )
+        .await
+        .map_err(|_| ClusterError::JetStream(format!("creating the stream {stream}: no answer")))?
+        .map_err(|e| ClusterError::JetStream(format!("creating the stream {stream}: {e}")))?;
+        Ok(Arc::new(Self {
+            js: cluster.jetstream.clone(),
+            stream,
+            subjects,
+            op_timeout: cluster.config.op_timeout(),
+            cache: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn cached(&self, customer: &str) -> Option<Arc<LessSafeKey>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(customer).cloned()
+    }
+
+    /// The stored secret named `name` and its sequence, if there is one. One attempt.
+    async fn entry(&self, name: &str) -> Result<Option<(u64, Bytes)>, String> {
+        let read = async {
+            let stream = self
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            match stream
+                .get_last_raw_message_by_subject(&format!("{}.{name}", self.subjects))
+                .await
+            {
+                Ok(m) => Ok(Some((m.sequence, m.payload))),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        tokio::time::timeout(ATTEMPT, read)
+            .await
+            .map_err(|_| "no answer".to_string())?
+    }
+
+    /// Stores `secret` as `name` unless one is there already. One attempt; an error when another
+    /// replica stored one first (read it next).
+    async fn create(&self, name: &str, secret: &[u8]) -> Result<(), String> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(Bytes::copy_from_slice(secret))
+            .expected_last_subject_sequence(0);
+        let sent = async {
+            self.js
+                .send_publish(format!("{}.{name}", self.subjects), message)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(ATTEMPT, sent)
+            .await
+            .map_err(|_| "no answer".to_string())?
+    }
+
+    /// The customer's key; with `create`, made on first use (the first replica to create it
+    /// wins, the others read theirs). None: no key (never made, or erased).
+    pub async fn key(
+        &self,
+        customer: &str,
+        create: bool,
+    ) -> Result<Option<Arc<LessSafeKey>>, String> {
+        if let Some(key) = self.cached(customer) {
+            return Ok(Some(key));
+        }
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        loop {
+            match self.fetch(customer, create).await {
+                Ok(key) => {
+                    if let Some(key) = &key {
+                        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                        if cache.len() >= 100_000 {
+                            cache.clear();
+                        }
+                        cache.insert(customer.to_string(), key.clone());
+                    }
+                    return Ok(key);
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("the key of customer {customer}: {e}"));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a customer key; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        customer: &str,
+        create: bool,
+    ) -> Result<Option<Arc<LessSafeKey>>, String> {
+        if let Some((_, secret)) = self.entry(customer).await? {
+            return aead_key(&secret).map(Some);
+        }
+        if !create {
+            return Ok(None);
+        }
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| "no random source".to_string())?;
+        self.create(customer, &secret).await?;
+        aead_key(&secret).map(Some)
+    }
+
+    /// The pseudonym key the fleet shares (every replica must turn a customer id into the same
+    /// pseudonym), kept in the bucket beside the customers' keys: the first replica to start
+    /// offers `local` (the operator's `customers.key_file`, so an embedded deployment keeps its
+    /// pseudonyms) or a new random one. A replica whose own key file differs from the fleet's
+    /// refuses to start rather than split every customer in two.
+    pub async fn pseudonym_secret(&self, local: Option<Vec<u8>>) -> Result<Vec<u8>, String> {
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        loop {
+            let attempt = async {
+                if let Some((_, shared)) = self.entry(PSEUDONYM_KEY).await? {
+                    return Ok(shared.to_vec());
+                }
+                let secret = match &local {
+                    Some(secret) => secret.clone(),
+                    None => {
+                        let mut secret = vec![0u8; 32];
+                        SystemRandom::new()
+                            .fill(&mut secret)
+                            .map_err(|_| "no random source".to_string())?;
+                        secret
+                    }
+                };
+                self.create(PSEUDONYM_KEY, &secret).await.map(|_| secret)
+            };
+            match attempt.await {
+                Ok(shared) => {
+                    return match &local {
+                        Some(local) if *local != shared => Err(
+                            "customers.key_file holds another key than the one the cluster's \
+                             replicas share (pseudonyms would differ by replica): remove the \
+                             file to use the cluster's, or give every replica the same file"
+                                .into(),
+                        ),
+                        _ => Ok(shared),
+                    };
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Erases the customer's key: its message is deleted, which the server overwrites in its
+    /// files, and this replica's cached copy dropped.
+    pub async fn erase(&self, customer: &str) -> Result<(), String> {
+        self.forget(customer);
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        loop {
+            let attempt = async {
+                let Some((sequence, _)) = self.entry(customer).await? else {
+                    return Ok(());
+                };
+                let stream = self
+                    .js
+                    .get_stream_no_info(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(ATTEMPT, stream.delete_message(sequence))
+                    .await
+                    .map_err(|_| "no answer".to_string())?
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            match attempt.await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("erasing the key: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        self.forget(customer);
+        Ok(())
+    }
+
+    /// Drops this replica's cached copy (another replica erased the customer).
+    pub fn forget(&self, customer: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.remove(customer);
+    }
+}
+
+fn aead_key(secret: &[u8]) -> Result<Arc<LessSafeKey>, String> {
+    UnboundKey::new(&AES_256_GCM, secret)
+        .map(|k| Arc::new(LessSafeKey::new(k)))
+        .map_err(|_| format!("a customer key of {} bytes, not 32", secret.len()))
+}
+
+/// `plain` sealed for `customer`: a random nonce, then the ciphertext and its tag (the pseudonym
+/// is authenticated with it, so a sealed part cannot be moved to another customer).
+pub fn seal(key: &LessSafeKey, customer: &str, plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .expect("the system's random source");
+    let mut out = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(customer.as_bytes()),
+        &mut out,
+    )
+    .expect("sealing fits in memory");
+    let mut sealed = nonce.to_vec();
+    sealed.extend(out);
+    sealed
+}
+
+/// What [`seal`] sealed; None if it was sealed with another key or for another customer, or
+/// was altered.
+pub fn open(key: &LessSafeKey, customer: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, data) = sealed.split_at_checked(NONCE_LEN)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut data = data.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(customer.as_bytes()), &mut data)
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+/// One message of the customers stream.
+#[derive(Serialize, Deserialize)]
+enum Message {
+    /// A [`Change`] sealed with the customer's key.
+    Sealed { customer: String, data: Vec<u8> },
+    /// The customer was erased; their conversations' events are blanked on every replica.
+    Erased {
+        customer: String,
+        conversations: Vec<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum Change {
+    Contact(Contact),
+    Called { by: String, at_ms: u64 },
+}
+
+/// What a replica does besides its customer copy when it applies an erasure made on another
+/// replica (the one that made it did so itself): forget the customer's live conversations and
+/// blank their events in the alert log's copy. Set once the service's parts exist
+/// ([`JetStreamCustomerStore::on_erased`]).
+pub type OnErased = Box<dyn Fn(&str, &[String]) + Send + Sync>;
+
+pub struct JetStreamCustomerStore {
+    cluster: Arc<Cluster>,
+    stream: String,
+    subjects: String,
+    copy: Arc<SqliteCustomerStore>,
+    keys: Arc<CustomerKeys>,
+    progress: Arc<Progress>,
+    on_erased: Arc<OnceLock<OnErased>>,
+    /// The message ids of the erasures this process made (their tombstones skip `on_erased`).
+    erasing: Arc<Mutex<std::collections::HashSet<String>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl JetStreamCustomerStore {
+    /// Creates (or updates to the configured retention) the stream, opens this replica's copy
+    /// and catches it up with the stream before returning. Blocking: call it outside the async
+    /// runtime.
+    pub fn open(
+        cluster: Arc<Cluster>,
+        config: &CustomersConfig,
+        keys: Arc<CustomerKeys>,
+    ) -> Result<Self, CustomerError> {
+        let stream = cluster.stream_name("CUSTOMERS");
+        let subjects = format!("{}.customers", cluster.config.prefix);
+        let unavailable = |message: String| CustomerError::Store {
+            path: stream.clone(),
+            message,
+        };
+        let state = super::stream::ensure(
+            &cluster,
+            stream::Config {
+                name: stream.clone(),
+                subjects: vec![format!("{subjects}.>")],
+                max_age: Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+                num_replicas: cluster.config.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| unavailable(e.to_string()))?;
+        let copy = Arc::new(SqliteCustomerStore::open(&config.path)?);
+        let mut at = copy.mirrored()?;
+        if at > state.last_sequence {
+            // Changes are idempotent: the stream is applied again over what the copy holds.
+            tracing::warn!(
+                copy = at,
+                stream = state.last_sequence,
+                "the local copy of the customers stream is ahead of the stream (recreated?): read again from its start"
+            );
+            at = 0;
+        }
+        let store = Self {
+            stream: stream.clone(),
+            subjects,
+            copy,
+            keys,
+            progress: Arc::new(Progress::new(at)),
+            on_erased: Arc::new(OnceLock::new()),
+            erasing: Arc::default(),
+            stop: tokio::sync::watch::channel(false).0,
+            cluster,
+        };
+        store.start_follower()?;
+        store
+            .progress
+            .wait_for(state.last_sequence, store.cluster.config.op_timeout())
+            .map_err(|at| {
+                unavailable(format!(
+                    "catching up with the customers stream: at {at} of {}, no progress for {} ms",
+                    state.last_sequence, store.cluster.config.op_timeout_ms
+                ))
+            })?;
+        Ok(store)
+    }
+
+    /// What applying an erasure does beyond the copy (set once).
+    pub fn on_erased(&self, f: OnErased) {
+        let _ = self.on_erased.set(f);
+    }
+
+    fn start_follower(&self) -> Result<(), CustomerError> {
+        let (js, name) = (self.cluster.jetstream.clone(), self.stream.clone());
+        let (copy, keys) = (self.copy.clone(), self.keys.clone());
+        let (progress, stop) = (self.progress.clone(), self.stop.subscribe());
+        let (on_erased, erasing) = (self.on_erased.clone(), self.erasing.clone());
+        let runtime = self.cluster.runtime.clone();
+        let apply = move |sequence: u64, message: jetstream::Message| {
+            let (copy, keys, on_erased) = (copy.clone(), keys.clone(), on_erased.clone());
+            let id = (message.headers.as_ref())
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            let ours = erasing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            async move {
+                match postcard::from_bytes::<Message>(&message.payload) {
+                    Ok(Message::Sealed { customer, data }) => {
+                        let Some(key) = keys.key(&customer, false).await? else {
+                            // Erased since: nothing to apply.
+                            return mirrored(copy, sequence).await;
+                        };
+                        match open(&key, &customer, &data)
+                            .and_then(|plain| postcard::from_bytes::<Change>(&plain).ok())
+                        {
+                            Some(change) => {
+                                blocking(move || {
+                                    match change {
+                                        Change::Contact(c) => copy.record(&[c])?,
+                                        Change::Called { by, at_ms } => {
+                                            copy.mark_called(&customer, &by, at_ms).map(|_| ())?
+                                        }
+                                    }
+                                    copy.set_mirrored(sequence)
+                                })
+                                .await
+                            }
+                            None => {
+                                tracing::error!(
+                                    sequence,
+                                    "customers stream: a sealed change that does not open; skipped"
+                                );
+                                mirrored(copy, sequence).await
+                            }
+                        }
+                    }
+                    Ok(Message::Erased {
+                        customer,
+                        conversations,
+                    }) => {
+                        keys.forget(&customer);
+                        blocking(move || {
+                            copy.delete(&customer, &[])?;
+                            if let Some(f) = on_erased.get().filter(|_| !ours) {
+                                f(&customer, &conversations);
+                            }
+                            copy.set_mirrored(sequence)
+                        })
+                        .await
+                    }
+                    Err(e) => {
+                        tracing::error!(sequence, error = %e, "customers stream: a message that does not decode; skipped");
+                        mirrored(copy, sequence).await
+                    }
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("customer-follower".into())
+            .spawn(move || runtime.block_on(super::stream::follow(js, name, progress, stop, apply)))
+            .map(|_| ())
+            .map_err(|e| CustomerError::Store {
+                path: self.stream.clone(),
+                message: format!("starting the customers follower thread: {e}"),
+            })
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> CustomerError {
+        CustomerError::Store {
+            path: self.stream.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Publishes `message` on the customer's subject and waits until this replica's copy holds
+    /// it (a caller reads its own write).
+    fn publish(&self, customer: &str, message: &Message, id: String) -> Result<(), CustomerError> {
+        let payload = postcard::to_stdvec(message).map_err(|e| self.unavailable(e))?;
+        let ack = super::stream::publish(
+            &self.cluster,
+            "publishing to the customers stream",
+            format!("{}.{customer}", self.subjects),
+            Bytes::from(payload),
+            id,
+            None,
+        )
+        .map_err(|e| self.unavailable(e))?;
+        self.progress
+            .wait_for(ack.sequence, self.cluster.config.op_timeout())
+            .map_err(|at| {
+                self.unavailable(format!(
+                    "the local copy is at {at}, not yet at the change just published ({})",
+                    ack.sequence
+                ))
+            })
+    }
+
+    fn sealed(&self, customer: &str, change: &Change) -> Result<Message, CustomerError> {
+        let keys = self.keys.clone();
+        let who = customer.to_string();
+        let key = self
+            .cluster
+            .block_on("reading the customer's key", async move {
+                keys.key(&who, true).await?.ok_or_else(|| "no key".into())
+            })
+            .map_err(|e| self.unavailable(e))?;
+        let plain = postcard::to_stdvec(change).map_err(|e| self.unavailable(e))?;
+        Ok(Message::Sealed {
+            customer: customer.to_string(),
+            data: seal(&key, customer, &plain),
+        })
+    }
+}
+
+impl Drop for JetStreamCustomerStore {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<(), CustomerError> + Send + 'static,
+) -> Result<(), String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn mirrored(copy: Arc<SqliteCustomerStore>, sequence: u64) -> Result<(), String> {
+    blocking(move || copy.set_mirrored(sequence)).await
+}
+
+fn message_id(parts: &[&str]) -> String {
+    hex::encode(&Sha256::digest(parts.join("\u{0}").as_bytes())[..16])
+}
+
+impl CustomerStore for JetStreamCustomerStore {
+    fn recent(&self, customer: &str, limit: usize) -> Result<Vec<Contact>, CustomerError> {
+        self.copy.recent(customer, limit)
+    }
+
+    fn record(&self, contacts: &[Contact]) -> Result<(), CustomerError> {
+        for c in contacts {
+            let message = self.sealed(&c.customer, &Change::Contact(c.clone()))?;
+            // One contact per conversation and customer, whichever replica records it.
+            let id = message_id(&["contact", &c.customer, &c.conversation_id]);
+            self.publish(&c.customer, &message, id)?;
+        }
+        Ok(())
+    }
+
+    fn summary(&self, customer: &str) -> Result<Option<CustomerSummary>, CustomerError> {
+        self.copy.summary(customer)
+    }
+
+    fn silent(&self, q: &SilentQuery) -> Result<SilentPage, CustomerError> {
+        self.copy.silent(q)
+    }
+
+    fn mark_called(&self, customer: &str, by: &str, at_ms: u64) -> Result<bool, CustomerError> {
+        if self.copy.summary(customer)?.is_none() {
+            return Ok(false);
+        }
+        let change = Change::Called {
+            by: by.to_string(),
+            at_ms,
+        };
+        let message = self.sealed(customer, &change)?;
+        let id = message_id(&["called", customer, by, &at_ms.to_string()]);
+        self.publish(customer, &message, id)?;
+        Ok(true)
+    }
+
+    fn delete(&self, customer: &str, live: &[String]) -> Result<Erased, CustomerError> {
+        let erased = self.copy.delete(customer, &[])?;
+        let keys = self.keys.clone();
+        let (js, name) = (self.cluster.jetstream.clone(), self.stream.clone());
+        let (who, subject) = (
+            customer.to_string(),
+            format!("{}.{customer}", self.subjects),
+        );
+        self.cluster
+            .block_on("erasing the customer", async move {
+                keys.erase(&who).await?;
+                let stream = js
+                    .get_stream_no_info(&name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .purge()
+                    .filter(subject)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| self.unavailable(e))?;
+        let mut conversations = erased.conversation_ids.clone();
+        conversations.extend(live.iter().cloned());
+        conversations.sort();
+        conversations.dedup();
+        let tombstone = Message::Erased {
+            customer: customer.to_string(),
+            conversations,
+        };
+        // Each erasure is its own message (a customer may be erased, come back and be erased
+        // again within the duplicate window).
+        let mut nonce = [0u8; 8];
+        let _ = SystemRandom::new().fill(&mut nonce);
+        let id = message_id(&["erased", customer, &hex::encode(nonce)]);
+        self.erasing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+        self.publish(customer, &tombstone, id)?;
+        Ok(erased)
+    }
+
+    fn outcomes(&self, f: &ContactFilter) -> Result<[u64; 4], CustomerError> {
+        self.copy.outcomes(f)
+    }
+
+    fn apply_retention(&self, before_ms: u64) -> Result<usize, CustomerError> {
+        // The stream drops what is older than its max age itself; the copy the same.
+        self.copy.apply_retention(before_ms)
+    }
+
+    fn stats(&self) -> Result<(u64, u64, u64), CustomerError> {
+        self.copy.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_part_opens_only_with_its_key_and_for_its_customer() {
+        let key = aead_key(&[7u8; 32]).unwrap();
+        let other = aead_key(&[8u8; 32]).unwrap();
+        let sealed = seal(&key, "aa", b"my order never came");
+        assert!(!sealed.windows(5).any(|w| w == b"order"));
+        assert_eq!(open(&key, "aa", &sealed).unwrap(), b"my order never came");
+        assert_eq!(open(&other, "aa", &sealed), None);
+        assert_eq!(open(&key, "bb", &sealed), None);
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(open(&key, "aa", &altered), None);
+        assert_eq!(open(&key, "aa", &sealed[..5]), None);
+        assert!(aead_key(&[1u8; 16]).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! What every stream this replica keeps in JetStream needs: creating it (or updating its limits)
+//! at start-up, publishing to it with a message id until the stream acknowledges, and following
+//! it in order into a local copy ([`follow`], with the [`Progress`] a writer waits on to read its
+//! own write from the copy).
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{Cluster, ClusterError};
+
+/// The limit of one request to the stream: a request lost while the stream elects a leader (a
+/// node died) would otherwise wait for the client's whole operation timeout.
+pub const ATTEMPT: Duration = Duration::from_secs(2);
+/// Pause between attempts of one publish or of creating the stream.
+const RETRY: Duration = Duration::from_millis(200);
+/// Pause before re-creating a follower's consumer after an error.
+const FOLLOW_RETRY: Duration = Duration::from_millis(500);
+/// A follower that received nothing for this long asks the stream whether it missed something.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Creates the stream, or updates it when its limits (age, messages, replicas) differ; returns
+/// its state. Retried until the operation timeout: replicas starting together race to create it,
+/// and a stream being placed may leave a request unanswered.
+pub fn ensure(cluster: &Cluster, config: stream::Config) -> Result<stream::State, ClusterError> {
+    let what = format!("creating the stream {}", config.name);
+    let js = cluster.jetstream.clone();
+    cluster.block_on(&what, ensure_async(js, config))
+}
+
+/// [`ensure`] from async code (no time limit of its own).
+pub async fn ensure_async(
+    js: jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::State, String> {
+    let mut attempt = 0u32;
+    loop {
+        let tried = tokio::time::timeout(ATTEMPT, async {
+            match js.get_stream(&config.name).await {
+                Ok(mut existing) => {
+                    let current = existing.info().await.map_err(|e| e.to_string())?;
+                    let c = &current.config;
+                    if (c.max_age, c.max_messages, c.num_replicas)
+                        != (config.max_age, config.max_messages, config.num_replicas)
+                    {
+                        let info = js
+                            .update_stream(config.clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        return Ok(info.state);
+                    }
+                    Ok(current.state.clone())
+                }
+                Err(_) => js
+                    .create_stream(config.clone())
+                    .await
+                    .map(|s| s.cached_info().state.clone())
+                    .map_err(|e| e.to_string()),
+            }
+        })
+        .await;
+        match tried {
+            Ok(Ok(state)) => return Ok(state),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, attempt, stream = %config.name, "creating the stream; retrying")
+            }
+            Err(_) => {
+                tracing::warn!(attempt, stream = %config.name, "creating the stream: no answer; retrying")
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Publishes `payload` to `subject` with `message_id` (and `headers`), retried with the same id
+/// until the stream acknowledges or the operation timeout passes: a node that died, a stream
+/// electing a new leader, a lost acknowledgement. The stream keeps one copy whichever attempt
+/// landed (within its duplicate window). Blocking: call it outside the async runtime.
+pub fn publish(
+    cluster: &Cluster,
+    what: &str,
+    subject: String,
+    payload: Bytes,
+    message_id: String,
+    headers: Option<HeaderMap>,
+) -> Result<jetstream::publish::PublishAck, ClusterError> {
+    let mut message = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(message_id);
+    if let Some(headers) = headers {
+        message = message.headers(headers);
+    }
+    let js = cluster.jetstream.clone();
+    cluster.block_on(what, async move {
+        let mut attempt = 0u32;
+        loop {
+            let sent = async {
+                js.send_publish(subject.clone(), message.clone())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            // Cut short: a publish sent to a node that died is never acknowledged.
+            match tokio::time::timeout(ATTEMPT, sent)
+                .await
+                .unwrap_or_else(|_| Err("no acknowledgement".into()))
+            {
+                Ok(ack) => return Ok(ack),
+                Err(error) => {
+                    attempt += 1;
+                    tracing::debug!(%error, attempt, %subject, "publish failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    })
+}
+
+/// The newest stream sequence a follower has applied to its copy, for writers and readers that
+/// wait for it.
+#[derive(Default)]
+pub struct Progress {
+    at: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Progress {
+    pub fn new(at: u64) -> Self {
+        Self {
+            at: Mutex::new(at),
+            moved: Condvar::new(),
+        }
+    }
+
+    pub fn at(&self) -> u64 {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn advance(&self, sequence: u64) {
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        *at = (*at).max(sequence);
+        self.moved.notify_all();
+    }
+
+    /// Blocks until the copy holds `sequence`. Gives up (returning where it stands) only when no
+    /// progress was made for `patience`: catching up a long stream may take a while.
+    pub fn wait_for(&self, sequence: u64, patience: Duration) -> Result<(), u64> {
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut moved = (*at, Instant::now());
+        while *at < sequence {
+            if *at != moved.0 {
+                moved = (*at, Instant::now());
+            } else if moved.1.elapsed() > patience {
+                return Err(*at);
+            }
+            at = self
+                .moved
+                .wait_timeout(at, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `stream` in order from the sequence after `progress`, handing each message to `apply`
+/// and advancing `progress` once it returns; re-creates its ordered consumer from the next
+/// sequence after any error, until `stop` turns true. `apply` returns an error to have the
+/// message read again (its copy could not store it).
+pub async fn follow<F, Fut>(
+    js: jetstream::Context,
+    stream: String,
+    progress: std::sync::Arc<Progress>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    apply: F,
+) where
+    F: Fn(u64, jetstream::Message) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    while !*stop.borrow() {
+        let next = progress.at() + 1;
+        let error = tokio::select! {
+            e = consume(&js, &stream, &progress, next, &apply) => e,
+            _ = stop.changed() => break,
+        };
+        tracing::warn!(%error, next, %stream, "following the stream; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_RETRY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Follows from `next` until an error, which it returns. Every request has a limit of its own
+/// (`ATTEMPT`).
+async fn consume<F, Fut>(
+    js: &jetstream::Context,
+    name: &str,
+    progress: &Progress,
+    next: u64,
+    apply: &F,
+) -> String
+where
+    F: Fn(u64, jetstream::Message) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let stream = match tokio::time::timeout(ATTEMPT, js.get_stream_no_info(name)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return format!("opening the stream: {e}"),
+        Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
+    };
+    let created = tokio::time::timeout(
+        ATTEMPT,
+        stream.create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: next,
+            },
+            ..Default::default()
+        }),
+    )
+    .await;
+    let consumer = match created {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return format!("creating the ordered consumer: {e}"),
+        Err(_) => return format!("creating the ordered consumer: no answer within {ATTEMPT:?}"),
+    };
+    let mut messages = match tokio::time::timeout(ATTEMPT, consumer.messages()).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return format!("reading the ordered consumer: {e}"),
+        Err(_) => return format!("reading the ordered consumer: no answer within {ATTEMPT:?}"),
+    };
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return format!("reading the stream: {e}"),
+            Ok(None) => return "the consumer ended".into(),
+            Err(_) => {
+                // Quiet, or the consumer died with its node (the client notices only after two
+                // missed 15 s heartbeats): the stream's last sequence says which.
+                match tokio::time::timeout(STALL_CHECK, stream.get_info()).await {
+                    Err(_) => return "the stream's state: no answer within 1 s".into(),
+                    Ok(Ok(info)) if info.state.last_sequence > progress.at() => {
+                        return format!(
+                            "the consumer stalled at {} while the stream is at {}",
+                            progress.at(),
+                            info.state.last_sequence
+                        );
+                    }
+                    Ok(Ok(info)) => {
+                        tracing::debug!(
+                            at = progress.at(),
+                            stream = info.state.last_sequence,
+                            name,
+                            "stream quiet"
+                        );
+                        continue;
+                    }
+                    Ok(Err(e)) => return format!("reading the stream's state: {e}"),
+                }
+            }
+        };
+        let sequence = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => return format!("a message without stream metadata: {e}"),
+        };
+        if let Err(e) = apply(sequence, message).await {
+            return format!("applying message {sequence}: {e}");
+        }
+        progress.advance(sequence);
+    }
+}
