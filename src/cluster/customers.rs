@@ -272,7 +272,8 @@ impl CustomerKeys {
     }
 }
 
-fn aead_key(secret: &[u8]) -> Result<Arc<LessSafeKey>, String> {
+/// The sealing key a customer's 32-byte secret makes.
+pub fn aead_key(secret: &[u8]) -> Result<Arc<LessSafeKey>, String> {
     UnboundKey::new(&AES_256_GCM, secret)
         .map(|k| Arc::new(LessSafeKey::new(k)))
         .map_err(|_| format!("a customer key of {} bytes, not 32", secret.len()))
