@@ -74,13 +74,7 @@ impl CustomerKeys {
             ..Default::default()
         };
         let js = cluster.jetstream.clone();
-        tokio::time::timeout(
-            cluster.config.op_timeout(),
-            super::stream::ensure_async(js, config),
-        )
-        .await
-        .map_err(|_| ClusterError::JetStream(format!("creating the stream {stream}: no answer")))?
-        .map_err(|e| ClusterError::JetStream(format!("creating the stream {stream}: {e}")))?;
+        super::stream::ensure_async(js, config, cluster.config.op_timeout()).await?;
         Ok(Arc::new(Self {
             js: cluster.jetstream.clone(),
             stream,

@@ -27,16 +27,20 @@ const STALL_CHECK: Duration = Duration::from_secs(1);
 /// its state. Retried until the operation timeout: replicas starting together race to create it,
 /// and a stream being placed may leave a request unanswered.
 pub fn ensure(cluster: &Cluster, config: stream::Config) -> Result<stream::State, ClusterError> {
-    let what = format!("creating the stream {}", config.name);
     let js = cluster.jetstream.clone();
-    cluster.block_on(&what, ensure_async(js, config))
+    cluster
+        .runtime
+        .block_on(ensure_async(js, config, cluster.config.op_timeout()))
 }
 
-/// [`ensure`] from async code (no time limit of its own).
+/// [`ensure`] from async code. After `patience`, the last attempt's error (a node that will not
+/// take the stream says why, e.g. a single node asked for 3 replicas).
 pub async fn ensure_async(
     js: jetstream::Context,
     config: stream::Config,
-) -> Result<stream::State, String> {
+    patience: Duration,
+) -> Result<stream::State, ClusterError> {
+    let deadline = tokio::time::Instant::now() + patience;
     let mut attempt = 0u32;
     loop {
         let tried = tokio::time::timeout(ATTEMPT, async {
@@ -63,15 +67,22 @@ pub async fn ensure_async(
             }
         })
         .await;
-        match tried {
+        let error = match tried {
             Ok(Ok(state)) => return Ok(state),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, attempt, stream = %config.name, "creating the stream; retrying")
-            }
-            Err(_) => {
-                tracing::warn!(attempt, stream = %config.name, "creating the stream: no answer; retrying")
-            }
+            Ok(Err(e)) => e,
+            Err(_) => "no answer".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            let hint = match error.contains("non-clustered mode") {
+                true => " (a single NATS node: set cluster.replicas = 1)",
+                false => "",
+            };
+            return Err(ClusterError::JetStream(format!(
+                "creating the stream {}: {error}{hint}",
+                config.name
+            )));
         }
+        tracing::warn!(%error, attempt, stream = %config.name, "creating the stream; retrying");
         attempt += 1;
         tokio::time::sleep(RETRY).await;
     }
