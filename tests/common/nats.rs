@@ -188,7 +188,49 @@ impl NatsCluster {
         for node in &cluster.nodes {
             cluster.wait_for_jetstream(&node.url()).await;
         }
+        cluster.wait_for_placement().await;
         Some(cluster)
+    }
+
+    /// Waits until the meta leader can place a stream on every node. JetStream answering on
+    /// each node is not enough: on a loaded machine the leader can take seconds more to count
+    /// the other nodes as peers, and a stream with one replica per node is refused meanwhile
+    /// ("no suitable peers for placement"). So: create and delete a probe stream until that
+    /// works.
+    async fn wait_for_placement(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let probe = async {
+                let client = async_nats::connect(self.nodes[0].url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let js = async_nats::jetstream::new(client);
+                js.create_stream(async_nats::jetstream::stream::Config {
+                    name: "READINESS_PROBE".into(),
+                    subjects: vec!["readiness-probe".into()],
+                    num_replicas: self.nodes.len(),
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                js.delete_stream("READINESS_PROBE")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "no answer within 5 s".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "the NATS cluster cannot place a stream on its {} nodes within 60 s: {last}",
+            self.nodes.len()
+        );
     }
 
     async fn wait_for_jetstream(&self, url: &str) {
@@ -248,6 +290,7 @@ impl NatsCluster {
             let url = self.nodes[i].url();
             self.wait_for_jetstream(&url).await;
         }
+        self.wait_for_placement().await;
     }
 
     pub async fn restart(&mut self, i: usize) {
