@@ -191,7 +191,9 @@ pub async fn run(
             let codec = cluster::conversations::Codec {
                 keys: customer_keys.clone(),
             };
-            let shared = cluster::conversations::open(cluster, ttl, codec).await?;
+            let shared =
+                cluster::conversations::open(cluster, ttl, codec, config.cluster.fleet_view)
+                    .await?;
             tracing::info!("cluster mode: conversation state in a JetStream key-value bucket");
             let store = Arc::new(store.with_shared(shared, config.cluster.fleet_view));
             store.watch_fleet();

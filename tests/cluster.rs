@@ -426,6 +426,26 @@ async fn the_dashboard_on_any_replica_shows_the_whole_fleet() {
             [("billing".to_string(), 3)].into()
         );
     }
+    // A replica started now has missed every announcement: it reads the bucket, and lists and
+    // counts the same.
+    let mut late = replica_config(&nats);
+    late.cluster.replica_id = "replica-late".into();
+    let mut late = TestServer::start(late).await;
+    late.ready().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let on_late = loop {
+        let on_late = listed(&late).await;
+        if on_late.1 == 2 || std::time::Instant::now() > deadline {
+            break on_late;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(on_late, on_one, "a replica started later lists the same");
+    assert_eq!(
+        heatmap_turns(&late).await,
+        [("billing".to_string(), 3)].into()
+    );
+    late.stop().await.unwrap();
 
     // Ended on replica two (which never saw it): gone from both lists.
     two.client()
@@ -655,10 +675,14 @@ async fn alert_events_a_dead_replica_committed_but_never_published_are_swept_out
     // committed with alert events in its outbox, marked, and never published; no client sends
     // it another turn or ends it.
     let cluster = Cluster::connect(&cluster_config(&nats)).await.unwrap();
-    let bucket =
-        JetStreamConversations::open(&cluster, Duration::from_secs(3_600), Default::default())
-            .await
-            .unwrap();
+    let bucket = JetStreamConversations::open(
+        &cluster,
+        Duration::from_secs(3_600),
+        Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
     let (committed, _) = bucket.load("published").await.unwrap();
     let mut state = committed.expect("the call's state is committed");
     let decided = |kind, severity, turn_id| emotion_service::alerts::Alert {

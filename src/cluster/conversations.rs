@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use super::customers::CustomerKeys;
 use super::{Cluster, ClusterError};
 use crate::conversation::{
-    OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError, SharedState,
+    FleetSummary, OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError,
+    SharedState,
 };
 use crate::customers;
 
@@ -48,6 +49,10 @@ const ATTEMPT: Duration = Duration::from_secs(2);
 pub struct JetStreamConversations {
     kv: kv::Store,
     codec: Codec,
+    /// Where commits and removals are announced to the fleet view (`{prefix}.fleet.{key}`,
+    /// core NATS: not stored); None when this replica does not announce (`cluster.fleet_view`
+    /// off).
+    fleet: Option<Fleet>,
     /// `{prefix}-outbox`: a key per conversation whose committed alert events may not be
     /// published yet (see `conversation::shared`); entries expire with the republish window.
     outbox: kv::Store,
@@ -55,11 +60,13 @@ pub struct JetStreamConversations {
 }
 
 impl JetStreamConversations {
-    /// Opens the buckets, creating them if no replica has yet.
+    /// Opens the buckets, creating them if no replica has yet. `fleet_view`: announce each
+    /// commit and removal to the replicas' fleet views (see [`SharedConversations::watch`]).
     pub async fn open(
         cluster: &Cluster,
         ttl: Duration,
         codec: Codec,
+        fleet_view: bool,
     ) -> Result<Self, ClusterError> {
         let bucket = |name: &str, description: &str, max_age| kv::Config {
             bucket: format!("{}-{name}", cluster.config.prefix),
@@ -88,12 +95,85 @@ impl JetStreamConversations {
             ),
         )
         .await?;
+        let fleet = fleet_view.then(|| Fleet {
+            client: cluster.client.clone(),
+            subjects: format!("{}.fleet.", cluster.config.prefix),
+            gaps: cluster.gaps.clone(),
+        });
         Ok(Self {
             kv,
             outbox,
             op_timeout: cluster.config.op_timeout(),
             codec,
+            fleet,
         })
+    }
+}
+
+/// The fleet view's announcements: after each commit, the conversation's [`FleetSummary`] and
+/// the commit's revision; after each removal, the revision removed. On core NATS, not stored:
+/// a summary is a few hundred bytes where the committed state is a few KB, and no replica has
+/// to read every commit from the bucket (BENCHMARKS.md, 2026-12-03: that cost NATS about 1 s of
+/// CPU per 1,000 turns). A replica that may have missed some ([`Cluster::gaps`]) replays the
+/// bucket.
+#[derive(Clone)]
+struct Fleet {
+    client: async_nats::Client,
+    /// `{prefix}.fleet.`; the bucket's key follows.
+    subjects: String,
+    gaps: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The first byte of an announcement: its encoding's version.
+const ANNOUNCEMENT: u8 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    revision: Revision,
+    /// None: removed.
+    summary: Option<FleetSummary>,
+}
+
+impl Announcement {
+    fn encode(&self) -> Option<Bytes> {
+        let mut out = vec![ANNOUNCEMENT];
+        out.extend(postcard::to_stdvec(self).ok()?);
+        Some(out.into())
+    }
+
+    fn decode(body: &[u8]) -> Option<Self> {
+        match body.split_first() {
+            Some((&ANNOUNCEMENT, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
+
+    fn change(self, key: String) -> SharedChange {
+        match self.summary {
+            Some(summary) => SharedChange::Committed {
+                key,
+                revision: self.revision,
+                summary: Box::new(summary),
+            },
+            None => SharedChange::Removed {
+                key,
+                revision: self.revision,
+            },
+        }
+    }
+}
+
+impl Fleet {
+    /// Announces a commit (`summary`) or a removal (None) of `key` at `revision`; a failure
+    /// only delays the fleet view (see [`Fleet`]).
+    async fn announce(&self, key: &str, revision: Revision, summary: Option<FleetSummary>) {
+        let Some(body) = (Announcement { revision, summary }).encode() else {
+            return;
+        };
+        let subject = format!("{}{key}", self.subjects);
+        if let Err(e) = self.client.publish(subject, body).await {
+            tracing::debug!(error = %e, "announcing a conversation to the fleet view");
+        }
     }
 }
 
@@ -217,59 +297,128 @@ impl Codec {
     }
 }
 
-/// Follows every key of the bucket into `apply` (see [`SharedConversations::watch`]) until the
-/// watch ends or fails; the error.
+/// Follows the conversations into `apply` (see [`SharedConversations::watch`]) until that
+/// fails or announcements may have been missed; the reason. First subscribes to the
+/// announcements (so that nothing committed during the replay is missed; what the replay and
+/// an announcement both carry is applied once, by revision), then replays the bucket's latest
+/// value of each key, then applies announcements.
 async fn watch_once(
     kv: &kv::Store,
     codec: &Codec,
+    fleet: &Fleet,
     apply: &(dyn Fn(SharedChange) -> bool + Send + Sync),
 ) -> Option<String> {
-    let watch = tokio::time::timeout(ATTEMPT, kv.watch_with_history("c.>")).await;
-    let mut watch = match watch {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => return Some(format!("watching the conversation bucket: {e}")),
+    let mut gaps = fleet.gaps.clone();
+    gaps.mark_unchanged();
+    let subscribed = tokio::time::timeout(ATTEMPT, async {
+        let sub = (fleet.client)
+            .subscribe(format!("{}>", fleet.subjects))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The server has the subscription once the flush is answered.
+        fleet.client.flush().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(sub)
+    })
+    .await;
+    let mut announcements = match subscribed {
+        Ok(Ok(sub)) => sub,
+        Ok(Err(e)) => return Some(format!("subscribing to the fleet's announcements: {e}")),
         Err(_) => {
             return Some(format!(
-                "watching the conversation bucket: no answer within {ATTEMPT:?}"
+                "subscribing to the fleet's announcements: no answer within {ATTEMPT:?}"
             ));
         }
     };
     if !apply(SharedChange::Restarted) {
         return None;
     }
-    // Replayed until the first entry with nothing after it (an empty bucket replays nothing).
-    let mut replaying = true;
-    while let Some(entry) = watch.next().await {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Some(format!("watching the conversation bucket: {e}")),
-        };
-        let replayed = replaying;
-        if entry.delta == 0 {
-            replaying = false;
-        }
-        let go_on = match entry.operation {
-            kv::Operation::Put => match codec.decode_any(&entry.value, None).await {
-                Some(state) => apply(SharedChange::Committed {
-                    key: entry.key,
-                    state: Box::new(state),
-                    replayed,
-                }),
-                None => {
-                    // Version 3 (no id): rewritten at its next commit.
-                    tracing::debug!(key = %entry.key, "a conversation the fleet view cannot read yet");
-                    true
+    if let Some(error) = replay(kv, codec, apply).await {
+        return error;
+    }
+    loop {
+        tokio::select! {
+            message = announcements.next() => {
+                let Some(message) = message else {
+                    return Some("the fleet's announcements ended".into());
+                };
+                let key = message.subject.as_str().strip_prefix(fleet.subjects.as_str());
+                let change = key.zip(Announcement::decode(&message.payload));
+                let Some((key, announcement)) = change else {
+                    tracing::debug!(subject = %message.subject, "an announcement the fleet view cannot read");
+                    continue;
+                };
+                if !apply(announcement.change(key.to_string())) {
+                    return None;
                 }
-            },
-            kv::Operation::Delete | kv::Operation::Purge => {
-                apply(SharedChange::Removed { key: entry.key })
             }
+            gap = gaps.changed() => match gap {
+                Ok(()) => return Some("announcements may have been missed (NATS connection lost, or a slow subscriber): reading the bucket again".into()),
+                // The connection is gone for good: nothing more will come.
+                Err(_) => return None,
+            },
+        }
+    }
+}
+
+/// The bucket's latest value of each key, into `apply`: None when it is all applied, Some(None)
+/// when `apply` wants no more, Some(error) when it could not be read.
+async fn replay(
+    kv: &kv::Store,
+    codec: &Codec,
+    apply: &(dyn Fn(SharedChange) -> bool + Send + Sync),
+) -> Option<Option<String>> {
+    let failed = |e: String| Some(Some(format!("reading the conversation bucket: {e}")));
+    let values = match tokio::time::timeout(ATTEMPT, kv.status()).await {
+        Ok(Ok(status)) => status.values(),
+        Ok(Err(e)) => return failed(e.to_string()),
+        Err(_) => return failed(format!("no answer within {ATTEMPT:?}")),
+    };
+    if values == 0 {
+        return None;
+    }
+    let mut watch = match tokio::time::timeout(ATTEMPT, kv.watch_with_history("c.>")).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return failed(e.to_string()),
+        Err(_) => return failed(format!("no answer within {ATTEMPT:?}")),
+    };
+    loop {
+        let entry = match tokio::time::timeout(ATTEMPT, watch.next()).await {
+            // What was counted expired meanwhile: nothing left to replay.
+            Err(_) => return None,
+            Ok(None) => return failed("the watch ended".into()),
+            Ok(Some(Err(e))) => return failed(e.to_string()),
+            Ok(Some(Ok(entry))) => entry,
+        };
+        let last = entry.delta == 0;
+        let go_on = match entry.operation {
+            kv::Operation::Put => {
+                let summary = (codec.decode_any(&entry.value, None).await)
+                    .and_then(|state| FleetSummary::of(&state));
+                match summary {
+                    Some(summary) => apply(SharedChange::Committed {
+                        key: entry.key,
+                        revision: entry.revision,
+                        summary: Box::new(summary),
+                    }),
+                    None => {
+                        // Version 3 (no id), or a customer erased: rewritten at its next commit.
+                        tracing::debug!(key = %entry.key, "a conversation the fleet view cannot read");
+                        true
+                    }
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => apply(SharedChange::Removed {
+                key: entry.key,
+                revision: entry.revision,
+            }),
         };
         if !go_on {
+            return Some(None);
+        }
+        if last {
             return None;
         }
     }
-    Some("the conversation bucket's watch ended".into())
 }
 
 /// Runs `op` until it gives an answer other than a transient failure, at most `timeout`.
@@ -362,15 +511,20 @@ impl SharedConversations for JetStreamConversations {
     ) -> BoxFuture<'static, Result<Revision, SharedError>> {
         let body = self.codec.encode(state);
         let (kv, key, timeout) = (self.kv.clone(), key(conversation_id), self.op_timeout);
+        let announce = (self.fleet.clone()).zip(FleetSummary::of(state));
         async move {
             let body = body.await?;
-            retried(
+            let revision = retried(
                 "committing conversation state",
                 timeout,
                 || kv.update(key.clone(), body.clone(), expected),
                 conflict,
             )
-            .await
+            .await?;
+            if let Some((fleet, summary)) = announce {
+                fleet.announce(&key, revision, Some(summary)).await;
+            }
+            Ok(revision)
         }
         .boxed()
     }
@@ -454,6 +608,7 @@ impl SharedConversations for JetStreamConversations {
         expected: Revision,
     ) -> BoxFuture<'static, Result<(), SharedError>> {
         let (kv, key, timeout) = (self.kv.clone(), key(conversation_id), self.op_timeout);
+        let fleet = self.fleet.clone();
         async move {
             retried(
                 "ending the conversation",
@@ -461,15 +616,23 @@ impl SharedConversations for JetStreamConversations {
                 || kv.delete_expect_revision(key.clone(), Some(expected)),
                 conflict,
             )
-            .await
+            .await?;
+            if let Some(fleet) = fleet {
+                fleet.announce(&key, expected, None).await;
+            }
+            Ok(())
         }
         .boxed()
     }
 
     fn watch(&self, apply: Box<dyn Fn(SharedChange) -> bool + Send + Sync>) {
         let (kv, codec) = (self.kv.clone(), self.codec.clone());
+        let Some(fleet) = self.fleet.clone() else {
+            tracing::warn!("the fleet view is off on this replica: nothing to watch");
+            return;
+        };
         tokio::spawn(async move {
-            while let Some(error) = watch_once(&kv, &codec, apply.as_ref()).await {
+            while let Some(error) = watch_once(&kv, &codec, &fleet, apply.as_ref()).await {
                 tracing::warn!(%error, "following the conversation bucket (fleet view); retrying");
                 tokio::time::sleep(WATCH_RETRY).await;
             }
@@ -485,8 +648,9 @@ pub async fn open(
     cluster: &Cluster,
     ttl: Duration,
     codec: Codec,
+    fleet_view: bool,
 ) -> Result<Arc<dyn SharedConversations>, ClusterError> {
     Ok(Arc::new(
-        JetStreamConversations::open(cluster, ttl, codec).await?,
+        JetStreamConversations::open(cluster, ttl, codec, fleet_view).await?,
     ))
 }

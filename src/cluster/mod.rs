@@ -35,6 +35,10 @@ pub struct Cluster {
     /// The runtime the client runs on: blocking seams (the alert log) wait on it from their own
     /// threads.
     pub runtime: tokio::runtime::Handle,
+    /// Counts the times core NATS messages may have been lost to this replica: each lost
+    /// connection, each subscription that fell behind. What
+    /// follows unstored messages (the fleet view) starts again from stored state when it moves.
+    pub gaps: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Cluster {
@@ -54,8 +58,20 @@ impl Cluster {
             servers: servers.clone(),
             message,
         };
+        let (gap, gaps) = tokio::sync::watch::channel(0u64);
+        let gap = std::sync::Arc::new(gap);
         let client = async_nats::ConnectOptions::new()
             .name(format!("emotion {replica_id}"))
+            .event_callback(move |event| {
+                let gap = gap.clone();
+                async move {
+                    use async_nats::Event::{Disconnected, SlowConsumer};
+                    if matches!(event, Disconnected | SlowConsumer(_)) {
+                        tracing::info!(%event, "NATS: core messages may have been missed");
+                        gap.send_modify(|n| *n += 1);
+                    }
+                }
+            })
             .connection_timeout(config.op_timeout())
             .request_timeout(Some(config.op_timeout()))
             .connect(config.nats.as_slice())
@@ -79,6 +95,7 @@ impl Cluster {
             config: config.clone(),
             replica_id,
             runtime: tokio::runtime::Handle::current(),
+            gaps,
         })
     }
 

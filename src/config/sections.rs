@@ -444,8 +444,9 @@ pub struct ClusterConfig {
     /// A name for this replica in logs and the fleet (default: host name and process id).
     pub replica_id: String,
     /// The dashboard's at-risk list and heatmap over every replica's conversations (each
-    /// replica watches the conversation bucket: NATS delivers every commit to every replica);
-    /// off, each replica's dashboard shows the conversations it applied.
+    /// replica announces a summary of each commit on core NATS, and every replica follows
+    /// them); off, each replica's dashboard shows the conversations it applied and announces
+    /// nothing. Set it alike on every replica.
     pub fleet_view: bool,
 }
 

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
+pub use fleet::FleetSummary;
 pub use heatmap::Heatmap;
 pub use overview::AtRisk;
 pub use rolling::RollingScore;

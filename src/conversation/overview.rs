@@ -8,7 +8,7 @@ use super::{Context, ConversationStore, Speaker, visible};
 use crate::alerts::Severity;
 
 /// A live conversation as the dashboard lists it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AtRisk {
     pub conversation_id: String,
     pub context: Context,

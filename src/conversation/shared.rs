@@ -23,6 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::fleet::FleetSummary;
 use super::state::{Conversation, PendingTurn};
 use super::{
     Completion, Context, ConversationSnapshot, ConversationStore, ConversationSummary,
@@ -49,15 +50,14 @@ pub struct SharedState {
 /// A change to the shared conversations, as a replica watching all of them sees it.
 #[derive(Debug)]
 pub enum SharedChange {
-    /// A conversation as committed; `replayed` while the watch reads what was there when it
-    /// started (each conversation's latest commit), false for every change after.
+    /// A conversation as committed at `revision`.
     Committed {
         key: String,
-        state: Box<SharedState>,
-        replayed: bool,
+        revision: Revision,
+        summary: Box<FleetSummary>,
     },
-    /// A conversation ended (its key removed).
-    Removed { key: String },
+    /// A conversation ended: its key removed at `revision` (the revision it had, or after).
+    Removed { key: String, revision: Revision },
     /// The watch starts again (after an interruption): what it replays next is all there is.
     Restarted,
 }
@@ -108,8 +108,9 @@ pub trait SharedConversations: Send + Sync {
         expected: Revision,
     ) -> BoxFuture<'static, Result<(), SharedError>>;
     /// Calls `apply` with every conversation as committed (the latest of each, then every
-    /// change) until it returns false; after an interruption, [`SharedChange::Restarted`] and
-    /// everything again. Conversations that expire (the TTL) go without a change.
+    /// change, summarised: [`FleetSummary`]) until it returns false; after an interruption,
+    /// [`SharedChange::Restarted`] and everything again. Conversations that expire (the TTL)
+    /// go without a change.
     fn watch(&self, apply: Box<dyn Fn(SharedChange) -> bool + Send + Sync>);
 }
 
