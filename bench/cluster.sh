@@ -7,11 +7,19 @@
 #     over the replicas), p50/p99 latency, and the CPU seconds per 1,000 turns of the service
 #     processes and of the NATS nodes.
 #   bash bench/cluster.sh [RATE=100] [SECS=20] [DATA=tests/data/goemotions/test.tsv]
-# EMOTION_BIN: another build of `emotion` (an A/B of two commits).
+# EMOTION_BIN: another build of `emotion` (an A/B of two commits). MODES: the rows, default
+# "solo:1 c1:1 c2:2 c3:3" (mode:replicas). SATURATION=0 skips the closed-loop column (an A/B of
+# the equal-load cost alone). CUSTOMERS=N: conversations
+# belong to N customers (`loadgen --customers`; customer memory is on, each replica with its own
+# copy and key file under the work dir, the fleet's pseudonym key from NATS).
 # Needs `cargo build --release` and the nats-server binary the tests fetch
 # (target/nats-server-2.15.1/nats-server, or $NATS_SERVER). Work dir: $BENCH_DIR or a new
 # temporary directory. Every process it starts is stopped by PID at the end.
 set -u
+CUSTOMERS=${CUSTOMERS:-0}
+MODES=${MODES:-solo:1 c1:1 c2:2 c3:3}
+SATURATION=${SATURATION:-1}
+CUSTOMER_ARGS=$([ "$CUSTOMERS" -gt 0 ] && echo "--customers $CUSTOMERS")
 RATE=${1:-100}
 SECS=${2:-20}
 DATA=$(realpath "${3:-tests/data/goemotions/test.tsv}")
@@ -23,7 +31,7 @@ mkdir -p "$WORK"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
-echo "work dir $WORK; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F)"
+echo "work dir $WORK; customers $CUSTOMERS; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU seconds (user + system) of a process so far.
@@ -55,6 +63,7 @@ start_replicas() {
   for i in $(seq 0 $(($2 - 1))); do
     local port; port=$(free_port)
     local dir="$WORK/$1-r$i"; mkdir -p "$dir"
+    export EMOTION__CUSTOMERS__PATH=$dir/customers.sqlite3 EMOTION__CUSTOMERS__KEY_FILE=$dir/customer.key
     if [ "$1" = solo ]; then
       EMOTION__ALERT_LOG__PATH=$dir/alerts.sqlite3 EMOTION__STATE__PATH=$dir/state.sqlite3 \
         "$B" serve --listen 127.0.0.1:$port --metrics-listen "" --web-listen "" > "$dir/serve.log" 2>&1 &
@@ -71,17 +80,17 @@ start_replicas() {
 stop_replicas() { for p in "${SPIDS[@]}"; do kill "$p"; done; for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null; done; }
 
 printf '\n| mode | replicas | saturation turns/s (closed loop, 64 conv) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns |\n|---|---:|---:|---:|---:|---:|---|---:|---:|\n'
-for spec in "solo 1" "c1 1" "c2 2" "c3 3"; do
-  set -- $spec; MODE=$1; N=$2
+for spec in $MODES; do
+  MODE=${spec%%:*}; N=${spec##*:}
   start_replicas "$MODE" "$N"
   # Saturation: one closed-loop generator per replica, 64 conversations in all.
   SAT=0; LPIDS=()
-  for u in "${URLS[@]}"; do
-    "$B" loadgen --server "$u" --data "$DATA" --conversations $((64 / N)) --streams 2 --duration-secs "$SECS" > "$WORK/$MODE-sat-${u##*:}.txt" 2>&1 &
+  [ "$SATURATION" = 1 ] && for u in "${URLS[@]}"; do
+    "$B" loadgen --server "$u" --data "$DATA" --conversations $((64 / N)) --streams 2 --duration-secs "$SECS" $CUSTOMER_ARGS > "$WORK/$MODE-sat-${u##*:}.txt" 2>&1 &
     LPIDS+=($!)
   done
-  wait "${LPIDS[@]}"
-  for u in "${URLS[@]}"; do
+  [ ${#LPIDS[@]} -gt 0 ] && wait "${LPIDS[@]}"
+  [ "$SATURATION" = 1 ] && for u in "${URLS[@]}"; do
     t=$(grep -o '[0-9.]* turns/s' "$WORK/$MODE-sat-${u##*:}.txt" | tail -1 | cut -d' ' -f1)
     SAT=$(echo "$SAT + ${t:-0}" | bc -l)
   done
@@ -90,7 +99,7 @@ for spec in "solo 1" "c1 1" "c2 2" "c3 3"; do
   FAILOVER=$(IFS=,; echo "${URLS[*]:1}")
   "$B" loadgen --soak --server "${URLS[0]}" ${FAILOVER:+--failover "$FAILOVER"} --data "$DATA" \
     --conversations 200 --streams 6 --rate "$RATE" --duration-secs "$SECS" --turns-per-conversation 40 \
-    --report-every-secs "$SECS" > "$WORK/$MODE-open.txt" 2>&1
+    --report-every-secs "$SECS" $CUSTOMER_ARGS > "$WORK/$MODE-open.txt" 2>&1
   C1=$(sum_cpu "${SPIDS[@]}"); N1=$(sum_cpu "${NATS_PIDS[@]}")
   TOTAL=$(grep '^total:' "$WORK/$MODE-open.txt")
   ANS=$(echo "$TOTAL" | grep -o 'answered [0-9]*' | cut -d' ' -f2)

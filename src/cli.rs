@@ -137,6 +137,12 @@ pub struct LoadgenArgs {
     /// from each turn's result to its guidance on the agent's stream.
     #[arg(long, requires = "agents")]
     pub assist: bool,
+    /// Conversations belong to this many customers (`context.customer_id` lg-customer-N on
+    /// each conversation's first turn; in soak mode a slot's next conversation is the next
+    /// customer's, so customers come back); 0: none. The server needs customer memory on
+    /// (`customers.enabled`) for the ids to be kept.
+    #[arg(long, default_value_t = 0)]
+    pub customers: usize,
     /// Soak mode (needs --rate): survive stream cancellations and server restarts (unanswered
     /// turns re-sent on the reopened stream), end conversations after --turns-per-conversation,
     /// print a line every --report-every-secs.

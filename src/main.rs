@@ -309,6 +309,7 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
                 .collect(),
             total_turns: args.turns,
             run_id: None,
+            customers: args.customers,
         };
         println!(
             "soak: {} conversations over {} streams, open loop at {} turns/s, {:.0} s, {} turns per conversation, cancel every {:?} s per stream",
@@ -354,6 +355,7 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         drain: Duration::from_secs_f64(args.drain_secs),
         agents: args.agents,
         assist: args.assist,
+        customers: args.customers,
     };
     let mode = match config.rate {
         Some(rate) => format!("open loop at {rate} turns/s"),

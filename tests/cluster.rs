@@ -789,6 +789,7 @@ fn soak(
             .collect(),
         total_turns: Some(1200),
         run_id: Some("failover".into()),
+        customers: 0,
     };
     let texts = texts.clone();
     async move {

@@ -35,6 +35,7 @@ async fn load_generator_delivers_every_turn_exactly_once() {
         drain: Duration::from_secs(60),
         agents: 0,
         assist: false,
+        customers: 0,
     };
     for rate in [None, Some(400.0)] {
         let report = run(

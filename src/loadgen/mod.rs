@@ -43,6 +43,9 @@ pub struct LoadConfig {
     /// With agents: one `SubscribeAssist` per agent, and the delay from each turn's result to its
     /// guidance events reaching the agent's stream measured.
     pub assist: bool,
+    /// Conversations belong to this many customers (`context.customer_id` `lg-customer-N`,
+    /// round robin, on the first turn); 0: none.
+    pub customers: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -183,6 +186,27 @@ async fn subscribe_agents(
 
 fn agent_id(a: usize) -> String {
     format!("lg-agent-{a}")
+}
+
+/// The context of conversation `c`'s first turn: its agent and customer (round robin over
+/// `agents` and `customers`; 0: none); None when neither.
+pub(crate) fn first_context(
+    c: usize,
+    agents: usize,
+    customers: usize,
+) -> Option<crate::grpc::wire::TurnContext> {
+    if agents == 0 && customers == 0 {
+        return None;
+    }
+    let id = |n: usize, name: &str| match n {
+        0 => Vec::new(),
+        n => format!("lg-{name}-{}", c % n).into_bytes(),
+    };
+    Some(crate::grpc::wire::TurnContext {
+        agent_id: id(agents, "agent"),
+        customer_id: id(customers, "customer"),
+        ..Default::default()
+    })
 }
 
 /// Texts from a GoEmotions-style TSV (first column) or a plain file (one text per line).
@@ -332,11 +356,8 @@ pub async fn run(config: LoadConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
             speaker,
             text.clone(),
         );
-        if config.agents > 0 && next_turn[c] == 1 {
-            turn.context = Some(crate::grpc::wire::TurnContext {
-                agent_id: agent_id(c % config.agents).into_bytes(),
-                ..Default::default()
-            });
+        if next_turn[c] == 1 {
+            turn.context = first_context(c, config.agents, config.customers);
         }
         if senders[s].send(turn).await.is_err() {
             anyhow::bail!("stream {s} closed by the server");

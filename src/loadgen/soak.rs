@@ -52,6 +52,9 @@ pub struct SoakConfig {
     /// Names the run's conversations (`sk{run_id}g{generation}-{slot}`); default: the start
     /// time. The same id, configuration and texts send the same turns.
     pub run_id: Option<String>,
+    /// Conversations belong to this many customers (`context.customer_id` `lg-customer-N` on
+    /// the first turn; a slot's next conversation is the next customer's); 0: none.
+    pub customers: usize,
 }
 
 impl SoakConfig {
@@ -378,7 +381,11 @@ pub async fn run(config: SoakConfig, texts: Arc<Vec<String>>) -> anyhow::Result<
         } else {
             pb::Speaker::Agent
         };
-        let request = pb::TurnRequest::new(id, next_turn[c], speaker, text.clone());
+        let mut request = pb::TurnRequest::new(id, next_turn[c], speaker, text.clone());
+        if next_turn[c] == 1 {
+            let n = generation[c] as usize * config.conversations + c;
+            request.context = super::first_context(n, 0, config.customers);
+        }
         let s = c % config.streams;
         let turn = InFlight {
             request,
