@@ -479,6 +479,42 @@ async fn the_silent_customers_page_in_a_real_browser() {
     assert_eq!(rows["resigned"], "33.3%");
     assert!(rows["csv"].as_str().unwrap().contains("format=csv"));
     browser.screenshot(&shot.join("qa-report.png")).await;
+
+    // Both pages in Chinese: asked for once (`?lang=zh`), then remembered.
+    browser
+        .goto(&format!("http://{}/report?lang=zh", server.web_addr))
+        .await;
+    let zh = browser
+        .wait_for(
+            "the report in Chinese",
+            Duration::from_secs(15),
+            "const row = (m) => document.querySelector(`#metric-rows tr[data-metric='${m}']`);              const alerts = [...document.querySelectorAll('#metric-rows tr')].find(r => r.dataset.metric.startsWith('alerts '));              return row('contacts') && {h1: document.querySelector('h1').textContent,                contacts: row('contacts').querySelector('th').textContent,                value: row('contacts').querySelector('td').textContent,                alerts: alerts ? alerts.querySelector('th').textContent : null, lang: document.documentElement.lang}",
+            json!([]),
+        )
+        .await;
+    eprintln!("{zh}");
+    assert_eq!(zh["h1"], "质检报告");
+    assert_eq!(zh["contacts"], "联系次数");
+    assert_eq!(zh["value"], "3");
+    if let Some(alerts) = zh["alerts"].as_str() {
+        assert!(alerts.starts_with("告警："), "{zh}");
+    }
+    assert_eq!(zh["lang"], "zh-CN");
+    browser.screenshot(&shot.join("qa-report-zh.png")).await;
+    browser
+        .goto(&format!("http://{}/customers", server.web_addr))
+        .await;
+    let zh = browser
+        .wait_for(
+            "the silent list in Chinese",
+            Duration::from_secs(15),
+            "return !document.getElementById('customers').hidden &&                {h1: document.querySelector('h1').textContent,                 empty: document.getElementById('silent-empty').textContent,                 show: document.querySelector('#filters button').textContent}",
+            json!([]),
+        )
+        .await;
+    assert_eq!(zh["h1"], "沉默客户", "{zh}");
+    assert_eq!(zh["empty"], "名单为空。");
+    assert_eq!(zh["show"], "显示");
     browser.quit().await;
     server.stop().await.unwrap();
 }

@@ -398,6 +398,58 @@ async fn dashboard_in_a_real_browser() {
     browser
         .screenshot(&artifacts.join("dashboard-reloaded.png"))
         .await;
+
+    // The interface in Chinese (`?lang=zh`, or a browser whose first language is Chinese):
+    // the page's own words, severities and alert kinds, around what the service wrote.
+    browser.goto(&format!("{base}/?lang=zh")).await;
+    let zh = browser
+        .wait_for(
+            "the dashboard in Chinese",
+            Duration::from_secs(10),
+            "const a = document.querySelector(arguments[0]), z = document.querySelector(arguments[1]);              if (!a || !z || document.body.dataset.feed !== 'live') return null;              return {lang: document.documentElement.lang, h1: document.querySelector('h1').textContent,                alerts: document.querySelector('#alerts-title').textContent,                switch: document.getElementById('language').textContent,                severity: z.querySelector('.sev').textContent, kind: z.querySelector('.alert-head strong').textContent,                status: a.querySelector('.status').textContent, feed: document.getElementById('feed-state').textContent,                heading: [...document.querySelectorAll('#conversations th')].map(t => t.textContent).join('|')}",
+            json!([card.clone(), format!(".alert[data-conversation=\"{zh_id}\"]")]),
+        )
+        .await;
+    eprintln!("{zh}");
+    assert_eq!(zh["lang"], "zh-CN");
+    assert_eq!(zh["h1"], "班长看板");
+    assert!(
+        zh["alerts"].as_str().unwrap().starts_with("实时告警"),
+        "{zh}"
+    );
+    assert_eq!(zh["switch"], "English");
+    assert!(
+        ["严重", "紧急"].contains(&zh["severity"].as_str().unwrap()),
+        "{zh}"
+    );
+    assert!(
+        !zh["kind"].as_str().unwrap().is_ascii(),
+        "the alert kind in Chinese: {zh}"
+    );
+    assert!(zh["status"].as_str().unwrap().contains("sam 于"), "{zh}");
+    assert_eq!(zh["feed"], "推送：实时");
+    assert!(
+        zh["heading"]
+            .as_str()
+            .unwrap()
+            .starts_with("会话|队列|滚动分"),
+        "{zh}"
+    );
+    let report = browser.eval(ACCESSIBILITY, json!([])).await;
+    assert_eq!(report["problems"], json!([]), "in Chinese: {report}");
+    browser
+        .screenshot(&artifacts.join("dashboard-zh.png"))
+        .await;
+    // The switch goes back to English, and is remembered.
+    browser.click("#language").await;
+    browser
+        .wait_for(
+            "the dashboard in English again",
+            Duration::from_secs(10),
+            "return document.querySelector('h1').textContent === 'Supervisor dashboard'                && document.body.dataset.feed === 'live'",
+            json!([]),
+        )
+        .await;
     println!("screenshots in {}", artifacts.display());
 
     // Signing out ends the session: the page asks for a token again, the API refuses.

@@ -7,13 +7,8 @@
 const agentId = decodeURIComponent(location.pathname.replace(/^\/agent\//, "").replace(/\/$/, ""));
 const state = { seen: new Set(), lastSequence: 0, source: null, conversations: new Map(), breaks: [] };
 
-// The page's language: `?lang=zh` / `?lang=en`, else the browser's first language. What the
-// service wrote (details, approaches, opening lines) is in the conversation's language already.
-const LANG = (() => {
-  const asked = new URLSearchParams(location.search).get("lang") || (navigator.languages || [])[0] || navigator.language || "";
-  return /^zh/i.test(asked) ? "zh" : "en";
-})();
-
+// The page's language is common.js's LANG (`?lang=`, remembered, else the browser's). What
+// the service wrote (details, approaches, opening lines) is in the conversation's language already.
 const TEXT = {
   en: {
     title: "Agent assist", skip: "Skip to guidance", signOut: "Sign out", signIn: "Sign in",
@@ -32,7 +27,6 @@ const TEXT = {
     feeling: "Feeling: ", approach: "Approach: ", sayFirst: "Say first: ", asked: "They asked for",
     withheld: "(text withheld)", escalation: "Escalation heard: ", drops: "Where the mood dropped",
     earlier: "Earlier contacts", lowest: "lowest", turn: (n) => `turn ${n}`, firstAsked: "First asked: ",
-    emotion: {},
   },
   zh: {
     title: "坐席助手", skip: "跳到提示", signOut: "退出", signIn: "登录",
@@ -51,19 +45,11 @@ const TEXT = {
     feeling: "情绪：", approach: "应对方式：", sayFirst: "开场白：", asked: "客户诉求",
     withheld: "（内容已隐去）", escalation: "听到的升级诉求：", drops: "情绪下降的轮次",
     earlier: "以往来电", lowest: "最低", turn: (n) => `第 ${n} 轮`, firstAsked: "第一次提问：",
-    // The English model's GoEmotions labels; a label not here is shown as the model names it.
-    emotion: {
-      admiration: "钦佩", amusement: "愉快", anger: "愤怒", annoyance: "烦躁", approval: "认可", caring: "关心",
-      confusion: "困惑", curiosity: "好奇", desire: "渴望", disappointment: "失望", disapproval: "不认可",
-      disgust: "厌恶", embarrassment: "尴尬", excitement: "兴奋", fear: "担心", gratitude: "感谢", grief: "悲痛",
-      joy: "高兴", love: "喜爱", nervousness: "紧张", optimism: "乐观", pride: "自豪", realization: "醒悟",
-      relief: "宽慰", remorse: "歉疚", sadness: "难过", surprise: "惊讶", neutral: "平静",
-    },
   },
 };
 const T = TEXT[LANG];
 const LABELS = T.kinds;
-const emotions = (list) => emotionList((list || []).map((e) => ({ ...e, label: T.emotion[e.label] || e.label })));
+const emotions = emotionList;
 
 function showSignIn(message) {
   if (state.source) state.source.close();
@@ -184,7 +170,7 @@ function briefView(brief, event) {
       el("ol", { class: "earlier" }, brief.earlier_contacts.map((c) =>
         el("li", { dataset: { outcome: c.outcome } },
           `${c.ended_at_ms ? new Date(c.ended_at_ms).toLocaleDateString(LANG === "zh" ? "zh-CN" : undefined) : ""} · ${T.outcome[c.outcome] || c.outcome} · ${T.lowest} ${fmt(c.lowest_score)}`,
-          c.emotions.length ? ` · ${c.emotions.map((l) => T.emotion[l] || l).join(", ")}` : "")))) : null,
+          c.emotions.length ? ` · ${c.emotions.map(emotionName).join(", ")}` : "")))) : null,
     el("p", { class: "detail hint", text: event.detail }),
   );
 }
@@ -224,7 +210,7 @@ function render() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("agent-name").textContent = agentId;
-  document.documentElement.lang = LANG === "zh" ? "zh-CN" : "en";
+  translatePage({});
   document.title = `${T.title} · ${agentId}`;
   for (const [id, text] of [["title", T.title], ["skip", T.skip], ["sign-out", T.signOut], ["signin-title", T.signIn],
     ["signin-submit", T.signIn], ["token-label", T.tokenLabel], ["token-hint", T.tokenHint], ["guidance-title-text", T.conversations],

@@ -18,6 +18,79 @@ const state = {
   generation: 0, // bumped on every restart, so stale responses are ignored
 };
 
+// The page's words: `html` for the fixed ones (index.html's data-i18n keys, Chinese only),
+// the rest for what this script writes.
+const TEXT = {
+  en: {
+    feed: { signedOut: "feed: signed out", connecting: "feed: connecting", live: "feed: live", offline: "feed: offline", reconnecting: "feed: reconnecting…" },
+    model: "model", shadow: "shadow", unreachable: "▲ service unreachable",
+    healthTitle: (s) => `Model sha256 ${s.model.sha256.slice(0, 12)}…, ${s.model.labels} labels, ` +
+      `${s.conversations_tracked} conversations tracked, redaction ${s.redaction}`,
+    incidents: (n, open) => `${n} incident${n === 1 ? "" : "s"}, ${open} open and unacknowledged`,
+    ackedBy: (who, at, note) => `Acknowledged by ${who} at ${at}${note ? `: “${note}”` : ""}`,
+    resolvedNotAcked: "Resolved, not acknowledged", openNotAcked: "Open, not acknowledged",
+    alertLabel: (a) => `${a.severity} ${kindName(a.kind)} alert on ${a.conversation_id}`,
+    noQueue: "no queue", agent: "agent", rolling: (a) => `rolling ${fmt(a.rolling_valence)} (trend ${fmt(a.trend_start)} → ${fmt(a.trend_now)})`,
+    dominant: "Dominant: ", suggested: "Suggested: ", noteFor: (id) => `Note for the alert on ${id}`,
+    notePlaceholder: "note (optional)", acknowledge: "Acknowledge",
+    nameFirst: "Enter your name in “Your name” first: it is recorded.",
+    acknowledged: (who) => `Acknowledged by ${who}`,
+    announce: (a) => `${a.severity} alert: ${kindName(a.kind)} on ${a.conversation_id}` + (a.queue ? ` in ${a.queue}` : ""),
+    spark: (n, from, to) => `Rolling score over ${n} customer turns, from ${from} to ${to}`, noCustomerTurns: "No customer turns yet",
+    ofMatched: (n, m) => `${n} of ${m}`, conversation: (id) => `Conversation ${id}`, loading: "Loading…",
+    speaker: { customer: "customer", agent: "agent", bot: "bot" },
+    speakerLine: (s) => `${TEXT.en.speaker[s.speaker] || s.speaker} ${fmt(s.rolling_valence)} over ${s.turns} turns`,
+    alertLevel: "alert", textPolicy: "text",
+    columns: ["Turn", "Speaker", "Text", "Valence", "Speaker's rolling", "Top emotions", "Alert"], notKept: "(not kept)",
+    noHeat: "No customer turns in this window.", heatLabel: "Mean customer valence per queue and 5 minutes",
+    queueColumn: "Queue", noQueueRow: "(no queue)",
+    cell: (span, c) => `${span}: mean valence ${fmt(c.mean_valence)} over ${c.turns} customer turns; dominant ${c.dominant} (${c.dominant_turns})` +
+      (c.dominant_emotion && c.dominant_emotion !== c.dominant ? `, strongest emotion ${c.dominant_emotion} (${c.dominant_emotion_turns})` : ""),
+    emptyCell: (span) => `${span}: no customer turns`,
+  },
+  zh: {
+    html: {
+      pageTitle: "班长看板 · emotion", skip: "跳到告警", title: "班长看板", healthTitle: "服务状态和正在打分的模型",
+      healthChecking: "状态：检查中…", feedTitle: "实时告警推送", feedOffline: "推送：离线", silentCustomers: "沉默客户",
+      qaReport: "质检报告", signOut: "退出", signIn: "登录", tokenLabel: "访问令牌（班长或管理员角色）",
+      tokenHint: "管理员用以下命令创建令牌：", filters: "筛选", tenant: "租户", queue: "队列", severity: "级别", all: "全部",
+      warningUp: "警告及以上", criticalUp: "严重及以上", urgentOnly: "仅紧急", yourName: "您的姓名",
+      yourNameHint: "确认告警时记录", apply: "应用", liveAlerts: "实时告警", noAlerts: "当前筛选条件下没有告警。",
+      atRisk: "风险会话", atRiskCaption: "进行中的会话，客户滚动情绪分最低的在前", conversation: "会话", rolling: "滚动分",
+      trajectory: "走势", dominantEmotions: "主要情绪", alert: "告警", noConversations: "没有进行中的会话。",
+      heatmap: "情绪热力图", heatmapHint: "每个队列每 5 分钟的客户平均情绪值。", last: "最近",
+      h1: "1 小时", h2: "2 小时", h4: "4 小时", h8: "8 小时", h12: "12 小时", heatDetail: "将鼠标移到或聚焦某个格子查看详情。",
+      legendNegative: "负面 −1", legendPositive: "+1 正面", close: "关闭",
+    },
+    feed: { signedOut: "推送：已退出", connecting: "推送：连接中", live: "推送：实时", offline: "推送：离线", reconnecting: "推送：重新连接中…" },
+    model: "模型", shadow: "影子", unreachable: "▲ 服务无法访问", health: { SERVING: "运行中", NOT_SERVING: "未就绪" },
+    healthTitle: (s) => `模型 sha256 ${s.model.sha256.slice(0, 12)}…，${s.model.labels} 个标签，` +
+      `跟踪中的会话 ${s.conversations_tracked} 个，文本处理：${s.redaction}`,
+    incidents: (n, open) => `共 ${n} 条，${open} 条未解除且未确认`,
+    ackedBy: (who, at, note) => `${who} 于 ${at} 确认${note ? `：“${note}”` : ""}`,
+    resolvedNotAcked: "已解除，未确认", openNotAcked: "未解除，未确认",
+    alertLabel: (a) => `会话 ${a.conversation_id} 的${severityName(a.severity)}告警：${kindName(a.kind)}`,
+    noQueue: "无队列", agent: "坐席", rolling: (a) => `滚动分 ${fmt(a.rolling_valence)}（走势 ${fmt(a.trend_start)} → ${fmt(a.trend_now)}）`,
+    dominant: "主要情绪：", suggested: "建议：", noteFor: (id) => `会话 ${id} 告警的备注`,
+    notePlaceholder: "备注（可选）", acknowledge: "确认",
+    nameFirst: "请先在“您的姓名”中填写姓名：确认时会记录。",
+    acknowledged: (who) => `${who} 已确认`,
+    announce: (a) => `${severityName(a.severity)}告警：会话 ${a.conversation_id}，${kindName(a.kind)}` + (a.queue ? `，队列 ${a.queue}` : ""),
+    spark: (n, from, to) => `客户 ${n} 轮发言的滚动情绪分，从 ${from} 到 ${to}`, noCustomerTurns: "客户尚未发言",
+    ofMatched: (n, m) => `${n} / ${m}`, conversation: (id) => `会话 ${id}`, loading: "加载中…",
+    speaker: { customer: "客户", agent: "坐席", bot: "机器人" },
+    speakerLine: (s) => `${TEXT.zh.speaker[s.speaker] || s.speaker} ${fmt(s.rolling_valence)}（${s.turns} 轮）`,
+    alertLevel: "告警", textPolicy: "文本", redaction: { none: "原文", masked: "已脱敏", no_text: "不保留" },
+    columns: ["轮次", "说话人", "内容", "情绪值", "说话人滚动分", "主要情绪", "告警"], notKept: "（未保留）",
+    noHeat: "此时段没有客户发言。", heatLabel: "每个队列每 5 分钟的客户平均情绪值",
+    queueColumn: "队列", noQueueRow: "（无队列）",
+    cell: (span, c) => `${span}：平均情绪值 ${fmt(c.mean_valence)}，客户发言 ${c.turns} 轮；最多 ${emotionName(c.dominant)}（${c.dominant_turns}）` +
+      (c.dominant_emotion && c.dominant_emotion !== c.dominant ? `，最强情绪 ${emotionName(c.dominant_emotion)}（${c.dominant_emotion_turns}）` : ""),
+    emptyCell: (span) => `${span}：没有客户发言`,
+  },
+};
+const T = TEXT[LANG];
+
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 const hm = (secs) => new Date(secs * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 const words = (s) => (s || "").replaceAll("_", " ");
@@ -41,7 +114,7 @@ function showSignIn(message) {
   $("signin-error").textContent = message || "";
   $("who").textContent = "";
   document.body.dataset.feed = "offline";
-  $("feed-state").textContent = "feed: signed out";
+  $("feed-state").textContent = T.feed.signedOut;
   $("token").focus();
 }
 
@@ -53,13 +126,13 @@ async function signIn(event) {
     $("token").value = "";
     await boot();
   } catch (e) {
-    $("signin-error").textContent = e.status === 401 ? "That token is not known." : e.message;
+    $("signin-error").textContent = e.status === 401 ? CT.unknownToken : e.message;
   }
 }
 
 async function signOut() {
   await api("/api/session", { method: "DELETE" }).catch(() => {});
-  showSignIn("Signed out.");
+  showSignIn(CT.signedOut);
 }
 
 async function refreshStatus() {
@@ -67,16 +140,15 @@ async function refreshStatus() {
     const s = await api("/api/status");
     const h = $("health");
     h.dataset.health = s.health;
-    h.textContent = `${s.health === "SERVING" ? "●" : "▲"} ${s.health} · model ${s.model.version}` +
-      (s.model.shadow ? ` (shadow ${s.model.shadow})` : "") +
+    h.textContent = `${s.health === "SERVING" ? "●" : "▲"} ${(T.health && T.health[s.health]) || s.health} · ${T.model} ${s.model.version}` +
+      (s.model.shadow ? ` (${T.shadow} ${s.model.shadow})` : "") +
       (s.model.languages || []).map((l) => ` · ${l.language} ${l.version}`).join("");
-    h.title = `Model sha256 ${s.model.sha256.slice(0, 12)}…, ${s.model.labels} labels, ` +
-      `${s.conversations_tracked} conversations tracked, redaction ${s.redaction}`;
+    h.title = T.healthTitle(s);
     return s;
   } catch (e) {
     if (e.status !== 401) {
       $("health").dataset.health = "unreachable";
-      $("health").textContent = "▲ service unreachable";
+      $("health").textContent = T.unreachable;
     }
     return null;
   }
@@ -95,7 +167,7 @@ async function boot() {
   $("sign-out").hidden = !s.identity.auth_enabled;
   $("who").textContent = s.identity.auth_enabled
     ? `${s.identity.name} (${s.identity.role}${s.identity.tenants.length ? ": " + s.identity.tenants.join(", ") : ""})`
-    : "auth off";
+    : CT.authOff;
   $("f-name-label").hidden = s.identity.auth_enabled;
   $("f-tenant").value = state.filters.tenant || "";
   $("f-queue").value = state.filters.queue || "";
@@ -122,7 +194,7 @@ async function start() {
   state.seen.clear();
   $("alert-list").replaceChildren();
   document.body.dataset.feed = "connecting";
-  $("feed-state").textContent = "feed: connecting";
+  $("feed-state").textContent = T.feed.connecting;
   try {
     const history = await api("/api/alerts?" + query({ min_severity: state.filters.min_severity, limit: 300 }));
     if (generation !== state.generation) return;
@@ -146,7 +218,7 @@ function connect(generation) {
   state.source = source;
   source.addEventListener("open", () => {
     document.body.dataset.feed = "live";
-    $("feed-state").textContent = "feed: live";
+    $("feed-state").textContent = T.feed.live;
   });
   source.addEventListener("alert", (e) => {
     const alert = JSON.parse(e.data);
@@ -162,11 +234,11 @@ function connect(generation) {
     if (source.readyState === EventSource.CLOSED) {
       // Refused (signed out, or the server is gone for good): check why, then start again.
       document.body.dataset.feed = "offline";
-      $("feed-state").textContent = "feed: offline";
+      $("feed-state").textContent = T.feed.offline;
       setTimeout(() => generation === state.generation && boot(), 3000);
     } else {
       document.body.dataset.feed = "reconnecting";
-      $("feed-state").textContent = "feed: reconnecting…";
+      $("feed-state").textContent = T.feed.reconnecting;
     }
   });
 }
@@ -183,8 +255,7 @@ function apply(alert, live) {
   }
   incident.events.set(alert.sequence, alert);
   if (live && (alert.state === "RAISED" || alert.state === "ESCALATED")) {
-    $("announcer").textContent = `${alert.severity} alert: ${words(alert.kind)} on ${alert.conversation_id}` +
-      (alert.queue ? ` in ${alert.queue}` : "");
+    $("announcer").textContent = T.announce(alert);
   }
   return true;
 }
@@ -214,7 +285,7 @@ function renderAlerts() {
     if (target) target.focus();
   }
   const open = views.filter((v) => v.last.state !== "RESOLVED" && !v.ack).length;
-  $("alert-count").textContent = `${views.length} incident${views.length === 1 ? "" : "s"}, ${open} open and unacknowledged`;
+  $("alert-count").textContent = T.incidents(views.length, open);
   $("alerts-empty").hidden = views.length > 0;
 }
 
@@ -222,35 +293,35 @@ function alertCard(v, note) {
   const a = v.main;
   const excerpt = [...(a.evidence || [])].reverse().find((e) => e.excerpt)?.excerpt;
   const history = v.events.filter((e) => e.state !== "ACKNOWLEDGED")
-    .map((e) => `${e.state.toLowerCase()} ${clock(e.created_at_ms)}`).join(" → ");
+    .map((e) => `${stateName(e.state)} ${clock(e.created_at_ms)}`).join(" → ");
   const status = v.ack
-    ? `Acknowledged by ${v.ack.acknowledged_by} at ${clock(v.ack.created_at_ms)}${v.ack.note ? `: “${v.ack.note}”` : ""}`
-    : v.last.state === "RESOLVED" ? "Resolved, not acknowledged" : "Open, not acknowledged";
+    ? T.ackedBy(v.ack.acknowledged_by, clock(v.ack.created_at_ms), v.ack.note)
+    : v.last.state === "RESOLVED" ? T.resolvedNotAcked : T.openNotAcked;
   const card = el("li", {
     class: "alert",
     tabindex: "-1",
-    "aria-label": `${a.severity} ${words(a.kind)} alert on ${a.conversation_id}`,
+    "aria-label": T.alertLabel(a),
     dataset: {
       alertId: v.id, conversation: a.conversation_id, severity: a.severity, state: v.last.state,
       acknowledged: String(Boolean(v.ack)), sequence: String(v.last.sequence), receivedAt: String(v.receivedAt),
     },
   },
   el("div", { class: "alert-head" },
-    el("span", { class: `sev sev-${a.severity}`, text: a.severity }),
-    el("strong", { text: words(a.kind) }),
+    el("span", { class: `sev sev-${a.severity}`, text: severityName(a.severity) }),
+    el("strong", { text: kindName(a.kind) }),
     el("time", { datetime: new Date(a.created_at_ms).toISOString(), text: clock(a.created_at_ms) })),
   el("p", { class: "where" },
     el("button", { class: "link", type: "button", text: a.conversation_id, onclick: () => openConversation(a.conversation_id) }),
-    ` · ${[a.tenant, a.queue].filter(Boolean).join(" / ") || "no queue"}${a.agent_id ? " · agent " + a.agent_id : ""}` +
-    ` · rolling ${fmt(a.rolling_valence)} (trend ${fmt(a.trend_start)} → ${fmt(a.trend_now)})`),
+    ` · ${[a.tenant, a.queue].filter(Boolean).join(" / ") || T.noQueue}${a.agent_id ? ` · ${T.agent} ${a.agent_id}` : ""}` +
+    ` · ${T.rolling(a)}`),
   a.detail ? el("p", { class: "detail", text: a.detail }) : null,
   excerpt ? el("blockquote", { class: "excerpt", text: excerpt }) : null,
-  a.dominant_emotions?.length ? el("p", { class: "emotions", text: "Dominant: " + emotionList(a.dominant_emotions) }) : null,
-  a.suggestion ? el("p", { class: "suggestion", text: "Suggested: " + a.suggestion }) : null,
+  a.dominant_emotions?.length ? el("p", { class: "emotions", text: T.dominant + emotionList(a.dominant_emotions) }) : null,
+  a.suggestion ? el("p", { class: "suggestion", text: T.suggested + a.suggestion }) : null,
   el("p", { class: "status", text: `${status} · ${history}` }),
   v.ack ? null : el("form", { class: "ack", onsubmit: (e) => { e.preventDefault(); acknowledge(v.id, e.target); } },
-    el("input", { name: "note", "aria-label": `Note for the alert on ${a.conversation_id}`, placeholder: "note (optional)", maxlength: "1024", value: note || undefined }),
-    el("button", { class: "ack-button", type: "submit", text: "Acknowledge" }),
+    el("input", { name: "note", "aria-label": T.noteFor(a.conversation_id), placeholder: T.notePlaceholder, maxlength: "1024", value: note || undefined }),
+    el("button", { class: "ack-button", type: "submit", text: T.acknowledge }),
     el("span", { class: "error", role: "alert" })));
   return card;
 }
@@ -260,7 +331,7 @@ async function acknowledge(alertId, form) {
   const supervisor = $("f-name").value.trim();
   if (!state.identity.auth_enabled) {
     if (!supervisor) {
-      form.querySelector(".error").textContent = "Enter your name in “Your name” first: it is recorded.";
+      form.querySelector(".error").textContent = T.nameFirst;
       $("f-name").focus();
       return;
     }
@@ -271,7 +342,7 @@ async function acknowledge(alertId, form) {
       method: "POST", body: JSON.stringify({ note, supervisor }),
     });
     if (apply(event, false)) renderAlerts();
-    $("announcer").textContent = `Acknowledged by ${event.acknowledged_by}`;
+    $("announcer").textContent = T.acknowledged(event.acknowledged_by);
   } catch (e) {
     form.querySelector(".error").textContent = e.message;
   }
@@ -289,8 +360,8 @@ function sparkline(values) {
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", values.length
-    ? `Rolling score over ${values.length} customer turns, from ${fmt(values[0])} to ${fmt(values[values.length - 1])}`
-    : "No customer turns yet");
+    ? T.spark(values.length, fmt(values[0]), fmt(values[values.length - 1]))
+    : T.noCustomerTurns);
   const zero = document.createElementNS(ns, "line");
   Object.entries({ x1: 0, x2: w, y1: h / 2, y2: h / 2 }).forEach(([k, v]) => zero.setAttribute(k, v));
   svg.append(zero);
@@ -308,7 +379,7 @@ async function refreshConversations(generation) {
   try {
     const data = await api("/api/conversations?" + query({ limit: 25 }));
     if (generation !== state.generation) return;
-    $("conv-count").textContent = `${data.conversations.length} of ${data.matched}`;
+    $("conv-count").textContent = T.ofMatched(data.conversations.length, data.matched);
     $("conv-empty").hidden = data.conversations.length > 0;
     const focused = document.activeElement?.dataset?.open;
     $("conv-rows").replaceChildren(...data.conversations.map((c) => el("tr", { dataset: { conversationId: c.conversation_id } },
@@ -318,33 +389,33 @@ async function refreshConversations(generation) {
       el("td", { class: `valence ${c.customer_rolling < 0 ? "neg" : "pos"}`, text: c.customer_rolling === null ? "—" : fmt(c.customer_rolling) }),
       el("td", {}, sparkline(c.trajectory)),
       el("td", { text: emotionList(c.dominant_emotions) }),
-      el("td", {}, el("span", { class: `sev sev-${c.alert_level}`, text: c.alert_level })))));
+      el("td", {}, el("span", { class: `sev sev-${c.alert_level}`, text: severityName(c.alert_level) })))));
     if (focused) document.querySelector(`[data-open="${CSS.escape(focused)}"]`)?.focus();
   } catch (_) { /* status shows reachability */ }
 }
 
 async function openConversation(id) {
   const dialog = $("conv-dialog");
-  $("conv-title").textContent = `Conversation ${id}`;
-  $("conv-body").replaceChildren(el("p", { text: "Loading…" }));
+  $("conv-title").textContent = T.conversation(id);
+  $("conv-body").replaceChildren(el("p", { text: T.loading }));
   if (!dialog.open) dialog.showModal();
   try {
     const c = await api(`/api/conversations/${encodeURIComponent(id)}`);
-    const speakers = c.speakers.map((s) => `${s.speaker} ${fmt(s.rolling_valence)} over ${s.turns} turns`).join(" · ");
+    const speakers = c.speakers.map(T.speakerLine).join(" · ");
     $("conv-body").replaceChildren(
-      el("p", { class: "where", text: `${[c.tenant, c.queue].filter(Boolean).join(" / ") || "no queue"}` +
-        `${c.agent_id ? " · agent " + c.agent_id : ""} · alert ${c.alert_level} · ${speakers} · text: ${words(c.redaction)}` }),
+      el("p", { class: "where", text: `${[c.tenant, c.queue].filter(Boolean).join(" / ") || T.noQueue}` +
+        `${c.agent_id ? ` · ${T.agent} ${c.agent_id}` : ""} · ${T.alertLevel} ${severityName(c.alert_level)} · ${speakers} · ${T.textPolicy}: ${(T.redaction && T.redaction[c.redaction]) || words(c.redaction)}` }),
       el("table", { id: "turns" },
-        el("thead", {}, el("tr", {}, ...["Turn", "Speaker", "Text", "Valence", "Speaker's rolling", "Top emotions", "Alert"]
+        el("thead", {}, el("tr", {}, ...T.columns
           .map((t) => el("th", { scope: "col", text: t })))),
         el("tbody", {}, ...c.turns.map((t) => el("tr", { class: `turn-${t.speaker}`, dataset: { turnId: String(t.turn_id) } },
           el("td", { text: String(t.turn_id) }),
-          el("td", { text: t.speaker }),
-          el("td", { text: t.text ?? "(not kept)" }),
+          el("td", { text: T.speaker[t.speaker] || t.speaker }),
+          el("td", { text: t.text ?? T.notKept }),
           el("td", { class: `valence ${t.valence < 0 ? "neg" : "pos"}`, text: fmt(t.valence) }),
           el("td", { class: `valence ${t.rolling_valence < 0 ? "neg" : "pos"}`, text: fmt(t.rolling_valence) }),
           el("td", { text: emotionList(t.top_emotions) }),
-          el("td", {}, el("span", { class: `sev sev-${t.alert_level}`, text: t.alert_level })))))));
+          el("td", {}, el("span", { class: `sev sev-${t.alert_level}`, text: severityName(t.alert_level) })))))));
   } catch (e) {
     $("conv-body").replaceChildren(el("p", { class: "error", text: e.message }));
   }
@@ -368,24 +439,21 @@ async function refreshHeatmap(generation) {
     for (let t = data.from; t <= data.to; t += data.bucket_secs) columns.push(t);
     const grid = $("heat-grid");
     if (!data.rows.length) {
-      grid.replaceChildren(el("p", { class: "empty", text: "No customer turns in this window." }));
+      grid.replaceChildren(el("p", { class: "empty", text: T.noHeat }));
       return;
     }
     const focused = document.activeElement?.dataset?.cell;
-    grid.replaceChildren(el("table", { "aria-label": "Mean customer valence per queue and 5 minutes" },
-      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Queue" }),
+    grid.replaceChildren(el("table", { "aria-label": T.heatLabel },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: T.queueColumn }),
         ...columns.map((t, i) => el("th", { scope: "col", text: i % 3 === 0 || i === columns.length - 1 ? hm(t) : "" },
           i % 3 === 0 || i === columns.length - 1 ? null : el("span", { class: "sr-only", text: hm(t) }))))),
       el("tbody", {}, ...data.rows.map((r) => {
-        const name = [r.tenant, r.queue].filter(Boolean).join(" / ") || "(no queue)";
+        const name = [r.tenant, r.queue].filter(Boolean).join(" / ") || T.noQueueRow;
         const byStart = new Map(r.cells.map((c) => [c.start, c]));
         return el("tr", {}, el("th", { scope: "row", text: name }), ...columns.map((t) => {
           const c = byStart.get(t);
           const span = `${name}, ${hm(t)}–${hm(t + data.bucket_secs)}`;
-          const text = c
-            ? `${span}: mean valence ${fmt(c.mean_valence)} over ${c.turns} customer turns; dominant ${c.dominant} (${c.dominant_turns})` +
-              (c.dominant_emotion && c.dominant_emotion !== c.dominant ? `, strongest emotion ${c.dominant_emotion} (${c.dominant_emotion_turns})` : "")
-            : `${span}: no customer turns`;
+          const text = c ? T.cell(span, c) : T.emptyCell(span);
           const td = el("td", {
             class: c ? "cell has" : "cell", tabindex: c ? "0" : undefined, title: text, "aria-label": text,
             dataset: { cell: `${name}@${t}`, queue: r.queue, tenant: r.tenant, start: String(t), turns: c ? String(c.turns) : undefined, valence: c ? String(c.mean_valence) : undefined, dominant: c?.dominant },
@@ -403,6 +471,7 @@ async function refreshHeatmap(generation) {
 // ---- wiring -----------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
+  translatePage(TEXT.zh.html);
   onSignedOut = showSignIn;
   $("signin-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);

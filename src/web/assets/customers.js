@@ -2,7 +2,26 @@
 // recording a call-back. No framework, no CDN.
 "use strict";
 
-const OUTCOMES = { resigned: "gave up", negative: "negative", open_incident: "open incident", ok: "ok" };
+const TEXT = {
+  en: {
+    outcomes: { resigned: "gave up", negative: "negative", open_incident: "open incident", ok: "ok" },
+    markCalled: "Mark called",
+  },
+  zh: {
+    outcomes: { resigned: "客户放弃", negative: "负面", open_incident: "告警未结", ok: "正常" },
+    markCalled: "标记已回访",
+    html: {
+      pageTitle: "沉默客户 · emotion", skip: "跳到名单", title: "沉默客户", alerts: "告警", signOut: "退出", signIn: "登录",
+      tokenLabel: "访问令牌（班长或管理员角色）",
+      hint: "上一次联系以负面、未结告警或放弃（“算了，不折腾了”）结束、此后再没有联系的客户，最严重的在前。" +
+        "请回访，然后标记为已回访：在下一次联系之前他们不再出现在名单中。客户编号是化名；最后一次会话的 ID 来自您的平台，可据此找到客户。",
+      tenant: "租户", all: "全部", asOf: "截至（距今天数）", show: "显示", csv: "下载 CSV", silentList: "沉默名单",
+      empty: "名单为空。", customer: "客户", rank: "排序分", bad: "负面 / 联系次数", lastContact: "最后一次联系",
+      ended: "结束时间", lowest: "最低分", emotions: "情绪",
+    },
+  },
+};
+const T = TEXT[LANG];
 
 function query() {
   const q = new URLSearchParams({ limit: "200" });
@@ -34,7 +53,7 @@ function render(page) {
   rows.replaceChildren();
   for (const s of page.customers) {
     const last = s.last || {};
-    const button = el("button", { type: "button", class: "called", text: "Mark called" });
+    const button = el("button", { type: "button", class: "called", text: T.markCalled });
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
@@ -50,11 +69,11 @@ function render(page) {
       el("td", { text: s.tenant }),
       el("td", { text: s.rank.toFixed(2) }),
       el("td", { text: `${s.bad_contacts} / ${s.contacts}` }),
-      el("td", {}, el("span", { class: `outcome outcome-${last.outcome}`, text: OUTCOMES[last.outcome] || last.outcome }),
+      el("td", {}, el("span", { class: `outcome outcome-${last.outcome}`, text: T.outcomes[last.outcome] || last.outcome }),
         " · ", el("span", { class: "conversation", text: last.conversation_id }), last.queue ? ` (${last.queue})` : ""),
-      el("td", { text: last.ended_at_ms ? new Date(last.ended_at_ms).toLocaleString() : "" }),
+      el("td", { text: last.ended_at_ms ? new Date(last.ended_at_ms).toLocaleString(LANG === "zh" ? "zh-CN" : undefined) : "" }),
       el("td", { text: fmt(last.lowest_score || 0) }),
-      el("td", { text: (last.emotions || []).join(" · ") }),
+      el("td", { text: (last.emotions || []).map(emotionName).join(" · ") }),
       el("td", {}, button)));
   }
   $("silent-table").hidden = page.customers.length === 0;
@@ -63,6 +82,7 @@ function render(page) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  translatePage(TEXT.zh.html);
   shown = signedInPage("customers", "customers-error", load);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
   load();
