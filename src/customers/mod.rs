@@ -308,8 +308,12 @@ pub fn now_ms() -> u64 {
 /// What the writer thread is handed.
 enum Write {
     Contact(Contact),
-    /// Answered once everything handed over before it is written.
+    /// Answered once everything handed over before it is written, or an attempt to write it
+    /// failed (it is then retried).
     Flush(mpsc::Sender<()>),
+    /// Drops the customer's contacts not written yet (an erasure); answered once no write that
+    /// may hold one is under way.
+    Forget(String, mpsc::Sender<()>),
 }
 
 /// The store, the pseudonymizer and the thread that writes ended contacts.
@@ -343,27 +347,7 @@ impl CustomerMemory {
             let store = store.clone();
             std::thread::Builder::new()
                 .name("customer-writer".into())
-                .spawn(move || {
-                    // Everything that arrived together is one transaction.
-                    while let Ok(first) = rx.recv() {
-                        let mut batch = Vec::new();
-                        let mut flushes = Vec::new();
-                        for w in std::iter::once(first).chain(rx.try_iter().take(4_095)) {
-                            match w {
-                                Write::Contact(c) => batch.push(c),
-                                Write::Flush(done) => flushes.push(done),
-                            }
-                        }
-                        if !batch.is_empty()
-                            && let Err(e) = store.record(&batch)
-                        {
-                            tracing::error!(error = %e, contacts = batch.len(), "customer contacts not recorded");
-                        }
-                        for done in flushes {
-                            let _ = done.send(());
-                        }
-                    }
-                })
+                .spawn(move || write_contacts(store.as_ref(), &rx))
                 .expect("spawning the customer writer")
         };
         Self {
@@ -387,10 +371,20 @@ impl CustomerMemory {
         }
     }
 
-    /// Blocks until every contact handed over so far is written.
+    /// Blocks until every contact handed over so far is written, or an attempt failed (the
+    /// writer keeps them and tries again).
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
         if self.send(Write::Flush(tx)) {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Before erasing `customer`: blocks until none of their contacts handed over so far can
+    /// be written later (each is written already, or dropped).
+    pub fn forget_pending(&self, customer: &str) {
+        let (tx, rx) = mpsc::channel();
+        if self.send(Write::Forget(customer.to_string(), tx)) {
             let _ = rx.recv();
         }
     }
@@ -399,6 +393,87 @@ impl CustomerMemory {
     /// need. Blocking.
     pub fn earlier(&self, customer: &str) -> Result<Vec<Contact>, CustomerError> {
         self.store.recent(customer, EARLIER_CONTACTS)
+    }
+}
+
+/// Contacts the writer holds at most while the store fails (then the oldest are dropped, said).
+const MAX_PENDING: usize = 100_000;
+/// The writer's first pause after a failed write, doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Contacts per write (one transaction, or one publish each in cluster mode).
+const WRITE_BATCH: usize = 4_096;
+
+/// The customer writer: what arrives together is written together (one transaction). A write
+/// that fails (the database, or in cluster mode NATS, unavailable) is kept and tried again, with
+/// what arrived since, after a pause that doubles up to [`RETRY_MAX`]: a contact is lost only if
+/// [`MAX_PENDING`] are waiting, or if the process stops while the store still fails. Writing a
+/// contact twice is harmless (a copy keeps one per customer, end and conversation).
+fn write_contacts(store: &dyn CustomerStore, rx: &mpsc::Receiver<Write>) {
+    let mut pending: std::collections::VecDeque<Contact> = std::collections::VecDeque::new();
+    let mut pause = RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        let first = if pending.is_empty() {
+            match rx.recv() {
+                Ok(w) => Some(w),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(if failing { pause } else { Duration::ZERO }) {
+                Ok(w) => Some(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stopping: one last attempt.
+                    let last: Vec<Contact> = pending.drain(..).collect();
+                    if let Err(e) = store.record(&last) {
+                        tracing::error!(error = %e, contacts = last.len(), "stopping: customer contacts not recorded, lost");
+                    }
+                    return;
+                }
+            }
+        };
+        let mut flushes = Vec::new();
+        for w in first.into_iter().chain(rx.try_iter().take(WRITE_BATCH - 1)) {
+            match w {
+                Write::Contact(c) => pending.push_back(c),
+                Write::Flush(done) => flushes.push(done),
+                Write::Forget(customer, done) => {
+                    pending.retain(|c| c.customer != customer);
+                    flushes.push(done);
+                }
+            }
+        }
+        if pending.len() > MAX_PENDING {
+            let dropped = pending.len() - MAX_PENDING;
+            pending.drain(..dropped);
+            tracing::error!(
+                dropped,
+                "customer contacts dropped: the store has failed for too long"
+            );
+        }
+        if !pending.is_empty() {
+            let batch: Vec<Contact> = pending.iter().take(WRITE_BATCH).cloned().collect();
+            match store.record(&batch) {
+                Ok(()) => {
+                    pending.drain(..batch.len());
+                    if failing {
+                        tracing::info!(waiting = pending.len(), "customer contacts recorded again");
+                    }
+                    (failing, pause) = (false, RETRY_FIRST);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, waiting = pending.len(), retry_in_ms = pause.as_millis() as u64, "customer contacts not recorded yet; retrying");
+                    if failing {
+                        pause = (pause * 2).min(RETRY_MAX);
+                    }
+                    failing = true;
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -414,3 +489,123 @@ impl Drop for CustomerMemory {
 
 /// How many earlier contacts a conversation keeps of its customer.
 pub const EARLIER_CONTACTS: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// The SQLite store, whose writes fail while `failures` is above 0 (each failure counts).
+    struct Flaky {
+        inner: sqlite::SqliteCustomerStore,
+        failures: AtomicUsize,
+    }
+
+    impl CustomerStore for Flaky {
+        fn recent(&self, customer: &str, limit: usize) -> Result<Vec<Contact>, CustomerError> {
+            self.inner.recent(customer, limit)
+        }
+        fn record(&self, contacts: &[Contact]) -> Result<(), CustomerError> {
+            let failing = self.failures.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failures.store(failing - 1, Ordering::SeqCst);
+                return Err(CustomerError::Store {
+                    path: "flaky".into(),
+                    message: "unavailable".into(),
+                });
+            }
+            self.inner.record(contacts)
+        }
+        fn summary(&self, customer: &str) -> Result<Option<CustomerSummary>, CustomerError> {
+            self.inner.summary(customer)
+        }
+        fn silent(&self, q: &SilentQuery) -> Result<SilentPage, CustomerError> {
+            self.inner.silent(q)
+        }
+        fn mark_called(&self, customer: &str, by: &str, at_ms: u64) -> Result<bool, CustomerError> {
+            self.inner.mark_called(customer, by, at_ms)
+        }
+        fn delete(&self, customer: &str, live: &[String]) -> Result<Erased, CustomerError> {
+            self.inner.delete(customer, live)
+        }
+        fn outcomes(&self, f: &ContactFilter) -> Result<[u64; 4], CustomerError> {
+            self.inner.outcomes(f)
+        }
+        fn apply_retention(&self, before_ms: u64) -> Result<usize, CustomerError> {
+            self.inner.apply_retention(before_ms)
+        }
+        fn stats(&self) -> Result<(u64, u64, u64), CustomerError> {
+            self.inner.stats()
+        }
+    }
+
+    fn contact(customer: &str, conversation: &str) -> Contact {
+        Contact {
+            customer: customer.into(),
+            conversation_id: conversation.into(),
+            tenant: "acme".into(),
+            queue: "care".into(),
+            agent_id: "a1".into(),
+            started_ms: 1_000,
+            ended_ms: 61_000,
+            final_score: -0.4,
+            lowest_score: -0.6,
+            alert_events: 1,
+            emotions: vec!["anger".into()],
+            outcome: Outcome::Negative,
+        }
+    }
+
+    fn memory(failures: usize) -> (Arc<Flaky>, CustomerMemory, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Flaky {
+            inner: sqlite::SqliteCustomerStore::open(&dir.path().join("c.sqlite3")).unwrap(),
+            failures: AtomicUsize::new(failures),
+        });
+        let memory = CustomerMemory::new(
+            store.clone(),
+            Pseudonymizer::new(b"0123456789abcdef"),
+            CustomersConfig::default(),
+        );
+        (store, memory, dir)
+    }
+
+    #[test]
+    fn contacts_a_failing_store_refuses_are_written_once_it_takes_them() {
+        let (store, memory, _dir) = memory(3);
+        memory.record(contact("a", "one"));
+        memory.flush(); // after the first attempt, which failed
+        assert!(store.recent("a", 10).unwrap().is_empty());
+        memory.record(contact("a", "two"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let written = loop {
+            let written = store.recent("a", 10).unwrap();
+            if written.len() == 2 || std::time::Instant::now() > deadline {
+                break written;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut ids: Vec<&str> = written.iter().map(|c| c.conversation_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["one", "two"], "both kept through three failed writes");
+        assert_eq!(store.failures.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_erased_customers_waiting_contacts_are_never_written() {
+        let (store, memory, _dir) = memory(usize::MAX);
+        memory.record(contact("b", "one"));
+        memory.flush();
+        memory.forget_pending("b");
+        store.failures.store(0, Ordering::SeqCst);
+        memory.record(contact("a", "two"));
+        memory.flush();
+        assert_eq!(store.recent("a", 10).unwrap().len(), 1);
+        std::thread::sleep(RETRY_FIRST * 3);
+        assert!(
+            store.recent("b", 10).unwrap().is_empty(),
+            "erased before it was written"
+        );
+    }
+}

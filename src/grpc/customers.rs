@@ -242,10 +242,11 @@ pub async fn delete(
         return Err(RequestError::UnknownCustomer(key).into());
     }
     let live = app.store.forget_customer_everywhere(&key).await?;
-    // Contacts handed to the writer before now are in the store when it is erased.
+    // Contacts handed to the writer before now are in the store when it is erased, or dropped
+    // (the store failing): none is written after.
     let (m, k, l) = (memory.clone(), key.clone(), live.clone());
     let erased = blocking(move || {
-        m.flush();
+        m.forget_pending(&k);
         m.store.delete(&k, &l)
     })
     .await?;
