@@ -543,9 +543,10 @@ async fn conversation_state_health(
     }
 }
 
-/// Applies the alert log's retention at start and then every minute.
 /// Every second: while alert events wait for the log (it took no writes; the hub's writer retries
-/// them), AlertFeed health says NOT_SERVING.
+/// them), or the log reports a fault (cluster mode: the alert stream was created again under
+/// this replica's copy, so events would be missed until it restarts), AlertFeed health says
+/// NOT_SERVING.
 async fn alert_log_backlog(
     app: Arc<App>,
     health: tonic_health::server::HealthReporter,
@@ -560,10 +561,14 @@ async fn alert_log_backlog(
             _ = &mut stopped => return,
         }
         let waiting = app.hub.unlogged();
+        let fault = app.hub.log().fault();
         let serving = app.serving.load(std::sync::atomic::Ordering::Relaxed);
-        if (waiting > 0) != degraded && serving {
-            degraded = waiting > 0;
-            let status = if degraded {
+        if (waiting > 0 || fault.is_some()) != degraded && serving {
+            degraded = waiting > 0 || fault.is_some();
+            let status = if let Some(fault) = &fault {
+                tracing::error!(%fault, "alert log not to be trusted: AlertFeed NOT_SERVING until this replica restarts");
+                ServingStatus::NotServing
+            } else if degraded {
                 tracing::error!(waiting, "alert log not writable: AlertFeed NOT_SERVING");
                 ServingStatus::NotServing
             } else {
@@ -576,6 +581,7 @@ async fn alert_log_backlog(
     }
 }
 
+/// Applies the alert log's retention at start and then every minute.
 async fn alert_retention(app: Arc<App>, stopped: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tokio::pin!(stopped);

@@ -407,7 +407,8 @@ async fn the_dashboard_on_any_replica_shows_the_whole_fleet() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (on_one, on_two) = loop {
         let (on_one, on_two) = (listed(&one).await, listed(&two).await);
-        if (on_one.1 == 2 && on_two.1 == 2) || std::time::Instant::now() > deadline {
+        // Each replica learns of the other's commits a moment after them: equal once both know.
+        if (on_one.1 == 2 && on_one == on_two) || std::time::Instant::now() > deadline {
             break (on_one, on_two);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1050,6 +1051,17 @@ async fn replicas_fail_over_without_losing_a_turn_or_an_alert() {
 }
 
 /// The server's own health status (grpc.health.v1, service "").
+/// The AlertFeed service's health on `server`.
+async fn alert_feed(server: &TestServer) -> i32 {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "emotion.v1.AlertFeed".into(),
+        })
+        .await
+        .map_or(0, |r| r.into_inner().status)
+}
+
 async fn health(server: &TestServer) -> i32 {
     let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     client
@@ -1221,6 +1233,54 @@ async fn a_model_loaded_on_one_replica_serves_on_every_replica() {
     serves_within(&one, &original, Duration::from_secs(60)).await;
     one.stop().await.unwrap();
     two.stop().await.unwrap();
+}
+
+/// NATS lost the alert stream under a running replica (another replica, started on wiped
+/// storage, created it again): this replica's copy holds sequences that now name other events,
+/// so it says AlertFeed NOT_SERVING (a load balancer moves supervisors elsewhere; restarting it
+/// rebuilds the copy), while a replica started afterwards serves the new stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_stream_created_again_under_a_replica_is_reported() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const SERVING: i32 = ServingStatus::Serving as i32;
+    const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+    let mut old = replica_config(&nats);
+    old.cluster.replica_id = "replica-old".into();
+    let mut old = TestServer::start(old).await;
+    old.ready().await;
+    stream_all(&mut old.client().await, angry_call("before-the-loss")).await;
+    assert_eq!(alert_feed(&old).await, SERVING);
+
+    let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let config = (js.get_stream("EMOTION_ALERTS").await.unwrap())
+        .cached_info()
+        .config
+        .clone();
+    js.delete_stream("EMOTION_ALERTS").await.unwrap();
+    js.create_stream(config).await.unwrap();
+
+    let start = std::time::Instant::now();
+    while alert_feed(&old).await != NOT_SERVING {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "AlertFeed still serving on a copy of a stream that is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("reported after {:?}", start.elapsed());
+    assert_eq!(health(&old).await, SERVING, "turns are still scored");
+
+    let mut new = replica_config(&nats);
+    new.cluster.replica_id = "replica-new".into();
+    let mut new = TestServer::start(new).await;
+    new.ready().await;
+    assert_eq!(alert_feed(&new).await, SERVING);
+    old.stop().await.unwrap();
+    new.stop().await.unwrap();
 }
 
 mod customers {

@@ -110,6 +110,11 @@ pub trait AlertLog: Send + Sync {
     /// and brief excerpts) and their pseudonym are blanked; the freed bytes are overwritten.
     /// Returns how many events changed.
     fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError>;
+    /// Why the log cannot be trusted to deliver every event any more (a shared log replaced
+    /// under this process's copy), if it cannot; readiness reports it.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Copies every page of the write-ahead log into the database and truncates the log to zero

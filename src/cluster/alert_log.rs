@@ -343,6 +343,10 @@ impl AlertLog for JetStreamAlertLog {
         // apply the erasure from the customers stream.
         self.copy.erase(conversation_ids)
     }
+
+    fn fault(&self) -> Option<String> {
+        self.followed.diverged()
+    }
 }
 
 fn unavailable(stream: &str) -> impl Fn(ClusterError) -> LogError + '_ {

@@ -134,19 +134,62 @@ pub fn publish(
 }
 
 /// The newest stream sequence a follower has applied to its copy, for writers and readers that
-/// wait for it.
+/// wait for it; and whether the stream is still the one the copy was built from.
 #[derive(Default)]
 pub struct Progress {
     at: Mutex<u64>,
     moved: Condvar,
+    /// When the stream followed was created (Unix nanoseconds), as first seen.
+    origin: Mutex<Option<i128>>,
+    /// Why the copy no longer matches the stream (it was deleted and created again, e.g. after
+    /// NATS lost its storage): its sequences mean other events now. Only a restart of this
+    /// replica rebuilds the copy (`JetStreamAlertLog::open`); until then it is reported.
+    diverged: Mutex<Option<String>>,
 }
 
 impl Progress {
     pub fn new(at: u64) -> Self {
         Self {
             at: Mutex::new(at),
-            moved: Condvar::new(),
+            ..Default::default()
         }
+    }
+
+    /// Why the copy no longer matches the stream; None while it does.
+    pub fn diverged(&self) -> Option<String> {
+        self.diverged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks the stream's identity (its creation time) and length against the copy: a stream
+    /// created since the copy was first checked against it, or one shorter than the copy, is
+    /// another stream. Returns why, once diverged.
+    fn check(&self, name: &str, info: &stream::Info) -> Option<String> {
+        let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
+        let created = info.created.unix_timestamp_nanos();
+        let why = match *origin {
+            Some(first) if first != created => Some(format!(
+                "the stream {name} was created again at {}: NATS lost it, or it was deleted",
+                info.created
+            )),
+            _ if info.state.last_sequence < self.at() => Some(format!(
+                "the stream {name} ends at sequence {} but this replica's copy holds {}: NATS \
+                 lost part of it, or it was created again",
+                info.state.last_sequence,
+                self.at()
+            )),
+            _ => None,
+        };
+        origin.get_or_insert(created);
+        let why = why?;
+        let mut diverged = self.diverged.lock().unwrap_or_else(|p| p.into_inner());
+        if diverged.is_none() {
+            tracing::error!(stream = name, %why, "the local copy no longer matches the stream: restart this replica to rebuild it");
+            *diverged = Some(why.clone());
+        }
+        Some(why)
     }
 
     pub fn at(&self) -> u64 {
@@ -221,11 +264,14 @@ where
     F: Fn(u64, jetstream::Message) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let stream = match tokio::time::timeout(ATTEMPT, js.get_stream_no_info(name)).await {
+    let mut stream = match tokio::time::timeout(ATTEMPT, js.get_stream(name)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return format!("opening the stream: {e}"),
         Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
     };
+    if let Some(why) = progress.check(name, stream.cached_info()) {
+        return why;
+    }
     let created = tokio::time::timeout(
         ATTEMPT,
         stream.create_consumer(consumer::pull::OrderedConfig {
@@ -254,26 +300,28 @@ where
             Err(_) => {
                 // Quiet, or the consumer died with its node (the client notices only after two
                 // missed 15 s heartbeats): the stream's last sequence says which.
-                match tokio::time::timeout(STALL_CHECK, stream.get_info()).await {
+                let info = match tokio::time::timeout(STALL_CHECK, stream.info()).await {
                     Err(_) => return "the stream's state: no answer within 1 s".into(),
-                    Ok(Ok(info)) if info.state.last_sequence > progress.at() => {
-                        return format!(
-                            "the consumer stalled at {} while the stream is at {}",
-                            progress.at(),
-                            info.state.last_sequence
-                        );
-                    }
-                    Ok(Ok(info)) => {
-                        tracing::debug!(
-                            at = progress.at(),
-                            stream = info.state.last_sequence,
-                            name,
-                            "stream quiet"
-                        );
-                        continue;
-                    }
                     Ok(Err(e)) => return format!("reading the stream's state: {e}"),
+                    Ok(Ok(info)) => info,
+                };
+                if let Some(why) = progress.check(name, info) {
+                    return why;
                 }
+                if info.state.last_sequence > progress.at() {
+                    return format!(
+                        "the consumer stalled at {} while the stream is at {}",
+                        progress.at(),
+                        info.state.last_sequence
+                    );
+                }
+                tracing::debug!(
+                    at = progress.at(),
+                    stream = info.state.last_sequence,
+                    name,
+                    "stream quiet"
+                );
+                continue;
             }
         };
         let sequence = match message.info() {
