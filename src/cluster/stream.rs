@@ -165,7 +165,9 @@ impl Progress {
 
     /// Checks the stream's identity (its creation time) and length against the copy: a stream
     /// created since the copy was first checked against it, or one shorter than the copy, is
-    /// another stream. Returns why, once diverged.
+    /// another stream. Returns why, once diverged. (A stream created again under the copy is
+    /// quiet to its follower at first, whose consumer starts past its end: the quiet check
+    /// calls this.)
     fn check(&self, name: &str, info: &stream::Info) -> Option<String> {
         let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
         let created = info.created.unix_timestamp_nanos();
@@ -264,14 +266,13 @@ where
     F: Fn(u64, jetstream::Message) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let mut stream = match tokio::time::timeout(ATTEMPT, js.get_stream(name)).await {
+    // No request here (a loaded node answers slowly): the stream's identity is checked when it
+    // is quiet, below, which a stream created again under the copy always is at first.
+    let stream = match tokio::time::timeout(ATTEMPT, js.get_stream_no_info(name)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return format!("opening the stream: {e}"),
         Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
     };
-    if let Some(why) = progress.check(name, stream.cached_info()) {
-        return why;
-    }
     let created = tokio::time::timeout(
         ATTEMPT,
         stream.create_consumer(consumer::pull::OrderedConfig {
@@ -300,12 +301,12 @@ where
             Err(_) => {
                 // Quiet, or the consumer died with its node (the client notices only after two
                 // missed 15 s heartbeats): the stream's last sequence says which.
-                let info = match tokio::time::timeout(STALL_CHECK, stream.info()).await {
+                let info = match tokio::time::timeout(STALL_CHECK, stream.get_info()).await {
                     Err(_) => return "the stream's state: no answer within 1 s".into(),
                     Ok(Err(e)) => return format!("reading the stream's state: {e}"),
                     Ok(Ok(info)) => info,
                 };
-                if let Some(why) = progress.check(name, info) {
+                if let Some(why) = progress.check(name, &info) {
                     return why;
                 }
                 if info.state.last_sequence > progress.at() {
