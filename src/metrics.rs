@@ -30,6 +30,10 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub inference_seconds: Histogram,
     pub solo_batches: Counter,
+    /// Tokens of the texts run (no padding), and token positions computed (texts x the call's
+    /// longest text): their ratio is the work spent on padding.
+    pub inference_tokens: Counter,
+    pub inference_positions: Counter,
     pub alerts: Family<AlertLabels, Counter>,
     pub active_conversations: Gauge,
     pub open_streams: Gauge,
@@ -64,6 +68,8 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let inference_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let solo_batches = Counter::default();
+        let inference_tokens = Counter::default();
+        let inference_positions = Counter::default();
         let alerts = Family::<AlertLabels, Counter>::default();
         let active_conversations = Gauge::default();
         let open_streams = Gauge::default();
@@ -103,6 +109,16 @@ impl Metrics {
             "solo_batches",
             "Inference batches that ran alone on the solo session (every core)",
             solo_batches.clone(),
+        );
+        registry.register(
+            "inference_tokens",
+            "Tokens of the texts sent to ONNX Runtime, padding not counted",
+            inference_tokens.clone(),
+        );
+        registry.register(
+            "inference_positions",
+            "Token positions ONNX Runtime computed (texts x each call's longest text)",
+            inference_positions.clone(),
         );
         registry.register(
             "alerts",
@@ -201,6 +217,8 @@ impl Metrics {
             queue_depth,
             inference_seconds,
             solo_batches,
+            inference_tokens,
+            inference_positions,
             alerts,
             active_conversations,
             open_streams,

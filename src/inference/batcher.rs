@@ -1,7 +1,8 @@
 //! Dynamic micro-batching across all callers: one bounded queue in front of inference threads
 //! (`model.inference_workers`). A thread takes the first waiting text, gathers more until the batch
-//! is full or the first one has waited `max_wait`, runs them as length-bucketed padded calls, and
-//! replies to each.
+//! is full or the first one has waited `max_wait`, sorts them by length and runs them as the padded
+//! calls that cost least (`plan_calls`: texts of like length share a call, a short text is not
+//! padded to a long one's length), and replies to each call's texts as soon as it returns.
 //!
 //! Tokenisation happens on the inference thread, once a batch is gathered: callers (async tasks on
 //! the runtime's threads) only copy the text into the queue, so a long text never holds up a
@@ -359,6 +360,47 @@ impl Batcher {
     }
 }
 
+/// A call's fixed cost (session run, tensors, the pooler and head), in token positions' worth of
+/// work: about 0.6 ms against ~80 us per position for the shipped 6-layer models on one
+/// AVX-512 core (BENCHMARKS.md, "padding").
+const CALL_COST_POSITIONS: usize = 8;
+
+/// How a gathered batch runs: the sizes of consecutive calls over `texts` (model, token count),
+/// sorted by model then length. Each call holds one model's texts, padded to its longest, and
+/// at most `max_tokens` positions (a single text always fits). Among those splits, the one with
+/// the least work: positions computed plus [`CALL_COST_POSITIONS`] per call, so texts of very
+/// different lengths run apart while similar ones share a call.
+fn plan_calls(texts: &[(usize, usize)], max_tokens: usize) -> Vec<usize> {
+    let n = texts.len();
+    // best[j]: the least work for texts[..j]; from[j]: where its last call starts.
+    let mut best = vec![usize::MAX; n + 1];
+    let mut from = vec![0; n + 1];
+    best[0] = 0;
+    for j in 1..=n {
+        let (model, width) = texts[j - 1];
+        let width = width.max(1);
+        for i in (0..j).rev() {
+            let rows = j - i;
+            if texts[i].0 != model || (rows > 1 && rows * width > max_tokens) {
+                break;
+            }
+            let work = best[i] + CALL_COST_POSITIONS + rows * width;
+            if work < best[j] {
+                best[j] = work;
+                from[j] = i;
+            }
+        }
+    }
+    let mut sizes = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        sizes.push(j - from[j]);
+        j = from[j];
+    }
+    sizes.reverse();
+    sizes
+}
+
 /// One inference thread and what it shares with the others.
 struct Worker {
     index: usize,
@@ -407,26 +449,19 @@ impl Worker {
                     }
                 }
             }
-            // Length bucketing: sorted by model, then length, the batch runs as sub-batches of
-            // one model and at most `max_batch_tokens` padded tokens, so short texts are not
-            // padded to a long one's length. Safe for ordering: the conversation store applies
-            // results in turn order regardless.
+            // Sorted by model, then length, the batch runs as the calls `plan_calls` chooses:
+            // one model each, short texts not padded to a long one's length. Each call's texts
+            // get their answers as soon as it returns. Safe for ordering: the conversation store
+            // applies results in turn order regardless.
             batch.sort_by_key(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()));
-            let mut results = Vec::with_capacity(batch.len());
-            let mut start = 0;
-            while start < batch.len() {
-                let model = batch[start].1.model.clone();
-                let mut end = start + 1;
-                while end < batch.len()
-                    && Arc::ptr_eq(&batch[end].1.model, &model)
-                    && (end + 1 - start) * batch[end].0.len() <= policy.max_batch_tokens
-                {
-                    end += 1;
-                }
-                let ids: Vec<&[u32]> = batch[start..end]
-                    .iter()
-                    .map(|(ids, _)| ids.as_slice())
-                    .collect();
+            let lengths: Vec<(usize, usize)> = batch
+                .iter()
+                .map(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()))
+                .collect();
+            for size in plan_calls(&lengths, policy.max_batch_tokens) {
+                let call: Vec<(Vec<u32>, Job)> = batch.drain(..size).collect();
+                let model = call[0].1.model.clone();
+                let ids: Vec<&[u32]> = call.iter().map(|(ids, _)| ids.as_slice()).collect();
                 // Solo only when nothing waits: queued texts are the other workers' to take,
                 // and they would wait for a solo call to end (see `Gate::enter`).
                 let solo = gate.enter(model.solo.is_some(), || !jobs.is_empty());
@@ -442,26 +477,83 @@ impl Worker {
                 drop(engine);
                 let elapsed = started.elapsed();
                 gate.leave(solo);
-                match outcome {
-                    Ok(scores) => results.extend(scores.into_iter().map(Ok)),
-                    Err(e) => {
-                        tracing::error!(error = %e, size = ids.len(), "inference batch failed");
-                        results.extend(std::iter::repeat_n(Err(e), ids.len()));
-                    }
-                }
                 metrics.inference_seconds.observe(elapsed.as_secs_f64());
                 metrics.batch_size.observe(ids.len() as f64);
+                let tokens: usize = ids.iter().map(|t| t.len()).sum();
+                metrics.inference_tokens.inc_by(tokens as u64);
+                metrics
+                    .inference_positions
+                    .inc_by((call[size - 1].0.len() * size) as u64);
                 batches.fetch_add(1, Ordering::Relaxed);
                 if solo {
                     solo_batches.fetch_add(1, Ordering::Relaxed);
                     metrics.solo_batches.inc();
                 }
-                start = end;
-            }
-            for ((_, job), result) in batch.drain(..).zip(results) {
-                let _ = job.reply.send(result);
+                drop(ids);
+                match outcome {
+                    Ok(scores) => {
+                        for ((_, job), scores) in call.into_iter().zip(scores) {
+                            let _ = job.reply.send(Ok(scores));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, size, "inference batch failed");
+                        for (_, job) in call {
+                            let _ = job.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
             }
         }
         tracing::info!("inference thread stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(texts: &[(usize, usize)], max_tokens: usize) -> Vec<Vec<(usize, usize)>> {
+        let mut rest = texts;
+        plan_calls(texts, max_tokens)
+            .into_iter()
+            .map(|size| {
+                let (call, tail) = rest.split_at(size);
+                rest = tail;
+                call.to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn texts_of_like_length_share_a_call_and_far_ones_run_apart() {
+        let alike = [(0, 20), (0, 21), (0, 22), (0, 24)];
+        assert_eq!(calls(&alike, 1024), vec![alike.to_vec()]);
+        let mixed = [(0, 8), (0, 9), (0, 10), (0, 60), (0, 64)];
+        assert_eq!(
+            calls(&mixed, 1024),
+            vec![mixed[..3].to_vec(), mixed[3..].to_vec()]
+        );
+        assert!(calls(&[], 1024).is_empty());
+    }
+
+    #[test]
+    fn a_call_holds_one_model_and_keeps_to_the_token_budget() {
+        let texts: Vec<(usize, usize)> = (0..40)
+            .map(|i| (i / 20, 30 + i % 20))
+            .chain([(2, 600), (2, 700)])
+            .collect();
+        let planned = calls(&texts, 512);
+        assert_eq!(planned.concat(), texts, "every text once, in order");
+        for call in &planned {
+            assert!(call.iter().all(|t| t.0 == call[0].0), "one model: {call:?}");
+            let width = call.last().unwrap().1;
+            assert!(call.len() == 1 || call.len() * width <= 512, "{call:?}");
+        }
+        // The two long texts exceed the budget together, so each runs alone.
+        assert_eq!(
+            planned[planned.len() - 2..],
+            [vec![(2, 600)], vec![(2, 700)]]
+        );
     }
 }
