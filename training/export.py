@@ -47,16 +47,21 @@ def clamp_ir_version(path: Path) -> None:
 
 
 def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int) -> None:
-    """ORT transformer fusions (layer norm, GELU, skip connections): fewer, larger kernels on CPU.
+    """ORT transformer fusions (layer norm, GELU with its bias): fewer, larger kernels on CPU.
 
     Attention fusion stays off so that the Q, K and V projections remain plain MatMuls, which the
-    per-token quantisation below turns into int8 kernels.
+    per-token quantisation below turns into int8 kernels. Skip-layer-norm fusion stays off too:
+    ORT's CPU SkipLayerNormalization kernel took 25 % of the int8 graph's time, and a plain Add
+    with the standard LayerNormalization runs the whole model 25-33 % faster (BENCHMARKS.md,
+    "Performance: padding"; training/unfuse_layernorm.py rewrites models exported before).
     """
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("bert")
     options.enable_attention = False
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     opt = optimizer.optimize_model(
         str(src),
         model_type="bert",
