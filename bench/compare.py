@@ -5,10 +5,11 @@ For each load set (English texts on the English model; Chinese contact-center tu
 model; a 50/50 mix through the service's language route and the baseline's `--zh-model`):
   1. the ceiling (`cargo bench --bench ceiling`: the service's inference path alone, in-process,
      with its default thread layout), with 1, 64 and 256 texts in flight;
-  2. the service and then the Python baseline (the same model files), each closed loop at 1, 64
-     and 1,000 concurrent conversations, then open loop with 1,000 conversations at half the
+  2. the service and the Python baseline (the same model files), both running, closed loop at 1,
+     64 and 1,000 concurrent conversations, then open loop with 1,000 conversations at half the
      service's and half the baseline's saturation;
-  3. every row `--repeats` times (default 3): median, and the range in brackets.
+  3. every row `--repeats` times (default 3), the two servers alternating repeat by repeat (so a
+     drift in the machine's speed does not land on one side): median, and the range in brackets.
 Then (English only, `--memory-conversations`, 0 to skip) the service's memory per tracked
 conversation. The report says how quiet the machine was: /proc/loadavg before and after, and the
 CPU time that processes other than the servers and the load generator took during the rows.
@@ -215,24 +216,32 @@ def run_set(load: dict, args) -> dict:
     ceil_one = [ceiling(data, secs, 1) for _ in range(reps)]
     ceil_mid = [ceiling(data, secs, 64) for _ in range(reps)]
     ceil = [ceiling(data, secs, None) for _ in range(reps)]
-    closed: dict[str, dict[int, list[dict]]] = {}
-    for name in ["service", "python"]:
-        print(f"{name} closed loop ...", file=sys.stderr, flush=True)
-        proc, port, _ = start(name, load)
+    # Both servers run side by side and every repeat of a row goes to one, then the other, so a
+    # drift in the machine's speed over the minutes of a set lands on both (the idle one's CPU
+    # counts as "other processes" in the quiet check).
+    names = ["service", "python"]
+    print("closed loop, service and python alternating ...", file=sys.stderr, flush=True)
+    servers = {name: start(name, load) for name in names}
+    for proc, port, _ in servers.values():
         loadgen(port, proc.pid, data, 64, 4, 3)  # warm-up, not reported
-        closed[name] = {c: [] for c, _ in LOADS}
-        for _ in range(reps):
-            for c, s in LOADS:
+    closed: dict[str, dict[int, list[dict]]] = {name: {c: [] for c, _ in LOADS} for name in names}
+    for _ in range(reps):
+        for c, s in LOADS:
+            for name, (proc, port, _) in servers.items():
                 closed[name][c].append(loadgen(port, proc.pid, data, c, s, secs))
+    for proc, _, _ in servers.values():
         stop(proc)
     rates = sorted({round(medv(closed[n][1000], "tps") / 2) for n in closed})
-    opened: dict[str, dict[int, list[dict]]] = {}
-    for name in ["service", "python"]:
-        print(f"{name} open loop ...", file=sys.stderr, flush=True)
-        proc, port, _ = start(name, load)
+    print("open loop, service and python alternating ...", file=sys.stderr, flush=True)
+    servers = {name: start(name, load) for name in names}
+    for proc, port, _ in servers.values():
         loadgen(port, proc.pid, data, 64, 4, 3)
-        opened[name] = {r: [loadgen(port, proc.pid, data, 1000, 8, secs, rate=r) for _ in range(reps)]
-                        for r in rates}
+    opened: dict[str, dict[int, list[dict]]] = {name: {r: [] for r in rates} for name in names}
+    for _ in range(reps):
+        for r in rates:
+            for name, (proc, port, _) in servers.items():
+                opened[name][r].append(loadgen(port, proc.pid, data, 1000, 8, secs, rate=r))
+    for proc, _, _ in servers.values():
         stop(proc)
     return {"ceil_one": ceil_one, "ceil_mid": ceil_mid, "ceil": ceil, "closed": closed, "opened": opened, "rates": rates}
 
@@ -303,11 +312,12 @@ def main() -> None:
 
     print(f"## One run, {datetime.date.today()}\n")
     print(f"Machine: {machine()}. Server and load generator share the cores; default config, shipped "
-          f"models; {args.seconds:.0f} s per run after a 3 s warm-up, each row {args.repeats} times: "
-          f"median (range). {minutes:.0f} minutes in all.\n")
+          f"models; {args.seconds:.0f} s per run after a 3 s warm-up, each row {args.repeats} times, "
+          f"the service's and the baseline's repeats alternating (both servers up, the idle one "
+          f"counted below as another process): median (range). {minutes:.0f} minutes in all.\n")
     print(f"Quiet? /proc/loadavg {' '.join(loadavg_before)} before, {' '.join(loadavg_after)} after; "
-          f"processes other than the servers and the load generator used {QUIET.total_s:.1f} CPU-seconds "
-          f"over {QUIET.rows} rows, at most {QUIET.worst:.1f}% of a core during any row.\n")
+          f"processes other than the measured server and the load generator used {QUIET.total_s:.1f} "
+          f"CPU-seconds over {QUIET.rows} rows, at most {QUIET.worst:.1f}% of a core during any row.\n")
     print("```bash\n.venv-bench/bin/python bench/compare.py --data ../shared/datasets/goemotions/test.tsv\n```\n")
     for s, r in results:
         report(s, r)
