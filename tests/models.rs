@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-const LIVE: &str = "goemotions-minilm-l6@2026.12.03";
+const LIVE: &str = "goemotions-minilm-l6@2026.12.04";
 
 fn swap_config() -> emotion_service::Config {
     let mut c = config();

@@ -18,15 +18,10 @@ afterwards (`emotion eval`) and record it in the model card.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import onnx
-import onnxruntime as ort
+from graph_check import rewrite_main
 from onnx import helper
-from tokenizers import Tokenizer
 
 
 def unfuse(model: onnx.ModelProto) -> int:
@@ -56,66 +51,5 @@ def unfuse(model: onnx.ModelProto) -> int:
     return count
 
 
-def session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def probs(sess: ort.InferenceSession, batch: list[list[int]]) -> np.ndarray:
-    width = max(len(ids) for ids in batch)
-    ids = np.zeros((len(batch), width), np.int64)
-    mask = np.zeros_like(ids)
-    for r, seq in enumerate(batch):
-        ids[r, : len(seq)] = seq
-        mask[r, : len(seq)] = 1
-    feed = {"input_ids": ids, "attention_mask": mask}
-    if any(i.name == "token_type_ids" for i in sess.get_inputs()):
-        feed["token_type_ids"] = np.zeros_like(ids)
-    return 1.0 / (1.0 + np.exp(-sess.run(None, feed)[0]))
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--texts", type=Path, required=True, help="TSV, text in the first column")
-    ap.add_argument("--limit", type=int, default=500)
-    args = ap.parse_args()
-
-    path = args.model_dir / "model.onnx"
-    model = onnx.load(str(path))
-    count = unfuse(model)
-    if count == 0:
-        print(f"{path}: no SkipLayerNormalization node; nothing to do")
-        return
-    tok = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(128)
-    lines = args.texts.read_text(encoding="utf-8").splitlines()
-    texts = [line.split("\t")[0] for line in lines if line.strip()][1 : args.limit + 1]
-    enc = [tok.encode(t).ids for t in texts]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "model.onnx"
-        onnx.save(model, str(out))
-        onnx.checker.check_model(str(out))
-        before, after = session(path), session(out)
-        one_before = np.concatenate([probs(before, [e]) for e in enc])
-        one_after = np.concatenate([probs(after, [e]) for e in enc])
-        order = np.random.default_rng(13).permutation(len(enc))
-        invariance = 0.0
-        for b in range(0, len(order), 16):
-            idx = order[b : b + 16]
-            batched = probs(after, [enc[i] for i in idx])
-            invariance = max(invariance, float(np.abs(batched - one_after[idx]).max()))
-        change = np.abs(one_after - one_before)
-        print(f"{count} SkipLayerNormalization nodes -> Add + LayerNormalization")
-        print(f"against the original, {len(enc)} texts: max |prob diff| {change.max():.4f}, mean {change.mean():.6f}")
-        print(f"batch invariance (16 per call, padded): max |prob diff| {invariance:.2e}")
-        if invariance > 1e-4:
-            raise SystemExit("not batch-invariant to 1e-4; model.onnx left as it was")
-        path.write_bytes(out.read_bytes())
-    print(f"wrote {path}")
-
-
 if __name__ == "__main__":
-    main()
+    rewrite_main(__doc__, unfuse, "SkipLayerNormalization nodes (-> Add + LayerNormalization)")
