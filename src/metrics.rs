@@ -30,6 +30,9 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub inference_seconds: Histogram,
     pub solo_batches: Counter,
+    /// A lone call's time on a worker's single-thread session over its time on the solo session
+    /// (moving averages; above 1: solo is faster and lone calls run solo).
+    pub solo_speedup: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Tokens of the texts run (no padding), and token positions computed (texts x the call's
     /// longest text): their ratio is the work spent on padding.
     pub inference_tokens: Counter,
@@ -68,6 +71,7 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let inference_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let solo_batches = Counter::default();
+        let solo_speedup = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let inference_tokens = Counter::default();
         let inference_positions = Counter::default();
         let alerts = Family::<AlertLabels, Counter>::default();
@@ -109,6 +113,11 @@ impl Metrics {
             "solo_batches",
             "Inference batches that ran alone on the solo session (every core)",
             solo_batches.clone(),
+        );
+        registry.register(
+            "solo_speedup",
+            "Lone calls: time on one thread over time on the solo session (moving averages; lone calls take the faster)",
+            solo_speedup.clone(),
         );
         registry.register(
             "inference_tokens",
@@ -217,6 +226,7 @@ impl Metrics {
             queue_depth,
             inference_seconds,
             solo_batches,
+            solo_speedup,
             inference_tokens,
             inference_positions,
             alerts,

@@ -15,6 +15,10 @@
 //! session (`model.solo_threads`, every core). A lone conversation's turn so gets every core,
 //! while under load every worker runs its own single-thread call (which is faster per core than
 //! one call on several threads); a worker whose call arrives during a solo call waits for it.
+//! Whether the solo session is really faster for a lone call is measured, not assumed
+//! ([`LoneCalls`]): on a machine whose second core is shared (a cloud VM's vCPUs, hyperthreads)
+//! one call on two threads was seen taking 1.5x as long as on one thread, and the other way round
+//! minutes later.
 //!
 //! Models swap without stopping anything: a [`LoadedModel`] holds its tokenizer and one ONNX
 //! Runtime session per worker, and every queued text carries the model it was tokenized for. A
@@ -42,6 +46,8 @@ pub struct LoadedModel {
     pub encoder: TextEncoder,
     engines: Vec<Mutex<Engine>>,
     solo: Option<Mutex<Engine>>,
+    /// How fast this model's lone calls run on the solo session and on a worker's own.
+    lone: LoneCalls,
     pub loaded_at: SystemTime,
 }
 
@@ -58,6 +64,7 @@ impl LoadedModel {
             encoder,
             engines: engines.into_iter().map(Mutex::new).collect(),
             solo: solo.map(Mutex::new),
+            lone: LoneCalls::default(),
             loaded_at: SystemTime::now(),
         }
     }
@@ -129,11 +136,11 @@ struct GateState {
 const SOLO_QUIET: Duration = Duration::from_secs(1);
 
 impl Gate {
-    /// Waits until no solo call runs, then enters: solo (returns true) if the model has a solo
+    /// Waits until no solo call runs, then enters. The call is lone if the model has a solo
     /// session, nothing is queued (`queued()` is asked then, not before the wait), no other call
-    /// runs or waits, and the cores have been uncontended for [`SOLO_QUIET`]; else beside the
-    /// others.
-    fn enter(&self, has_solo: bool, queued: impl FnOnce() -> bool) -> bool {
+    /// runs or waits, and the cores have been uncontended for [`SOLO_QUIET`]; a lone call runs
+    /// solo if `solo_if_lone`, every other call beside the others.
+    fn enter(&self, has_solo: bool, solo_if_lone: bool, queued: impl FnOnce() -> bool) -> Entry {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut contended = state.shared > 0 || state.waiting > 0;
         if state.solo {
@@ -154,12 +161,14 @@ impl Gate {
         if contended {
             state.contended = Some(now);
         }
-        if has_solo && !contended && quiet {
+        let lone = has_solo && !contended && quiet;
+        let solo = lone && solo_if_lone;
+        if solo {
             state.solo = true;
         } else {
             state.shared += 1;
         }
-        state.solo
+        Entry { solo, lone }
     }
 
     fn leave(&self, solo: bool) {
@@ -171,6 +180,110 @@ impl Gate {
         }
         drop(state);
         self.freed.notify_all();
+    }
+}
+
+/// How a call entered the gate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Entry {
+    /// It runs on the solo session (every core).
+    solo: bool,
+    /// Nothing else wanted the cores: it could have run solo (and did if `solo`).
+    lone: bool,
+}
+
+/// One model's lone calls timed both ways: on the solo session (every core) and on a worker's
+/// own single-thread session. A lone call takes the faster on recent evidence; every
+/// [`LONE_EXPLORE`] calls, [`LONE_BURST`] in a row take the other, so that a change in the
+/// machine (a shared core freed or taken) is seen within a few seconds at a lone conversation's
+/// rate. Only a call that follows [`LONE_WARMUP`] of its own kind is timed: the first ones after
+/// a switch pay for waking a core that sat idle (on a VM, a halted vCPU the host must schedule
+/// again) and cold caches; timed from the second call of a burst, the solo session looked 2-3x
+/// slower than it runs when it runs all the time. Until both ways have [`LONE_MIN_SAMPLES`]
+/// timings, lone calls run solo.
+#[derive(Default)]
+struct LoneCalls {
+    state: Mutex<LoneState>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct LoneState {
+    calls: u64,
+    /// Calls of the exploring burst still to run.
+    burst_left: u32,
+    /// The way the previous lone call ran (true: solo), and how many in a row ran that way.
+    last: Option<bool>,
+    run: u32,
+    /// Nanoseconds per unit of work (positions + [`CALL_COST_POSITIONS`]), moving averages.
+    solo: Option<f64>,
+    single: Option<f64>,
+    solo_samples: u32,
+    single_samples: u32,
+}
+
+const LONE_EXPLORE: u64 = 2048;
+const LONE_BURST: u32 = 64;
+const LONE_WARMUP: u32 = 16;
+const LONE_MIN_SAMPLES: u32 = 4;
+/// Weight of a new timing in the moving averages.
+const LONE_ALPHA: f64 = 0.125;
+
+impl LoneState {
+    /// The way lone calls take when not exploring.
+    fn preferred(&self) -> bool {
+        match (self.solo, self.single) {
+            (Some(solo), Some(single))
+                if self.solo_samples >= LONE_MIN_SAMPLES
+                    && self.single_samples >= LONE_MIN_SAMPLES =>
+            {
+                solo <= single
+            }
+            _ => true,
+        }
+    }
+}
+
+impl LoneCalls {
+    /// Whether the next lone call should run on the solo session.
+    fn solo_next(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let preferred = state.preferred();
+        if state.burst_left > 0 {
+            state.burst_left -= 1;
+            return !preferred;
+        }
+        state.calls += 1;
+        if state.calls.is_multiple_of(LONE_EXPLORE) {
+            state.burst_left = LONE_BURST - 1;
+            return !preferred;
+        }
+        preferred
+    }
+
+    /// Records a lone call's time; `work` = positions + [`CALL_COST_POSITIONS`].
+    fn record(&self, solo: bool, elapsed: Duration, work: usize) -> LoneState {
+        let per_work = elapsed.as_nanos() as f64 / work.max(1) as f64;
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        state.run = if state.last == Some(solo) {
+            state.run.saturating_add(1)
+        } else {
+            1
+        };
+        state.last = Some(solo);
+        if state.run > LONE_WARMUP {
+            let (average, samples) = if solo {
+                (&mut state.solo, &mut state.solo_samples)
+            } else {
+                (&mut state.single, &mut state.single_samples)
+            };
+            // A timing over twice the average counts as twice the average: one preempted call
+            // must not swing the choice for a whole exploring period.
+            *average =
+                Some(average.map_or(per_work, |a| a + LONE_ALPHA * (per_work.min(2.0 * a) - a)));
+            *samples = samples.saturating_add(1);
+        }
+        *state
     }
 }
 
@@ -464,7 +577,11 @@ impl Worker {
                 let ids: Vec<&[u32]> = call.iter().map(|(ids, _)| ids.as_slice()).collect();
                 // Solo only when nothing waits: queued texts are the other workers' to take,
                 // and they would wait for a solo call to end (see `Gate::enter`).
-                let solo = gate.enter(model.solo.is_some(), || !jobs.is_empty());
+                let has_solo = model.solo.is_some();
+                let entry = gate.enter(has_solo, has_solo && model.lone.solo_next(), || {
+                    !jobs.is_empty()
+                });
+                let solo = entry.solo;
                 let started = Instant::now();
                 // Only this worker uses engine `worker` of any model, and only a solo call the
                 // solo engine: neither lock is ever contended.
@@ -480,10 +597,17 @@ impl Worker {
                 metrics.inference_seconds.observe(elapsed.as_secs_f64());
                 metrics.batch_size.observe(ids.len() as f64);
                 let tokens: usize = ids.iter().map(|t| t.len()).sum();
+                let positions = call[size - 1].0.len() * size;
                 metrics.inference_tokens.inc_by(tokens as u64);
-                metrics
-                    .inference_positions
-                    .inc_by((call[size - 1].0.len() * size) as u64);
+                metrics.inference_positions.inc_by(positions as u64);
+                if entry.lone && outcome.is_ok() {
+                    let lone = model
+                        .lone
+                        .record(solo, elapsed, positions + CALL_COST_POSITIONS);
+                    if let (Some(solo), Some(single)) = (lone.solo, lone.single) {
+                        metrics.solo_speedup.set(single / solo);
+                    }
+                }
                 batches.fetch_add(1, Ordering::Relaxed);
                 if solo {
                     solo_batches.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +647,91 @@ mod tests {
                 call.to_vec()
             })
             .collect()
+    }
+
+    /// Runs `n` lone calls against machines where a unit of work costs `solo_ns` on the solo
+    /// session and `single_ns` on one thread (the first 16 calls after a switch of way 4x
+    /// that); returns how many ran solo.
+    fn lone_calls(lone: &LoneCalls, n: usize, solo_ns: u64, single_ns: u64) -> usize {
+        let mut solo_runs = 0;
+        for _ in 0..n {
+            let solo = lone.solo_next();
+            solo_runs += usize::from(solo);
+            let ns = if solo { solo_ns } else { single_ns };
+            let state = *lone.state.lock().unwrap();
+            let warm = state.last == Some(solo) && state.run >= 16;
+            let cold = if warm { 1 } else { 4 };
+            lone.record(solo, Duration::from_nanos(ns * 30 * cold), 30);
+        }
+        solo_runs
+    }
+
+    #[test]
+    fn lone_calls_take_the_faster_session_and_follow_a_change_of_machine() {
+        let lone = LoneCalls::default();
+        // Before the single-thread way has its timings: solo, bar the exploring calls.
+        assert!(lone.solo_next());
+        // Two threads faster (a machine with two free cores): solo, but a burst of 64 in 2112.
+        let solo_runs = lone_calls(&lone, 21_120, 45_000, 80_000);
+        assert!(solo_runs >= 20_480, "{solo_runs} of 21120 solo");
+        // The second core taken (two threads now 1.5x one thread's time): after the next
+        // exploring burst, lone calls leave the solo session.
+        lone_calls(&lone, 4_300, 120_000, 80_000);
+        let solo_runs = lone_calls(&lone, 21_120, 120_000, 80_000);
+        assert!(solo_runs <= 640, "{solo_runs} of 21120 still solo");
+        // And back.
+        lone_calls(&lone, 4_300, 45_000, 80_000);
+        let solo_runs = lone_calls(&lone, 21_120, 45_000, 80_000);
+        assert!(solo_runs >= 20_480, "{solo_runs} of 21120 solo");
+    }
+
+    #[test]
+    fn a_few_slow_calls_do_not_swing_the_choice() {
+        let lone = LoneCalls::default();
+        // One thread faster (solo 1.5x its time): lone calls settle on a worker's session.
+        lone_calls(&lone, 4_300, 120_000, 80_000);
+        assert!(!lone.solo_next());
+        // Two preempted calls of ten times the usual time, then the usual again.
+        for _ in 0..2 {
+            lone.record(false, Duration::from_nanos(800_000 * 30), 30);
+        }
+        let solo_runs = lone_calls(&lone, 1_000, 120_000, 80_000);
+        assert!(
+            solo_runs <= 64,
+            "{solo_runs} of 1000 solo after two slow calls"
+        );
+    }
+
+    #[test]
+    fn the_gate_runs_a_lone_call_solo_only_when_asked() {
+        let gate = Gate::default();
+        assert_eq!(
+            gate.enter(true, true, || false),
+            Entry {
+                solo: true,
+                lone: true
+            }
+        );
+        gate.leave(true);
+        // Lone, but the faster way is a worker's own session: it runs beside any others.
+        let entry = gate.enter(true, false, || false);
+        assert_eq!(
+            entry,
+            Entry {
+                solo: false,
+                lone: true
+            }
+        );
+        // A second call now contends: neither lone nor solo.
+        assert_eq!(
+            gate.enter(true, true, || false),
+            Entry {
+                solo: false,
+                lone: false
+            }
+        );
+        gate.leave(false);
+        gate.leave(false);
     }
 
     #[test]
