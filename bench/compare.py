@@ -26,6 +26,7 @@ import argparse
 import datetime
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -318,7 +319,8 @@ def main() -> None:
     print(f"Quiet? /proc/loadavg {' '.join(loadavg_before)} before, {' '.join(loadavg_after)} after; "
           f"processes other than the measured server and the load generator used {QUIET.total_s:.1f} "
           f"CPU-seconds over {QUIET.rows} rows, at most {QUIET.worst:.1f}% of a core during any row.\n")
-    print("```bash\n.venv-bench/bin/python bench/compare.py --data ../shared/datasets/goemotions/test.tsv\n```\n")
+    command = " ".join(shlex.quote(a) for a in ["bench/compare.py", *sys.argv[1:]])
+    print(f"```bash\n.venv-bench/bin/python {command}\n```\n")
     for s, r in results:
         report(s, r)
     if memory:
