@@ -99,8 +99,8 @@ def quantize_int8(src: Path, dst: Path) -> int:
     MatMuls sharing an input (Q, K, V) share one quantised activation. It runs on ORT's u8s8 integer
     GEMM (VNNI where present), and every token gets the same result whatever it is batched or padded
     with. The quantisation is one blocked QuantizeLinear (block = the row) and the GEMM with its
-    column scales one MatMulIntegerToFloat (`quantize_nodes`, `int8_matmul_nodes`). Returns the number of MatMuls
-    quantised.
+    column scales one MatMulIntegerToFloat (`quantize_nodes`, `int8_matmul_nodes`). Returns the
+    number of MatMuls quantised.
     """
     from onnx import helper, numpy_helper
 
