@@ -545,8 +545,8 @@ async fn conversation_state_health(
 
 /// Every second: while alert events wait for the log (it took no writes; the hub's writer retries
 /// them), or the log reports a fault (cluster mode: the alert stream was created again under
-/// this replica's copy, so events would be missed until it restarts), AlertFeed health says
-/// NOT_SERVING.
+/// this replica's copy, until the copy is emptied and the new stream followed), AlertFeed health
+/// says NOT_SERVING.
 async fn alert_log_backlog(
     app: Arc<App>,
     health: tonic_health::server::HealthReporter,
@@ -566,7 +566,7 @@ async fn alert_log_backlog(
         if (waiting > 0 || fault.is_some()) != degraded && serving {
             degraded = waiting > 0 || fault.is_some();
             let status = if let Some(fault) = &fault {
-                tracing::error!(%fault, "alert log not to be trusted: AlertFeed NOT_SERVING until this replica restarts");
+                tracing::error!(%fault, "alert log not to be trusted: AlertFeed NOT_SERVING until its copy is rebuilt");
                 ServingStatus::NotServing
             } else if degraded {
                 tracing::error!(waiting, "alert log not writable: AlertFeed NOT_SERVING");

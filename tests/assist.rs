@@ -181,16 +181,7 @@ async fn a_bot_conversation_handed_to_an_agent_briefs_them_in_its_language() {
         );
     }
     let last = history.first().map_or(0, |a| a.sequence);
-    let mut resumed = server
-        .alerts()
-        .await
-        .subscribe_alerts(pb::SubscribeAlertsRequest {
-            after_sequence: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = server.feed(Some(0)).await;
     let mut supervisors = Vec::new();
     while supervisors.last() != Some(&last) {
         supervisors.push(common::next_alert(&mut resumed).await.sequence);

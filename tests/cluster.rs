@@ -1243,24 +1243,48 @@ async fn a_model_loaded_on_one_replica_serves_on_every_replica() {
     two.stop().await.unwrap();
 }
 
-/// NATS lost the alert stream under a running replica (another replica, started on wiped
-/// storage, created it again): this replica's copy holds sequences that now name other events,
-/// so it says AlertFeed NOT_SERVING (a load balancer moves supervisors elsewhere; restarting it
-/// rebuilds the copy), while a replica started afterwards serves the new stream.
+/// NATS lost the alert stream under a running replica (deleted and created again, as a replica
+/// started on wiped storage does): this replica's copy holds sequences that now name other
+/// events. Without a restart, the replica empties its copy and follows the new stream from 1: a
+/// live supervisor is told to start again (OUT_OF_RANGE), a resubscription from 0 gets exactly the
+/// new stream's events, history no longer shows the lost ones, and AlertFeed serves; a replica
+/// started afterwards agrees.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_alert_stream_created_again_under_a_replica_is_reported() {
+async fn an_alert_stream_created_again_under_a_replica_is_rebuilt_in_place() {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
     use tonic_health::pb::health_check_response::ServingStatus;
     const SERVING: i32 = ServingStatus::Serving as i32;
-    const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
     let mut old = replica_config(&nats);
     old.cluster.replica_id = "replica-old".into();
     let mut old = TestServer::start(old).await;
     old.ready().await;
+    let mut live = old.feed(None).await;
     stream_all(&mut old.client().await, angry_call("before-the-loss")).await;
+    let before = next_alert(&mut live).await;
+    assert_eq!(before.conversation_id, "before-the-loss");
     assert_eq!(alert_feed(&old).await, SERVING);
+    // The dashboard's live feed too: its event kinds, in order.
+    let sse = {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut stream = tokio::net::TcpStream::connect(old.web_addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /api/alerts/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(kind) = line.strip_prefix("event: ") {
+                    return kind.to_string();
+                }
+            }
+            "(the feed ended without an event)".to_string()
+        })
+    };
 
     let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -1271,22 +1295,56 @@ async fn an_alert_stream_created_again_under_a_replica_is_reported() {
     js.delete_stream("EMOTION_ALERTS").await.unwrap();
     js.create_stream(config).await.unwrap();
 
+    // The live subscriber is told, within seconds, with no new event needed.
     let start = std::time::Instant::now();
-    while alert_feed(&old).await != NOT_SERVING {
+    let ended = tokio::time::timeout(Duration::from_secs(15), live.message())
+        .await
+        .expect("the live feed told of the new stream within 15 s");
+    let status = ended.expect_err("a status, not an alert nor the end of the feed");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("after_sequence 0"), "{status:?}");
+    println!("live subscriber reset after {:?}", start.elapsed());
+    let kind = tokio::time::timeout(Duration::from_secs(15), sse).await;
+    assert_eq!(kind.expect("the SSE feed said something").unwrap(), "reset");
+    let start = std::time::Instant::now();
+    while alert_feed(&old).await != SERVING {
         assert!(
             start.elapsed() < Duration::from_secs(15),
-            "AlertFeed still serving on a copy of a stream that is gone"
+            "AlertFeed not serving again within 15 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("reported after {:?}", start.elapsed());
     assert_eq!(health(&old).await, SERVING, "turns are still scored");
+
+    // Resubscribed from 0 as told; new events are numbered from 1 and reach it, and the history
+    // holds only the new stream's events.
+    let mut again = old.feed(Some(0)).await;
+    stream_all(&mut old.client().await, angry_call("after-the-loss")).await;
+    let after = next_alert(&mut again).await;
+    assert_eq!(
+        (after.conversation_id.as_str(), after.sequence),
+        ("after-the-loss", 1)
+    );
+    async fn history(server: &TestServer) -> Vec<(u64, String)> {
+        let alerts = (server.alerts().await)
+            .list_alerts(pb::ListAlertsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        (alerts.iter())
+            .map(|a| (a.sequence, a.conversation_id.clone()))
+            .collect()
+    }
+    let on_old = history(&old).await;
+    assert_eq!(on_old, [(1, "after-the-loss".to_string())]);
 
     let mut new = replica_config(&nats);
     new.cluster.replica_id = "replica-new".into();
     let mut new = TestServer::start(new).await;
     new.ready().await;
     assert_eq!(alert_feed(&new).await, SERVING);
+    assert_eq!(history(&new).await, on_old);
     old.stop().await.unwrap();
     new.stop().await.unwrap();
 }

@@ -15,6 +15,11 @@
 //! ring subscription is taken before the newest delivered sequence is read, so an event is either
 //! in the log when it is read or arrives through the ring.
 //!
+//! A shared log deleted and created again under this replica's copy (cluster mode: NATS lost its
+//! storage) restarts its numbering from 1: the log says so ([`Followed::Restarted`]), the hub's
+//! newest sequence goes back to 0 and every open subscription ends with [`Delivery::Reset`] (its
+//! cursor names events that are gone or other events now); the subscriber resumes from 0.
+//!
 //! Nothing is delivered live that a resume would not see. When an append fails (disk full, a
 //! read-only file, an I/O error), the event waits unnumbered in a bounded in-memory backlog, in
 //! order, and every later event waits behind it; the writer retries the backlog every second, and
@@ -28,9 +33,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
-use super::log::{AlertLog, LogError, Query};
+use super::log::{AlertLog, Followed, LogError, Query};
 use super::subscribers::{LimitError, SubscriberLimits, SubscriberPermit};
 use super::{Audience, Severity};
 use crate::metrics::{AlertLabels, Metrics};
@@ -44,12 +49,14 @@ pub const MAX_UNLOGGED: usize = 10_000;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Sequence numbers, shared between the writer, the log's deliveries and readers of the hub.
-#[derive(Default)]
 struct Sequences {
     /// The last sequence sent to the ring: everything at or below it is in the log.
     delivered: AtomicU64,
     /// Events waiting in the backlog.
     unlogged: AtomicUsize,
+    /// Why the log last started again from 1 (changed at each restart; subscriptions taken
+    /// before a change end with [`Delivery::Reset`]).
+    restarts: watch::Sender<String>,
 }
 
 type AckResult = Result<(Arc<pb::Alert>, bool), AckError>;
@@ -157,6 +164,9 @@ pub enum Delivery {
     Alert(Arc<pb::Alert>),
     /// The log could not be read while catching up.
     Failed(LogError),
+    /// The log started again from sequence 1 (why): the subscriber's position means nothing
+    /// now; it resumes from 0.
+    Reset(String),
     Closed,
 }
 
@@ -168,6 +178,8 @@ pub struct Subscription {
     cursor: u64,
     catching_up: bool,
     pending: VecDeque<Arc<pb::Alert>>,
+    /// Changes when the log starts again from 1.
+    restarts: watch::Receiver<String>,
     metrics: Metrics,
     _permit: SubscriberPermit,
 }
@@ -185,17 +197,26 @@ impl AlertHub {
         let sequences = Arc::new(Sequences {
             delivered: AtomicU64::new(last),
             unlogged: AtomicUsize::new(0),
+            restarts: watch::Sender::new(String::new()),
         });
         let deliver = {
             let (sequences, ring) = (sequences.clone(), ring.clone());
-            move |alert: Arc<pb::Alert>| {
-                // A shared log's follower may hand over, while catching up at start, events
-                // below the last sequence read: the mark never moves back.
-                sequences
-                    .delivered
-                    .fetch_max(alert.sequence, Ordering::SeqCst);
-                // An error only means nobody is subscribed right now.
-                let _ = ring.send(alert);
+            move |followed: Followed| match followed {
+                Followed::Event(alert) => {
+                    // A shared log's follower may hand over, while catching up at start, events
+                    // below the last sequence read: the mark never moves back but at a restart.
+                    sequences
+                        .delivered
+                        .fetch_max(alert.sequence, Ordering::SeqCst);
+                    // An error only means nobody is subscribed right now.
+                    let _ = ring.send(alert);
+                }
+                Followed::Restarted(why) => {
+                    // The mark first: a subscription that sees the restart's change reads 0.
+                    sequences.delivered.store(0, Ordering::SeqCst);
+                    tracing::warn!(%why, "alert log started again from sequence 1: subscribers reset");
+                    sequences.restarts.send_replace(why);
+                }
             }
         };
         log.follow(last, Box::new(deliver))?;
@@ -351,8 +372,10 @@ impl AlertHub {
         token: Option<&str>,
     ) -> Result<Subscription, SubscribeError> {
         let permit = self.subscribers.admit(token)?;
-        // The ring first, then the newest delivered sequence: see the module docs.
+        // The ring and the restarts first, then the newest delivered sequence: see the module
+        // docs (a restart after this point ends the subscription).
         let rx = self.ring.subscribe();
+        let restarts = self.sequences.restarts.subscribe();
         let last = self.sequences.delivered.load(Ordering::SeqCst);
         let cursor = match after {
             None => last,
@@ -377,6 +400,7 @@ impl AlertHub {
             cursor,
             catching_up: cursor < last,
             pending: VecDeque::new(),
+            restarts,
             metrics: self.metrics.clone(),
             _permit: permit,
         })
@@ -536,6 +560,9 @@ impl Subscription {
     /// The next event matching the filter, in sequence order.
     pub async fn next(&mut self) -> Delivery {
         loop {
+            if self.restarts.has_changed().unwrap_or(false) {
+                return Delivery::Reset(self.restarts.borrow_and_update().clone());
+            }
             if let Some(alert) = self.pending.pop_front() {
                 self.cursor = alert.sequence;
                 return Delivery::Alert(alert);
@@ -559,7 +586,14 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                changed = self.restarts.changed() => match changed {
+                    Ok(()) => return Delivery::Reset(self.restarts.borrow_and_update().clone()),
+                    Err(_) => return Delivery::Closed,
+                },
+            };
+            match received {
                 Ok(alert) if alert.sequence <= self.cursor => continue,
                 Ok(alert) if self.filter.matches(&alert) => {
                     self.cursor = alert.sequence;

@@ -79,9 +79,19 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// Where the log hands durable events, in sequence order (the hub's fan-out). Called on whatever
-/// thread made the event durable; it must not block.
-pub type Deliver = Box<dyn Fn(Arc<pb::Alert>) + Send + Sync>;
+/// What the log hands its follower.
+pub enum Followed {
+    /// A durable event, in sequence order.
+    Event(Arc<pb::Alert>),
+    /// The log started again from sequence 1 (a shared log deleted and created again under this
+    /// process's copy: NATS lost its storage), for the reason given: the sequences handed out so
+    /// far now name other events, or none. What follows is the new log's events from its start.
+    Restarted(String),
+}
+
+/// Where the log hands durable events (the hub's fan-out). Called on whatever thread made the
+/// event durable; it must not block.
+pub type Deliver = Box<dyn Fn(Followed) + Send + Sync>;
 
 /// Where alert events are kept. The log assigns sequence numbers, increasing, never reusing one.
 pub trait AlertLog: Send + Sync {
@@ -95,8 +105,9 @@ pub trait AlertLog: Send + Sync {
     /// it; durable (as the configured sync level makes it) when this returns.
     fn append(&self, alert: &pb::Alert) -> Result<u64, LogError>;
     /// From now on hands `deliver` every event appended after sequence `after`, by this process
-    /// or any other writing the same log, once durable, in sequence order, each once. Called once,
-    /// by the hub, before its first append.
+    /// or any other writing the same log, once durable, in sequence order, each once (a shared
+    /// log created again says [`Followed::Restarted`] and hands the new log's events from 1).
+    /// Called once, by the hub, before its first append.
     fn follow(&self, after: u64, deliver: Deliver) -> Result<(), LogError>;
     /// Events matching `q`, in sequence order (oldest first unless `q.newest_first`).
     fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError>;
@@ -110,8 +121,8 @@ pub trait AlertLog: Send + Sync {
     /// and brief excerpts) and their pseudonym are blanked; the freed bytes are overwritten.
     /// Returns how many events changed.
     fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError>;
-    /// Why the log cannot be trusted to deliver every event any more (a shared log replaced
-    /// under this process's copy), if it cannot; readiness reports it.
+    /// Why the log cannot be trusted to deliver every event right now (a shared log replaced
+    /// under this process's copy, until the copy is rebuilt), if it cannot; readiness reports it.
     fn fault(&self) -> Option<String> {
         None
     }
@@ -261,7 +272,8 @@ impl SqliteAlertLog {
         let deleted = conn
             .execute(
                 "DELETE FROM alert_events WHERE sequence < ?1",
-                [first as i64],
+                // u64::MAX (everything) as i64 would be -1: nothing.
+                [i64::try_from(first).unwrap_or(i64::MAX)],
             )
             .map_err(sqlite(&self.path))?;
         if all {
@@ -349,7 +361,7 @@ impl AlertLog for SqliteAlertLog {
         if let Some(deliver) = &*self.deliver.lock().unwrap_or_else(|p| p.into_inner()) {
             let mut event = alert.clone();
             event.sequence = sequence;
-            deliver(Arc::new(event));
+            deliver(Followed::Event(Arc::new(event)));
         }
         Ok(sequence)
     }
@@ -561,6 +573,28 @@ mod tests {
             created_at: Some(SystemTime::now().into()),
             ..Default::default()
         }
+    }
+
+    /// The copy of a shared log that was created again: emptied with its numbering, then filled
+    /// from sequence 1 with the new log's events (not the old rows under the same numbers).
+    #[test]
+    fn a_mirror_emptied_whole_takes_the_new_logs_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        for s in 1..=3 {
+            log.mirror(&event(s, "old", pb::Severity::Warning)).unwrap();
+        }
+        assert_eq!(log.last_sequence().unwrap(), 3);
+        assert_eq!(log.truncate_below(u64::MAX, true).unwrap(), 3);
+        assert_eq!(log.last_sequence().unwrap(), 0);
+        assert_eq!(log.first_sequence().unwrap(), None);
+        log.mirror(&event(1, "new", pb::Severity::Critical))
+            .unwrap();
+        let all = log.query(&Query::default()).unwrap();
+        let queues: Vec<_> = (all.iter())
+            .map(|a| (a.sequence, a.context.clone().unwrap_or_default().queue))
+            .collect();
+        assert_eq!(queues, [(1, "new".to_string())]);
     }
 
     #[test]

@@ -14,8 +14,11 @@
 //! event in the copy and only then hands it to the hub's fan-out. History, resume, filters and
 //! acknowledgements then read the copy, with the embedded log's code and indexes, and a live
 //! subscriber on any replica sees exactly the stream's order. The copy is a cache: deleted, it is
-//! rebuilt from the stream at the next start; found ahead of the stream (the stream was
-//! recreated) it is emptied.
+//! rebuilt from the stream at the next start; found ahead of the stream at start (the stream was
+//! recreated) it is emptied. A stream created again while the replica runs (NATS lost its
+//! storage, an operator deleted it) is found by the follower (`stream::follow`): the copy is
+//! emptied in place, the hub told ([`Followed::Restarted`]: its subscribers reset) and the new
+//! stream followed from 1.
 //!
 //! With customer memory on, an event about a customer is published with its customer part
 //! (excerpts of their turns, their pseudonym) scrubbed from the payload and the whole event sealed
@@ -40,7 +43,9 @@ use sha2::{Digest, Sha256};
 use super::customers::{CUSTOMER_HEADER, CustomerKeys, SEALED_HEADER};
 use super::stream::Progress;
 use super::{Cluster, ClusterError, token};
-use crate::alerts::log::{AlertLog, Deliver, LogError, Query, SqliteAlertLog, scrub_customer};
+use crate::alerts::log::{
+    AlertLog, Deliver, Followed, LogError, Query, SqliteAlertLog, scrub_customer,
+};
 use crate::config::AlertLogConfig;
 use crate::pb;
 
@@ -268,6 +273,7 @@ impl AlertLog for JetStreamAlertLog {
         let (js, name) = (self.cluster.jetstream.clone(), self.stream.clone());
         let (copy, keys) = (self.copy.clone(), self.keys.clone());
         let deliver = Arc::new(deliver);
+        let (copy_for_rebuild, deliver_for_rebuild) = (self.copy.clone(), deliver.clone());
         let apply = move |sequence: u64, message: jetstream::Message| {
             let (copy, keys, deliver) = (copy.clone(), keys.clone(), deliver.clone());
             async move {
@@ -289,15 +295,37 @@ impl AlertLog for JetStreamAlertLog {
                     Ok(Err(e)) => return Err(format!("storing it in the local copy: {e}")),
                     Err(e) => return Err(format!("storing it in the local copy: {e}")),
                 }
-                deliver(Arc::new(alert));
+                deliver(Followed::Event(Arc::new(alert)));
                 Ok(())
+            }
+        };
+        let rebuild = {
+            let (copy, deliver) = (copy_for_rebuild, deliver_for_rebuild);
+            move |why: String| {
+                let (copy, deliver) = (copy.clone(), deliver.clone());
+                async move {
+                    // Emptied with its numbering: the new stream's events take their sequences.
+                    match tokio::task::spawn_blocking(move || copy.truncate_below(u64::MAX, true))
+                        .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(format!("emptying the local copy: {e}")),
+                        Err(e) => return Err(format!("emptying the local copy: {e}")),
+                    }
+                    deliver(Followed::Restarted(why));
+                    Ok(())
+                }
             }
         };
         let (progress, stop) = (self.followed.clone(), self.stop.subscribe());
         let runtime = self.cluster.runtime.clone();
         std::thread::Builder::new()
             .name("alert-follower".into())
-            .spawn(move || runtime.block_on(super::stream::follow(js, name, progress, stop, apply)))
+            .spawn(move || {
+                runtime.block_on(super::stream::follow(
+                    js, name, progress, stop, apply, rebuild,
+                ))
+            })
             .map_err(|e| LogError::Io {
                 path: self.stream.clone().into(),
                 message: format!("starting the alert follower thread: {e}"),

@@ -477,9 +477,16 @@ impl JetStreamCustomerStore {
                 }
             }
         };
+        // A stream created again under the copy (NATS lost its storage): its changes are applied
+        // over what the copy holds, from its start (they are idempotent), as at start-up.
+        let rebuild = |_why: String| async { Ok(()) };
         std::thread::Builder::new()
             .name("customer-follower".into())
-            .spawn(move || runtime.block_on(super::stream::follow(js, name, progress, stop, apply)))
+            .spawn(move || {
+                runtime.block_on(super::stream::follow(
+                    js, name, progress, stop, apply, rebuild,
+                ))
+            })
             .map(|_| ())
             .map_err(|e| CustomerError::Store {
                 path: self.stream.clone(),

@@ -142,8 +142,8 @@ pub struct Progress {
     /// When the stream followed was created (Unix nanoseconds), as first seen.
     origin: Mutex<Option<i128>>,
     /// Why the copy no longer matches the stream (it was deleted and created again, e.g. after
-    /// NATS lost its storage): its sequences mean other events now. Only a restart of this
-    /// replica rebuilds the copy (`JetStreamAlertLog::open`); until then it is reported.
+    /// NATS lost its storage): its sequences mean other events now. Reported until [`follow`]'s
+    /// `rebuild` has emptied the copy and following starts again from the new stream's start.
     diverged: Mutex<Option<String>>,
 }
 
@@ -165,9 +165,9 @@ impl Progress {
 
     /// Checks the stream's identity (its creation time) and length against the copy: a stream
     /// created since the copy was first checked against it, or one shorter than the copy, is
-    /// another stream. Returns why, once diverged. (A stream created again under the copy is
-    /// quiet to its follower at first, whose consumer starts past its end: the quiet check
-    /// calls this.)
+    /// another stream. Returns why, once diverged. (Checked when a consumer is created, when it
+    /// answers in time, and whenever the stream is quiet: a stream created again under the copy
+    /// is quiet to its follower at first, whose consumer starts past its end.)
     fn check(&self, name: &str, info: &stream::Info) -> Option<String> {
         let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
         let created = info.created.unix_timestamp_nanos();
@@ -188,10 +188,18 @@ impl Progress {
         let why = why?;
         let mut diverged = self.diverged.lock().unwrap_or_else(|p| p.into_inner());
         if diverged.is_none() {
-            tracing::error!(stream = name, %why, "the local copy no longer matches the stream: restart this replica to rebuild it");
+            tracing::error!(stream = name, %why, "the local copy no longer matches the stream: rebuilding it from the stream's start");
             *diverged = Some(why.clone());
         }
         Some(why)
+    }
+
+    /// The copy was emptied for the stream created at `created`: following starts again from its
+    /// first sequence, and the copy matches the stream again.
+    fn rebase(&self, created: i128) {
+        *self.origin.lock().unwrap_or_else(|p| p.into_inner()) = Some(created);
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        *self.diverged.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn at(&self) -> u64 {
@@ -225,27 +233,57 @@ impl Progress {
     }
 }
 
+/// Why [`consume`] stopped.
+enum Stopped {
+    Error(String),
+    /// The stream is another one than the copy was built from (`why`), created at `created`.
+    Replaced {
+        why: String,
+        created: i128,
+    },
+}
+
 /// Reads `stream` in order from the sequence after `progress`, handing each message to `apply`
 /// and advancing `progress` once it returns; re-creates its ordered consumer from the next
 /// sequence after any error, until `stop` turns true. `apply` returns an error to have the
-/// message read again (its copy could not store it).
-pub async fn follow<F, Fut>(
+/// message read again (its copy could not store it). When the stream turns out to be another
+/// one (deleted and created again: NATS lost its storage), `rebuild` empties the copy (or readies
+/// it to take the stream again from its start) and following starts again from sequence 1; until
+/// `rebuild` succeeds, [`Progress::diverged`] reports it.
+pub async fn follow<F, Fut, R, RFut>(
     js: jetstream::Context,
     stream: String,
     progress: std::sync::Arc<Progress>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     apply: F,
+    rebuild: R,
 ) where
     F: Fn(u64, jetstream::Message) -> Fut,
     Fut: Future<Output = Result<(), String>>,
+    R: Fn(String) -> RFut,
+    RFut: Future<Output = Result<(), String>>,
 {
     while !*stop.borrow() {
         let next = progress.at() + 1;
-        let error = tokio::select! {
+        let stopped = tokio::select! {
             e = consume(&js, &stream, &progress, next, &apply) => e,
             _ = stop.changed() => break,
         };
-        tracing::warn!(%error, next, %stream, "following the stream; retrying");
+        match stopped {
+            Stopped::Error(error) => {
+                tracing::warn!(%error, next, %stream, "following the stream; retrying");
+            }
+            Stopped::Replaced { why, created } => match rebuild(why).await {
+                Ok(()) => {
+                    progress.rebase(created);
+                    tracing::warn!(%stream, "local copy emptied; following the new stream from its start");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, %stream, "emptying the local copy of a stream created again; retrying");
+                }
+            },
+        }
         tokio::select! {
             _ = tokio::time::sleep(FOLLOW_RETRY) => {}
             _ = stop.changed() => break,
@@ -253,26 +291,38 @@ pub async fn follow<F, Fut>(
     }
 }
 
-/// Follows from `next` until an error, which it returns. Every request has a limit of its own
-/// (`ATTEMPT`).
+/// Follows from `next` until an error or a stream that is not the copy's, which it returns.
+/// Every request has a limit of its own (`ATTEMPT`).
 async fn consume<F, Fut>(
     js: &jetstream::Context,
     name: &str,
     progress: &Progress,
     next: u64,
     apply: &F,
-) -> String
+) -> Stopped
 where
     F: Fn(u64, jetstream::Message) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    // No request here (a loaded node answers slowly): the stream's identity is checked when it
-    // is quiet, below, which a stream created again under the copy always is at first.
     let stream = match tokio::time::timeout(ATTEMPT, js.get_stream_no_info(name)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return format!("opening the stream: {e}"),
-        Err(_) => return format!("opening the stream: no answer within {ATTEMPT:?}"),
+        Ok(Err(e)) => return Stopped::Error(format!("opening the stream: {e}")),
+        Err(_) => {
+            return Stopped::Error(format!("opening the stream: no answer within {ATTEMPT:?}"));
+        }
     };
+    // The stream may have been created again since the last consumer (an error brought us
+    // here): checked before reading it, when it answers in time (a loaded node answers slowly;
+    // else the quiet check below does it, which a stream created again under the copy always
+    // gets at first: its consumer starts past the new stream's end).
+    if let Ok(Ok(info)) = tokio::time::timeout(ATTEMPT, stream.get_info()).await
+        && let Some(why) = progress.check(name, &info)
+    {
+        return Stopped::Replaced {
+            why,
+            created: info.created.unix_timestamp_nanos(),
+        };
+    }
     let created = tokio::time::timeout(
         ATTEMPT,
         stream.create_consumer(consumer::pull::OrderedConfig {
@@ -285,36 +335,51 @@ where
     .await;
     let consumer = match created {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return format!("creating the ordered consumer: {e}"),
-        Err(_) => return format!("creating the ordered consumer: no answer within {ATTEMPT:?}"),
+        Ok(Err(e)) => return Stopped::Error(format!("creating the ordered consumer: {e}")),
+        Err(_) => {
+            return Stopped::Error(format!(
+                "creating the ordered consumer: no answer within {ATTEMPT:?}"
+            ));
+        }
     };
     let mut messages = match tokio::time::timeout(ATTEMPT, consumer.messages()).await {
         Ok(Ok(m)) => m,
-        Ok(Err(e)) => return format!("reading the ordered consumer: {e}"),
-        Err(_) => return format!("reading the ordered consumer: no answer within {ATTEMPT:?}"),
+        Ok(Err(e)) => return Stopped::Error(format!("reading the ordered consumer: {e}")),
+        Err(_) => {
+            return Stopped::Error(format!(
+                "reading the ordered consumer: no answer within {ATTEMPT:?}"
+            ));
+        }
     };
     loop {
         let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
             Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return format!("reading the stream: {e}"),
-            Ok(None) => return "the consumer ended".into(),
+            Ok(Some(Err(e))) => return Stopped::Error(format!("reading the stream: {e}")),
+            Ok(None) => return Stopped::Error("the consumer ended".into()),
             Err(_) => {
                 // Quiet, or the consumer died with its node (the client notices only after two
                 // missed 15 s heartbeats): the stream's last sequence says which.
                 let info = match tokio::time::timeout(STALL_CHECK, stream.get_info()).await {
-                    Err(_) => return "the stream's state: no answer within 1 s".into(),
-                    Ok(Err(e)) => return format!("reading the stream's state: {e}"),
+                    Err(_) => {
+                        return Stopped::Error("the stream's state: no answer within 1 s".into());
+                    }
+                    Ok(Err(e)) => {
+                        return Stopped::Error(format!("reading the stream's state: {e}"));
+                    }
                     Ok(Ok(info)) => info,
                 };
                 if let Some(why) = progress.check(name, &info) {
-                    return why;
+                    return Stopped::Replaced {
+                        why,
+                        created: info.created.unix_timestamp_nanos(),
+                    };
                 }
                 if info.state.last_sequence > progress.at() {
-                    return format!(
+                    return Stopped::Error(format!(
                         "the consumer stalled at {} while the stream is at {}",
                         progress.at(),
                         info.state.last_sequence
-                    );
+                    ));
                 }
                 tracing::debug!(
                     at = progress.at(),
@@ -327,10 +392,10 @@ where
         };
         let sequence = match message.info() {
             Ok(info) => info.stream_sequence,
-            Err(e) => return format!("a message without stream metadata: {e}"),
+            Err(e) => return Stopped::Error(format!("a message without stream metadata: {e}")),
         };
         if let Err(e) = apply(sequence, message).await {
-            return format!("applying message {sequence}: {e}");
+            return Stopped::Error(format!("applying message {sequence}: {e}"));
         }
         progress.advance(sequence);
     }

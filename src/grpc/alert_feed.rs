@@ -116,6 +116,16 @@ pub(super) async fn subscribe(
                     let _ = tx.send(Err(log_status(error))).await;
                     break;
                 }
+                Delivery::Reset(why) => {
+                    // OUT_OF_RANGE like a resume from a position the log no longer has: the
+                    // subscriber resumes from 0 (the new log's events from its start).
+                    let status = Status::out_of_range(format!(
+                        "the alert log started again from sequence 1 ({why}): resubscribe with \
+                         after_sequence 0"
+                    ));
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
                 Delivery::Closed => break,
             }
         }

@@ -5,6 +5,8 @@
 //! durable log before going live (the hub's seam: no gap, no duplicate). When that sequence can
 //! no longer be resumed (ahead of the log, i.e. a new log file, or removed by retention) the
 //! stream sends one `event: reset` and ends: the page reloads its history and subscribes anew.
+//! So does a live stream when the log starts again from 1 (cluster mode: the alert stream was
+//! created again).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -184,6 +186,12 @@ async fn sse(
                             // Ending the response makes the browser reconnect and resume.
                             tracing::error!(%error, "alert feed: the log could not be read");
                             None
+                        }
+                        Delivery::Reset(why) => {
+                            let event = Event::default().event("reset").data(format!(
+                                "the alert log started again from sequence 1: {why}"
+                            ));
+                            Some((Ok(event), Feed::Done))
                         }
                         Delivery::Closed => None,
                     }

@@ -249,6 +249,18 @@ impl TestServer {
         AlertFeedClient::new(self.channel().await)
     }
 
+    /// Every supervisor's alert event (no filter), live or, with `after`, resumed after it.
+    pub async fn feed(&self, after: Option<u64>) -> tonic::Streaming<pb::Alert> {
+        (self.alerts().await)
+            .subscribe_alerts(pb::SubscribeAlertsRequest {
+                after_sequence: after,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn assist(
         &self,
     ) -> emotion_service::pb::agent_assist_client::AgentAssistClient<Channel> {

@@ -40,16 +40,7 @@ pub async fn repeat_contact(
     via: &mut pb::emotion_analysis_client::EmotionAnalysisClient<Channel>,
     key: &str,
 ) -> pb::Alert {
-    let mut feed = watcher
-        .alerts()
-        .await
-        .subscribe_alerts(pb::SubscribeAlertsRequest {
-            after_sequence: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = watcher.feed(Some(0)).await;
     let all = emotion_service::client::read_conversation_file(&super::repo_path(FILE)).unwrap();
     let mut first = all[0].clone();
     first.conversation_id = "watch-contact-4".into();
