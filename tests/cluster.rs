@@ -1294,8 +1294,21 @@ async fn an_alert_stream_created_again_under_a_replica_is_rebuilt_in_place() {
         .clone();
     js.delete_stream("EMOTION_ALERTS").await.unwrap();
     js.create_stream(config).await.unwrap();
+    // Another replica (here, this test) publishes to the new stream at once: it is longer than
+    // the old copy before the replica notices, so the copy's length cannot be what tells.
+    for turn in 1..=3 {
+        // Dated now: an undated event is older than the retention a replica applies at start.
+        let mut alert = event("published-elsewhere", turn);
+        alert.created_at = Some(std::time::SystemTime::now().into());
+        let payload = prost::Message::encode_to_vec(&alert);
+        (js.publish("emotion.alerts.acme.billing", payload.into())
+            .await
+            .unwrap())
+        .await
+        .unwrap();
+    }
 
-    // The live subscriber is told, within seconds, with no new event needed.
+    // The live subscriber is told, within seconds.
     let start = std::time::Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(15), live.message())
         .await
@@ -1320,11 +1333,16 @@ async fn an_alert_stream_created_again_under_a_replica_is_rebuilt_in_place() {
     // holds only the new stream's events.
     let mut again = old.feed(Some(0)).await;
     stream_all(&mut old.client().await, angry_call("after-the-loss")).await;
-    let after = next_alert(&mut again).await;
-    assert_eq!(
-        (after.conversation_id.as_str(), after.sequence),
-        ("after-the-loss", 1)
-    );
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let a = next_alert(&mut again).await;
+        got.push((a.sequence, a.conversation_id));
+    }
+    let mut want: Vec<_> = (1..=3)
+        .map(|s| (s, "published-elsewhere".to_string()))
+        .collect();
+    want.push((4, "after-the-loss".to_string()));
+    assert_eq!(got, want);
     async fn history(server: &TestServer) -> Vec<(u64, String)> {
         let alerts = (server.alerts().await)
             .list_alerts(pb::ListAlertsRequest::default())
@@ -1337,7 +1355,8 @@ async fn an_alert_stream_created_again_under_a_replica_is_rebuilt_in_place() {
             .collect()
     }
     let on_old = history(&old).await;
-    assert_eq!(on_old, [(1, "after-the-loss".to_string())]);
+    want.reverse(); // newest first
+    assert_eq!(on_old, want);
 
     let mut new = replica_config(&nats);
     new.cluster.replica_id = "replica-new".into();
@@ -1595,6 +1614,89 @@ mod customers {
         assert_eq!(unknown.code(), Code::NotFound);
         assert_eq!(traces(dir.path(), &key), Vec::<String>::new());
         for server in [one, two, three] {
+            server.stop().await.unwrap();
+        }
+    }
+
+    /// The silent customers page on one replica, the contacts taken on another, in a real
+    /// headless Chromium, with auth off (the default on loopback): the customer who gave up is
+    /// on the list, the supervisor gives their name and marks them called, and the other
+    /// replica knows who called.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_silent_customers_page_reads_the_fleets_memory_in_a_real_browser() {
+        use super::common::browser::Browser;
+        use serde_json::json;
+        let Some(nats) = NatsCluster::start(3).await else {
+            return;
+        };
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let one = start(&nats, "replica-one", dirs[0].path()).await;
+        let two = start(&nats, "replica-two", dirs[1].path()).await;
+        let ids = ["watch-contact-1", "watch-contact-2", "watch-contact-3"];
+        contacts(FILE, one.channel().await, None, &ids).await;
+        eventually(
+            "the customer on the other replica's list",
+            Duration::from_secs(10),
+            || async {
+                let on_two = silent(&two).await;
+                (on_two.len() == 1)
+                    .then_some(())
+                    .ok_or(format!("{on_two:?}"))
+            },
+        )
+        .await;
+
+        let browser = Browser::start().await;
+        browser
+            .goto(&format!("http://{}/customers?lang=en", two.web_addr))
+            .await;
+        browser
+            .wait_for(
+                "the list and the name field (auth off)",
+                Duration::from_secs(10),
+                "return !document.getElementById('customers').hidden \
+                 && !document.getElementById('called-by-label').hidden",
+                json!([]),
+            )
+            .await;
+        let row = smartwatch::silent_row_in_a_week(&browser).await;
+        assert_eq!(row["outcome"], "resigned");
+        assert!(row["text"].as_str().unwrap().contains("watch-contact-3"));
+
+        // Without a name the call-back is not sent: the page says why.
+        browser.click("#silent-rows button.called").await;
+        let said = browser
+            .wait_for(
+                "the page asking for a name",
+                Duration::from_secs(10),
+                "const e = document.getElementById('customers-error').textContent; \
+                 return e.includes('Your name') && e",
+                json!([]),
+            )
+            .await;
+        eprintln!("{said}");
+        browser.type_into("#called-by", "Ming").await;
+        browser.click("#silent-rows button.called").await;
+        smartwatch::silent_list_empties(&browser, "the list empty after the call-back").await;
+        eventually(
+            "the call-back known on the replica that took the contacts",
+            Duration::from_secs(10),
+            || async {
+                let record = memory(&one)
+                    .await
+                    .get_customer(pb::GetCustomerRequest {
+                        customer: Some(by_id()),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                (record.called_by == "Ming")
+                    .then_some(())
+                    .ok_or(format!("called_by {:?}", record.called_by))
+            },
+        )
+        .await;
+        for server in [one, two] {
             server.stop().await.unwrap();
         }
     }

@@ -15,7 +15,7 @@ use emotion_service::pb;
 use emotion_service::pb::customer_memory_client::CustomerMemoryClient;
 use tonic::Code;
 
-use common::smartwatch::{CUSTOMER_ID, FILE, TENANT, by_id, by_key};
+use common::smartwatch::{self, CUSTOMER_ID, FILE, TENANT, by_id, by_key};
 
 fn days_from_now(days: u64) -> Option<prost_types::Timestamp> {
     Some((SystemTime::now() + Duration::from_secs(days * 86_400)).into())
@@ -155,7 +155,7 @@ async fn a_customer_who_gave_up_is_remembered_listed_raised_again_and_erased() {
     assert!(silent_keys(&mut customers, 8).await.is_empty());
 
     // A new contact: its first customer turn raises repeat_contact.
-    common::smartwatch::repeat_contact(&server, &mut client, &key).await;
+    smartwatch::repeat_contact(&server, &mut client, &key).await;
     // Whoever takes the new contact sees the earlier ones in the brief.
     let brief = server
         .assist()
@@ -401,23 +401,7 @@ async fn the_silent_customers_page_in_a_real_browser() {
         )
         .await;
     // A week and a day from now: the customer who gave up has been silent long enough.
-    browser
-        .eval(
-            "document.getElementById('in-days').value = '8'; return true",
-            json!([]),
-        )
-        .await;
-    browser.click("#filters button[type=submit]").await;
-    let row = browser
-        .wait_for(
-            "the customer's row",
-            Duration::from_secs(15),
-            "const r = document.querySelector('#silent-rows tr'); \
-             return r && {outcome: r.dataset.outcome, text: r.textContent, \
-                          csv: document.getElementById('csv').getAttribute('href')}",
-            json!([]),
-        )
-        .await;
+    let row = smartwatch::silent_row_in_a_week(&browser).await;
     eprintln!("{row}");
     assert_eq!(row["outcome"], "resigned");
     let text = row["text"].as_str().unwrap();
@@ -435,15 +419,7 @@ async fn the_silent_customers_page_in_a_real_browser() {
     browser.screenshot(&shot.join("silent-customers.png")).await;
 
     browser.click("#silent-rows button.called").await;
-    browser
-        .wait_for(
-            "the list empty after the call-back",
-            Duration::from_secs(10),
-            "return document.querySelectorAll('#silent-rows tr').length === 0 \
-             && !document.getElementById('silent-empty').hidden",
-            json!([]),
-        )
-        .await;
+    smartwatch::silent_list_empties(&browser, "the list empty after the call-back").await;
     let record = CustomerMemoryClient::new(channel)
         .get_customer(with(
             "tok-wu",

@@ -351,6 +351,8 @@ where
             ));
         }
     };
+    // The consumer's own count of the last message it delivered.
+    let mut consumed = 0u64;
     loop {
         let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
             Ok(Some(Ok(m))) => m,
@@ -390,10 +392,23 @@ where
                 continue;
             }
         };
-        let sequence = match message.info() {
-            Ok(info) => info.stream_sequence,
+        let (sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.consumer_sequence),
             Err(e) => return Stopped::Error(format!("a message without stream metadata: {e}")),
         };
+        // The client re-creates an ordered consumer by itself when it misses heartbeats or the
+        // consumer is gone (its stream deleted, and maybe created again), from the stream
+        // sequence after the last it delivered, and says nothing: a new consumer counts from 1
+        // again. Such a message is not applied: the consumer is created again here, after the
+        // stream's identity is checked (a stream created again may already be longer than the
+        // copy, so its sequences alone would go on as if nothing happened).
+        if delivered <= consumed {
+            return Stopped::Error(format!(
+                "the ordered consumer was re-created by the client (delivery {delivered} after \
+                 {consumed}, stream sequence {sequence})"
+            ));
+        }
+        consumed = delivered;
         if let Err(e) = apply(sequence, message).await {
             return Stopped::Error(format!("applying message {sequence}: {e}"));
         }

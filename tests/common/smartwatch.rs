@@ -79,3 +79,38 @@ pub async fn erase(client: &mut CustomerMemoryClient<Channel>, key: &str) {
     assert_eq!(erased.conversations_forgotten, 1);
     assert!(erased.alert_events_erased >= 1);
 }
+
+/// On the silent customers page (`/customers`, its list shown): looks 8 days ahead and returns
+/// the first row (its outcome and text) once the list has one.
+pub async fn silent_row_in_a_week(browser: &super::browser::Browser) -> serde_json::Value {
+    browser
+        .eval(
+            "document.getElementById('in-days').value = '8'; return true",
+            serde_json::json!([]),
+        )
+        .await;
+    browser.click("#filters button[type=submit]").await;
+    browser
+        .wait_for(
+            "the customer's row",
+            Duration::from_secs(15),
+            "const r = document.querySelector('#silent-rows tr'); \
+             return r && {outcome: r.dataset.outcome, text: r.textContent, \
+                          csv: document.getElementById('csv').getAttribute('href')}",
+            serde_json::json!([]),
+        )
+        .await
+}
+
+/// Waits until the silent customers page shows an empty list.
+pub async fn silent_list_empties(browser: &super::browser::Browser, what: &str) {
+    browser
+        .wait_for(
+            what,
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#silent-rows tr').length === 0 \
+             && !document.getElementById('silent-empty').hidden",
+            serde_json::json!([]),
+        )
+        .await;
+}

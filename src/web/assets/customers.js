@@ -6,10 +6,12 @@ const TEXT = {
   en: {
     outcomes: { resigned: "gave up", negative: "negative", open_incident: "open incident", ok: "ok" },
     markCalled: "Mark called",
+    nameFirst: "Enter your name in “Your name” first: it is recorded with the call-back.",
   },
   zh: {
     outcomes: { resigned: "客户放弃", negative: "负面", open_incident: "告警未结", ok: "正常" },
     markCalled: "标记已回访",
+    nameFirst: "请先在“您的姓名”中填写姓名：回访记录会保存它。",
     html: {
       pageTitle: "沉默客户 · emotion", skip: "跳到名单", title: "沉默客户", alerts: "告警", signOut: "退出", signIn: "登录",
       tokenLabel: "访问令牌（班长或管理员角色）",
@@ -17,7 +19,7 @@ const TEXT = {
         "请回访，然后标记为已回访：在下一次联系之前他们不再出现在名单中。客户编号是化名；最后一次会话的 ID 来自您的平台，可据此找到客户。",
       tenant: "租户", all: "全部", asOf: "截至（距今天数）", show: "显示", csv: "下载 CSV", silentList: "沉默名单",
       empty: "名单为空。", customer: "客户", rank: "排序分", bad: "负面 / 联系次数", lastContact: "最后一次联系",
-      ended: "结束时间", lowest: "最低分", emotions: "情绪",
+      ended: "结束时间", lowest: "最低分", emotions: "情绪", yourName: "您的姓名", yourNameHint: "回访时记录",
     },
   },
 };
@@ -33,6 +35,20 @@ function query() {
 }
 
 let shown = null;
+// With auth off the server cannot tell who called: the page asks (and remembers it, like the
+// alerts page does for acknowledgements). With auth on, the signed-in token's name is recorded.
+let authEnabled = true;
+
+async function whoCalls() {
+  if (authEnabled) return "";
+  const name = $("called-by").value.trim();
+  if (!name) {
+    $("called-by").focus();
+    throw new Error(T.nameFirst);
+  }
+  localStorage.setItem("emotion.name", name);
+  return name;
+}
 
 async function load() {
   const q = query();
@@ -57,7 +73,9 @@ function render(page) {
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
-        await api(`/api/customers/${encodeURIComponent(s.customer_key)}/called`, { method: "POST", body: "{}" });
+        const calledBy = await whoCalls();
+        await api(`/api/customers/${encodeURIComponent(s.customer_key)}/called`,
+          { method: "POST", body: JSON.stringify({ called_by: calledBy }) });
         await load();
       } catch (e) {
         button.disabled = false;
@@ -85,5 +103,13 @@ document.addEventListener("DOMContentLoaded", () => {
   translatePage(TEXT.zh.html);
   shown = signedInPage("customers", "customers-error", load);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  api("/api/status").then((s) => {
+    authEnabled = s.identity.auth_enabled;
+    if (!authEnabled) {
+      $("who").textContent = CT.authOff;
+      $("called-by").value = localStorage.getItem("emotion.name") || "";
+    }
+    $("called-by-label").hidden = authEnabled;
+  }).catch(() => {}); // signed out (auth on): the sign-in form says so
   load();
 });
