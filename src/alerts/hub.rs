@@ -750,4 +750,100 @@ mod tests {
             .unwrap();
         assert_eq!(take(&mut from_oldest, 2).await, [7, 8]);
     }
+
+    /// The embedded log, with what it hands its follower relayed through a switch the test can
+    /// also pull: a shared log that started again (a cluster's stream created again).
+    struct Restartable {
+        inner: crate::alerts::SqliteAlertLog,
+        deliver: Arc<std::sync::Mutex<Option<Deliver>>>,
+    }
+
+    type Deliver = crate::alerts::log::Deliver;
+
+    impl Restartable {
+        fn restart(&self, why: &str) {
+            let deliver = self.deliver.lock().unwrap();
+            (deliver.as_ref().unwrap())(Followed::Restarted(why.into()));
+        }
+    }
+
+    impl AlertLog for Restartable {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn last_sequence(&self) -> Result<u64, LogError> {
+            self.inner.last_sequence()
+        }
+        fn first_sequence(&self) -> Result<Option<u64>, LogError> {
+            self.inner.first_sequence()
+        }
+        fn append(&self, alert: &pb::Alert) -> Result<u64, LogError> {
+            self.inner.append(alert)
+        }
+        fn follow(&self, after: u64, deliver: Deliver) -> Result<(), LogError> {
+            *self.deliver.lock().unwrap() = Some(deliver);
+            let relay = self.deliver.clone();
+            self.inner.follow(
+                after,
+                Box::new(move |f| (relay.lock().unwrap().as_ref().unwrap())(f)),
+            )
+        }
+        fn query(&self, q: &Query) -> Result<Vec<pb::Alert>, LogError> {
+            self.inner.query(q)
+        }
+        fn apply_retention(&self, age: Option<Duration>, n: u64) -> Result<usize, LogError> {
+            self.inner.apply_retention(age, n)
+        }
+        fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError> {
+            self.inner.erase(conversation_ids)
+        }
+    }
+
+    /// A log that starts again from 1 ends every open subscription with a reset at once (a live
+    /// one waiting for the next event, one still catching up), its newest sequence goes back to
+    /// 0, and a subscription taken afterwards from 0 gets what follows.
+    #[tokio::test]
+    async fn a_log_started_again_resets_every_subscriber() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Restartable {
+            inner: crate::alerts::SqliteAlertLog::open(&AlertLogConfig {
+                path: dir.path().join("alerts.sqlite3"),
+                ..Default::default()
+            })
+            .unwrap(),
+            deliver: Default::default(),
+        });
+        let hub = AlertHub::new(
+            log.clone(),
+            16,
+            SubscriberLimits::new(100, 100),
+            Metrics::new(),
+        )
+        .unwrap();
+        let mut live = hub.subscribe(AlertFilter::default(), None, None).unwrap();
+        for _ in 0..3 {
+            hub.publish(alert("q", pb::Severity::Warning)).await;
+        }
+        assert_eq!(take(&mut live, 1).await, [1]);
+        let mut replaying = hub
+            .subscribe(AlertFilter::default(), Some(0), None)
+            .unwrap();
+        assert_eq!(take(&mut replaying, 1).await, [1]);
+        assert_eq!(hub.last_sequence(), 3);
+
+        log.restart("created again");
+        for sub in [&mut live, &mut replaying] {
+            match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+                Ok(Delivery::Reset(why)) => assert_eq!(why, "created again"),
+                other => panic!("a reset, not {other:?}"),
+            }
+        }
+        assert_eq!(hub.last_sequence(), 0);
+        let mut again = hub
+            .subscribe(AlertFilter::default(), Some(0), None)
+            .unwrap();
+        hub.publish(alert("q", pb::Severity::Warning)).await;
+        // (The embedded log itself goes on numbering from 4.)
+        assert_eq!(take(&mut again, 1).await, [4]);
+    }
 }
