@@ -1554,9 +1554,20 @@ mod customers {
                 "{needle:?} in the clear in NATS's files"
             );
         }
+        // Nor the pseudonym, but in the one message the erasure deletes: the link from it to
+        // the handle that names the customer in every other stream (and that message's copy in
+        // the keys stream's Raft log).
+        let linked = files_holding(nats.store_dir(), &key);
+        eprintln!("the pseudonym before the erasure: {linked:?}");
+        assert!(!linked.is_empty(), "the link is in NATS's files");
+        let elsewhere: Vec<_> = (linked.iter())
+            .filter(|f| f.contains("/streams/") && !f.contains("CUSTOMER_KEYS"))
+            .collect();
+        assert!(elsewhere.is_empty(), "the pseudonym in {elsewhere:?}");
 
         // Erased on one replica; the live contact is on the other (found through the fleet view).
         smartwatch::erase(&mut memory(&one).await, &key).await;
+        let erased_at = tokio::time::Instant::now();
         for (server, dir) in [&one, &two].into_iter().zip(&dirs) {
             let server: &TestServer = server;
             eventually(
@@ -1615,6 +1626,34 @@ mod customers {
         assert_eq!(traces(dir.path(), &key), Vec::<String>::new());
         for server in [one, two, three] {
             server.stop().await.unwrap();
+        }
+
+        // The link's message was overwritten in the stream's files at once; its copy in the
+        // Raft log goes when NATS compacts the log (every two minutes or so): then no file of
+        // NATS's names the customer.
+        let streams: Vec<_> = (files_holding(nats.store_dir(), &key).into_iter())
+            .filter(|f| f.contains("/streams/"))
+            .collect();
+        assert_eq!(
+            streams,
+            Vec::<String>::new(),
+            "the pseudonym after the erasure"
+        );
+        loop {
+            let left = files_holding(nats.store_dir(), &key);
+            if left.is_empty() {
+                eprintln!(
+                    "the pseudonym in no file of NATS's {:.0} s after the erasure",
+                    erased_at.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            assert!(
+                erased_at.elapsed() < Duration::from_secs(360),
+                "the pseudonym still in {left:?} {:?} after the erasure",
+                erased_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::customers::{CUSTOMER_HEADER, CustomerKeys, SEALED_HEADER};
+use super::customers::{CUSTOMER_HEADER, CustomerKey, CustomerKeys, SEALED_HEADER};
 use super::stream::Progress;
 use super::{Cluster, ClusterError, token};
 use crate::alerts::log::{
@@ -138,15 +138,16 @@ impl JetStreamAlertLog {
             return Ok((Bytes::from(body.encode_to_vec()), None));
         };
         let (k, who) = (keys.clone(), customer.clone());
-        let key = self
+        let CustomerKey { handle, key } = self
             .cluster
             .block_on("reading the customer's key", async move {
                 k.key(&who, true).await?.ok_or_else(|| "no key".into())
             })
             .map_err(unavailable(&self.stream))?;
-        let sealed = super::customers::seal(&key, &customer, &body.encode_to_vec());
+        let sealed = super::customers::seal(&key, &handle, &body.encode_to_vec());
         let mut headers = HeaderMap::new();
-        headers.insert(CUSTOMER_HEADER, customer.as_str());
+        // The customer's handle, not their pseudonym (see `customers::is_handle`).
+        headers.insert(CUSTOMER_HEADER, handle.as_str());
         headers.insert(
             SEALED_HEADER,
             base64::engine::general_purpose::STANDARD
@@ -183,14 +184,14 @@ async fn unseal(
     let (Some(keys), Some((sealed, customer))) = (keys, sealed) else {
         return Ok(Some(alert));
     };
-    let customer = customer.as_str();
-    let Some(key) = keys.key(customer, false).await? else {
+    let handle = customer.as_str();
+    let Some(key) = keys.key_of_handle(handle).await? else {
         return Ok(Some(alert));
     };
     let original = base64::engine::general_purpose::STANDARD
         .decode(sealed.as_str())
         .ok()
-        .and_then(|s: Vec<u8>| super::customers::open(&key, customer, &s))
+        .and_then(|s: Vec<u8>| super::customers::open(&key, handle, &s))
         .and_then(|plain| pb::Alert::decode(plain.as_slice()).ok());
     if original.is_none() {
         tracing::error!(

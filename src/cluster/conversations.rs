@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use super::customers::CustomerKeys;
+use super::customers::{CustomerKey, CustomerKeys};
 use super::{Cluster, ClusterError};
 use crate::conversation::{
     FleetSummary, OUTBOX_WINDOW, Revision, SharedChange, SharedConversations, SharedError,
@@ -33,9 +33,12 @@ use crate::customers;
 
 /// The first byte of every value: the encoding's version (4: with the conversation's id).
 const FORMAT: u8 = 4;
-/// Version 4 sealed with the customer's key: the byte, the pseudonym (32 hex digits), the
-/// sealed value.
-const FORMAT_SEALED: u8 = 5;
+/// Version 4 sealed with the customer's key: the byte, the customer's handle
+/// (`customers::is_handle`, 33 bytes), the sealed value.
+const FORMAT_SEALED: u8 = 6;
+/// The same written by earlier versions, with the pseudonym (32 hex digits) in place of the
+/// handle; still read.
+const FORMAT_SEALED_5: u8 = 5;
 /// The version before, still read (a rolling upgrade): the same without the id.
 const FORMAT_3: u8 = 3;
 /// How much longer than the TTL the bucket keeps a conversation nobody writes to: more than
@@ -243,12 +246,18 @@ impl Codec {
             out.extend(plain);
             return Ok(out.into());
         };
-        let key = (keys.key(customer, true).await)
+        let CustomerKey { handle, key } = (keys.key(customer, true).await)
             .map_err(SharedError::Unavailable)?
             .ok_or_else(|| SharedError::Unavailable("no customer key".into()))?;
-        let mut out = vec![FORMAT_SEALED];
-        out.extend(customer.as_bytes());
-        out.extend(super::customers::seal(&key, customer, &plain));
+        // A customer first seen by an earlier version has their pseudonym as handle.
+        let format = if handle.len() == 32 {
+            FORMAT_SEALED_5
+        } else {
+            FORMAT_SEALED
+        };
+        let mut out = vec![format];
+        out.extend(handle.as_bytes());
+        out.extend(super::customers::seal(&key, &handle, &plain));
         Ok(out.into())
     }
 
@@ -271,17 +280,18 @@ impl Codec {
         }
         match body.split_first() {
             Some((&FORMAT, rest)) => postcard::from_bytes(rest).ok(),
-            Some((&FORMAT_SEALED, rest)) => {
-                let (customer, sealed) = rest.split_at_checked(32)?;
-                let customer = std::str::from_utf8(customer).ok()?;
-                let key = match self.keys.as_ref()?.key(customer, false).await {
+            Some((&format @ (FORMAT_SEALED | FORMAT_SEALED_5), rest)) => {
+                let width = if format == FORMAT_SEALED { 33 } else { 32 };
+                let (handle, sealed) = rest.split_at_checked(width)?;
+                let handle = std::str::from_utf8(handle).ok()?;
+                let key = match self.keys.as_ref()?.key_of_handle(handle).await {
                     Ok(key) => key?,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading a customer key for a conversation's state");
                         return None;
                     }
                 };
-                let plain = super::customers::open(&key, customer, sealed)?;
+                let plain = super::customers::open(&key, handle, sealed)?;
                 postcard::from_bytes(&plain).ok()
             }
             Some((&FORMAT_3, rest)) => {

@@ -1,16 +1,17 @@
 //! Customer memory in a cluster (`docs/assist.md`): one replicated JetStream stream
-//! (`{PREFIX}_CUSTOMERS`, subjects `{prefix}.customers.{pseudonym}`) carries every change to a
-//! customer's record (an ended contact, a call-back, an erasure) in one order for the fleet, and
-//! each replica follows it into its own SQLite copy (`customers.path`, the embedded store's
-//! schema), so the turn path's lookups and the silent list read locally, as the alert log's copy
-//! does.
+//! (`{PREFIX}_CUSTOMERS`, subjects `{prefix}.customers.{handle}`, a random name of the customer:
+//! [`is_handle`]) carries every change to a customer's record (an ended contact, a call-back, an
+//! erasure) in one order for the fleet, and each replica follows it into its own SQLite copy
+//! (`customers.path`, the embedded store's schema), so the turn path's lookups and the silent
+//! list read locally, as the alert log's copy does.
 //!
 //! Erasure cannot rewrite a stream, so nothing of a customer's is written to a stream in the
 //! clear: contacts and call-backs, and in the alert stream the customer's part of every event
 //! (excerpts of their turns, their pseudonym), are sealed (AES-256-GCM) with a key of that
-//! customer's, kept in the stream `{PREFIX}_CUSTOMER_KEYS` ([`CustomerKeys`]). `DeleteCustomer`
-//! erases the key (its message deleted, which the server overwrites in its files), purges the
-//! customer's subject and publishes a tombstone naming their conversations; every replica that
+//! customer's, kept in the stream `{PREFIX}_CUSTOMER_KEYS` ([`CustomerKeys`]), which alone links
+//! the customer's pseudonym to their handle. `DeleteCustomer` erases the key and that link (their
+//! messages deleted, which the server overwrites in its files), purges the customer's subject and
+//! publishes a tombstone naming their handle and conversations; every replica that
 //! applies it deletes the customer from its copy and blanks those conversations' events in its
 //! copy of the alert log. Without the key, what stays in the streams cannot be read: a replica
 //! rebuilding its copies later finds the events blank (their scrubbed payload) and skips the
@@ -45,17 +46,74 @@ const PSEUDONYM_KEY: &str = "pseudonym-key";
 /// How long the stream remembers message ids to drop a re-published change.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
+/// A customer's name inside NATS: a random handle (`h` and 32 hex digits), never their
+/// pseudonym. The pseudonym is derived from the platform's customer id with the fleet's
+/// pseudonym key, so anything written under it (a subject, a header) would let whoever holds
+/// that key and a customer id find the customer's traces in NATS's files after their erasure. A
+/// handle is linked to its pseudonym by one message only, deleted by the erasure.
+pub fn is_handle(s: &str) -> bool {
+    s.len() == 33
+        && s.starts_with('h')
+        && s[1..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// A customer's handle and sealing key.
+#[derive(Clone)]
+pub struct CustomerKey {
+    /// The name of the customer's messages in NATS ([`is_handle`]; the pseudonym itself for a
+    /// customer first seen by an earlier version, which named them by pseudonym).
+    pub handle: String,
+    pub key: Arc<LessSafeKey>,
+}
+
 /// Every customer's sealing key, cached per replica: a replicated stream
-/// (`{PREFIX}_CUSTOMER_KEYS`) with one message per customer (subject
-/// `{prefix}.customer-keys.{pseudonym}`, one message kept per subject). A stream rather than a
-/// key-value bucket because a bucket's messages cannot be deleted one by one, and erasing a key
-/// is deleting its message, which the server overwrites in its files.
+/// (`{PREFIX}_CUSTOMER_KEYS`, one message kept per subject) with two messages per customer:
+/// `{prefix}.customer-keys.{handle}`, the key, and `{prefix}.customer-keys.{pseudonym}`, the
+/// handle (the only place where the two meet). A stream rather than a key-value bucket because
+/// a bucket's messages cannot be deleted one by one, and erasing a customer is deleting both
+/// messages, which the server overwrites in its files (its Raft log keeps them until it is
+/// compacted, within about two and a half minutes as measured). A customer first seen by an
+/// earlier version has one message, `{prefix}.customer-keys.{pseudonym}` holding the key, and
+/// the pseudonym as handle.
 pub struct CustomerKeys {
     js: jetstream::Context,
     stream: String,
     subjects: String,
     op_timeout: Duration,
-    cache: Mutex<HashMap<String, Arc<LessSafeKey>>>,
+    cache: Mutex<KeyCache>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    /// Pseudonym -> handle and key.
+    by_customer: HashMap<String, CustomerKey>,
+    /// Handle -> key, and the pseudonym when this replica has seen it.
+    by_handle: HashMap<String, (Arc<LessSafeKey>, Option<String>)>,
+}
+
+impl KeyCache {
+    fn insert(&mut self, customer: Option<&str>, key: &CustomerKey) {
+        if self.by_handle.len() >= 100_000 {
+            self.by_customer.clear();
+            self.by_handle.clear();
+        }
+        if let Some(customer) = customer {
+            self.by_customer.insert(customer.to_string(), key.clone());
+        }
+        let known = customer.map(str::to_string).or_else(|| {
+            (self.by_handle.get(&key.handle)).and_then(|(_, customer)| customer.clone())
+        });
+        (self.by_handle).insert(key.handle.clone(), (key.key.clone(), known));
+    }
+}
+
+/// The two ways to a key: from the customer's pseudonym (through their handle) or from a handle.
+#[derive(Clone, Copy)]
+enum Lookup<'a> {
+    Customer(&'a str),
+    Handle(&'a str),
 }
 
 impl CustomerKeys {
@@ -80,13 +138,12 @@ impl CustomerKeys {
             stream,
             subjects,
             op_timeout: cluster.config.op_timeout(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(KeyCache::default()),
         }))
     }
 
-    fn cached(&self, customer: &str) -> Option<Arc<LessSafeKey>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(customer).cloned()
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The stored secret named `name` and its sequence, if there is one. One attempt.
@@ -106,9 +163,7 @@ impl CustomerKeys {
                 Err(e) => Err(e.to_string()),
             }
         };
-        tokio::time::timeout(ATTEMPT, read)
-            .await
-            .map_err(|_| "no answer".to_string())?
+        once(read).await
     }
 
     /// Stores `secret` as `name` unless one is there already. One attempt; an error when another
@@ -126,36 +181,78 @@ impl CustomerKeys {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        tokio::time::timeout(ATTEMPT, sent)
-            .await
-            .map_err(|_| "no answer".to_string())?
+        once(sent).await
     }
 
-    /// The customer's key; with `create`, made on first use (the first replica to create it
-    /// wins, the others read theirs). None: no key (never made, or erased).
-    pub async fn key(
-        &self,
-        customer: &str,
-        create: bool,
-    ) -> Result<Option<Arc<LessSafeKey>>, String> {
-        if let Some(key) = self.cached(customer) {
+    /// Deletes the message at `sequence` (the server overwrites it in its files). One attempt.
+    async fn delete(&self, sequence: u64) -> Result<(), String> {
+        let deleted = async {
+            let stream = self
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .delete_message(sequence)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        once(deleted).await
+    }
+
+    /// The customer's (a pseudonym) handle and key; with `create`, made on first use (the first
+    /// replica to link a handle to the customer wins, the others read theirs). None: no key
+    /// (never made, or erased).
+    pub async fn key(&self, customer: &str, create: bool) -> Result<Option<CustomerKey>, String> {
+        if let Some(key) = self.cache().by_customer.get(customer).cloned() {
             return Ok(Some(key));
         }
+        let key = self.retried(Lookup::Customer(customer), create).await?;
+        if let Some(key) = &key {
+            self.cache().insert(Some(customer), key);
+        }
+        Ok(key)
+    }
+
+    /// The key of the customer named `handle` in a message (a pseudonym in messages of an
+    /// earlier version). None: erased.
+    pub async fn key_of_handle(&self, handle: &str) -> Result<Option<Arc<LessSafeKey>>, String> {
+        if let Some((key, _)) = self.cache().by_handle.get(handle) {
+            return Ok(Some(key.clone()));
+        }
+        let key = self.retried(Lookup::Handle(handle), false).await?;
+        if let Some(key) = &key {
+            self.cache().insert(None, key);
+        }
+        Ok(key.map(|k| k.key))
+    }
+
+    /// The pseudonym of `handle`, if this replica has looked the customer up by it since it
+    /// started (the messages name handles only).
+    pub fn customer_of_handle(&self, handle: &str) -> Option<String> {
+        if crate::customers::is_pseudonym(handle) {
+            return Some(handle.to_string());
+        }
+        let cache = self.cache();
+        cache.by_handle.get(handle).and_then(|(_, c)| c.clone())
+    }
+
+    async fn retried(
+        &self,
+        lookup: Lookup<'_>,
+        create: bool,
+    ) -> Result<Option<CustomerKey>, String> {
         let deadline = tokio::time::Instant::now() + self.op_timeout;
         loop {
-            match self.fetch(customer, create).await {
-                Ok(key) => {
-                    if let Some(key) = &key {
-                        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                        if cache.len() >= 100_000 {
-                            cache.clear();
-                        }
-                        cache.insert(customer.to_string(), key.clone());
-                    }
-                    return Ok(key);
-                }
+            let attempt = match lookup {
+                Lookup::Customer(customer) => self.fetch(customer, create).await,
+                Lookup::Handle(handle) => self.fetch_handle(handle).await,
+            };
+            match attempt {
+                Ok(key) => return Ok(key),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!("the key of customer {customer}: {e}"));
+                    return Err(format!("a customer's key: {e}"));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reading a customer key; retrying");
@@ -165,23 +262,74 @@ impl CustomerKeys {
         }
     }
 
-    async fn fetch(
-        &self,
-        customer: &str,
-        create: bool,
-    ) -> Result<Option<Arc<LessSafeKey>>, String> {
-        if let Some((_, secret)) = self.entry(customer).await? {
-            return aead_key(&secret).map(Some);
-        }
-        if !create {
+    async fn fetch_handle(&self, handle: &str) -> Result<Option<CustomerKey>, String> {
+        if !(is_handle(handle) || crate::customers::is_pseudonym(handle)) {
             return Ok(None);
         }
-        let mut secret = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut secret)
-            .map_err(|_| "no random source".to_string())?;
-        self.create(customer, &secret).await?;
-        aead_key(&secret).map(Some)
+        match self.entry(handle).await? {
+            // A pseudonym's message holds a handle, unless an earlier version wrote the key.
+            Some((_, secret)) if secret.len() == 32 => Ok(Some(CustomerKey {
+                handle: handle.to_string(),
+                key: aead_key(&secret)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn fetch(&self, customer: &str, create: bool) -> Result<Option<CustomerKey>, String> {
+        for _ in 0..8 {
+            match self.entry(customer).await? {
+                // Named by an earlier version: the key itself, the pseudonym as handle.
+                Some((_, secret)) if secret.len() == 32 => {
+                    return Ok(Some(CustomerKey {
+                        handle: customer.to_string(),
+                        key: aead_key(&secret)?,
+                    }));
+                }
+                Some((sequence, handle)) => {
+                    let handle = std::str::from_utf8(&handle)
+                        .ok()
+                        .filter(|h| is_handle(h))
+                        .ok_or("a customer's handle that is not one")?;
+                    if let Some(key) = self.fetch_handle(handle).await? {
+                        return Ok(Some(key));
+                    }
+                    if !create {
+                        return Ok(None);
+                    }
+                    // The key is gone, the link not yet: an erasure that stopped half-way (it
+                    // deletes the key first). The link goes too and the customer starts anew.
+                    self.delete(sequence).await?;
+                }
+                None if !create => return Ok(None),
+                None => {
+                    let mut bytes = [0u8; 16 + 32];
+                    SystemRandom::new()
+                        .fill(&mut bytes)
+                        .map_err(|_| "no random source".to_string())?;
+                    let handle = format!("h{}", hex::encode(&bytes[..16]));
+                    let secret = &bytes[16..];
+                    // The key first: a link is never left without its key. A key left without
+                    // a link (this replica lost the race below) names no one.
+                    self.create(&handle, secret).await?;
+                    if self.create(customer, handle.as_bytes()).await.is_ok() {
+                        return Ok(Some(CustomerKey {
+                            handle,
+                            key: aead_key(secret)?,
+                        }));
+                    }
+                    // Another replica linked theirs first (or the answer was lost): read again,
+                    // and drop this key if it is not the one linked.
+                    if let Some((_, linked)) = self.entry(customer).await?
+                        && linked.as_ref() != handle.as_bytes()
+                        && let Some((sequence, _)) = self.entry(&handle).await?
+                    {
+                        let _ = self.delete(sequence).await;
+                    }
+                }
+            }
+        }
+        Err("the customer's key changed under every attempt".into())
     }
 
     /// The pseudonym key the fleet shares (every replica must turn a customer id into the same
@@ -226,44 +374,63 @@ impl CustomerKeys {
         }
     }
 
-    /// Erases the customer's key: its message is deleted, which the server overwrites in its
-    /// files, and this replica's cached copy dropped.
-    pub async fn erase(&self, customer: &str) -> Result<(), String> {
-        self.forget(customer);
+    /// Erases the customer: their key's message, then the one linking their pseudonym to their
+    /// handle, are deleted (the server overwrites them in its files), and this replica's cached
+    /// copy dropped. Returns the handle they had (None: no key, erased already).
+    pub async fn erase(&self, customer: &str) -> Result<Option<String>, String> {
+        let handle = self
+            .cache()
+            .by_customer
+            .get(customer)
+            .map(|k| k.handle.clone());
+        if let Some(handle) = &handle {
+            self.forget(handle);
+        }
         let deadline = tokio::time::Instant::now() + self.op_timeout;
-        loop {
+        let erased = loop {
             let attempt = async {
-                let Some((sequence, _)) = self.entry(customer).await? else {
-                    return Ok(());
+                let Some((sequence, linked)) = self.entry(customer).await? else {
+                    return Ok(None);
                 };
-                let stream = self
-                    .js
-                    .get_stream_no_info(&self.stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::time::timeout(ATTEMPT, stream.delete_message(sequence))
-                    .await
-                    .map_err(|_| "no answer".to_string())?
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let handle = match std::str::from_utf8(&linked) {
+                    Ok(h) if linked.len() != 32 && is_handle(h) => {
+                        if let Some((key, _)) = self.entry(h).await? {
+                            self.delete(key).await?;
+                        }
+                        h.to_string()
+                    }
+                    _ => customer.to_string(),
+                };
+                self.delete(sequence).await?;
+                Ok::<_, String>(Some(handle))
             };
             match attempt.await {
-                Ok(()) => break,
+                Ok(handle) => break handle,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(format!("erasing the key: {e}"));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        };
+        if let Some(handle) = erased.as_ref().or(handle.as_ref()) {
+            self.forget(handle);
         }
-        self.forget(customer);
-        Ok(())
+        Ok(erased.or(handle))
     }
 
-    /// Drops this replica's cached copy (another replica erased the customer).
-    pub fn forget(&self, customer: &str) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.remove(customer);
+    /// Drops this replica's cached copy of the customer named `handle` (erased).
+    pub fn forget(&self, handle: &str) {
+        let mut cache = self.cache();
+        cache.by_handle.remove(handle);
+        cache.by_customer.retain(|_, k| k.handle != handle);
     }
+}
+
+/// One attempt at an operation on the keys stream: its result, or "no answer" after [`ATTEMPT`].
+async fn once<T>(op: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(ATTEMPT, op)
+        .await
+        .map_err(|_| "no answer".to_string())?
 }
 
 /// The sealing key a customer's 32-byte secret makes.
@@ -304,22 +471,34 @@ pub fn open(key: &LessSafeKey, customer: &str, sealed: &[u8]) -> Option<Vec<u8>>
     Some(plain.to_vec())
 }
 
-/// One message of the customers stream.
+/// One message of the customers stream (subject `{prefix}.customers.{handle}`).
 #[derive(Serialize, Deserialize)]
 enum Message {
-    /// A [`Change`] sealed with the customer's key.
-    Sealed { customer: String, data: Vec<u8> },
-    /// The customer was erased; their conversations' events are blanked on every replica.
+    /// A [`Change`] sealed with the key of the customer named `handle` ([`CustomerKey`]).
+    Sealed { handle: String, data: Vec<u8> },
+    /// The customer named `handle` was erased; their conversations' events are blanked on every
+    /// replica.
     Erased {
-        customer: String,
+        handle: String,
         conversations: Vec<String>,
     },
 }
 
+/// What a sealed message holds. The customer (pseudonym) is inside the seal: a message names a
+/// handle only.
 #[derive(Serialize, Deserialize)]
 enum Change {
     Contact(Contact),
-    Called { by: String, at_ms: u64 },
+    /// Written by earlier versions, whose handle was the pseudonym.
+    Called {
+        by: String,
+        at_ms: u64,
+    },
+    CalledBack {
+        customer: String,
+        by: String,
+        at_ms: u64,
+    },
 }
 
 /// What a replica does besides its customer copy when it applies an erasure made on another
@@ -427,12 +606,12 @@ impl JetStreamCustomerStore {
                 .remove(&id);
             async move {
                 match postcard::from_bytes::<Message>(&message.payload) {
-                    Ok(Message::Sealed { customer, data }) => {
-                        let Some(key) = keys.key(&customer, false).await? else {
+                    Ok(Message::Sealed { handle, data }) => {
+                        let Some(key) = keys.key_of_handle(&handle).await? else {
                             // Erased since: nothing to apply.
                             return mirrored(copy, sequence).await;
                         };
-                        match open(&key, &customer, &data)
+                        match open(&key, &handle, &data)
                             .and_then(|plain| postcard::from_bytes::<Change>(&plain).ok())
                         {
                             Some(change) => {
@@ -440,8 +619,13 @@ impl JetStreamCustomerStore {
                                     match change {
                                         Change::Contact(c) => copy.record(&[c])?,
                                         Change::Called { by, at_ms } => {
-                                            copy.mark_called(&customer, &by, at_ms).map(|_| ())?
+                                            copy.mark_called(&handle, &by, at_ms).map(|_| ())?
                                         }
+                                        Change::CalledBack {
+                                            customer,
+                                            by,
+                                            at_ms,
+                                        } => copy.mark_called(&customer, &by, at_ms).map(|_| ())?,
                                     }
                                     copy.set_mirrored(sequence)
                                 })
@@ -457,14 +641,23 @@ impl JetStreamCustomerStore {
                         }
                     }
                     Ok(Message::Erased {
-                        customer,
+                        handle,
                         conversations,
                     }) => {
-                        keys.forget(&customer);
+                        // Whose handle it was: known if this replica looked the customer up
+                        // since it started, else read off the contacts its copy holds.
+                        let known = keys.customer_of_handle(&handle);
+                        keys.forget(&handle);
                         blocking(move || {
-                            copy.delete(&customer, &[])?;
+                            let customers = match known {
+                                Some(customer) => vec![customer],
+                                None => copy.customers_of(&conversations)?,
+                            };
+                            for customer in &customers {
+                                copy.delete(customer, &[])?;
+                            }
                             if let Some(f) = on_erased.get().filter(|_| !ours) {
-                                f(&customer, &conversations);
+                                f(customers.first().map_or("", String::as_str), &conversations);
                             }
                             copy.set_mirrored(sequence)
                         })
@@ -501,14 +694,14 @@ impl JetStreamCustomerStore {
         }
     }
 
-    /// Publishes `message` on the customer's subject and waits until this replica's copy holds
-    /// it (a caller reads its own write).
-    fn publish(&self, customer: &str, message: &Message, id: String) -> Result<(), CustomerError> {
+    /// Publishes `message` on the subject of the customer named `handle` and waits until this
+    /// replica's copy holds it (a caller reads its own write).
+    fn publish(&self, handle: &str, message: &Message, id: String) -> Result<(), CustomerError> {
         let payload = postcard::to_stdvec(message).map_err(|e| self.unavailable(e))?;
         let ack = super::stream::publish(
             &self.cluster,
             "publishing to the customers stream",
-            format!("{}.{customer}", self.subjects),
+            format!("{}.{handle}", self.subjects),
             Bytes::from(payload),
             id,
             None,
@@ -524,20 +717,19 @@ impl JetStreamCustomerStore {
             })
     }
 
-    fn sealed(&self, customer: &str, change: &Change) -> Result<Message, CustomerError> {
+    /// The customer's handle and `change` sealed with their key (made on first use).
+    fn sealed(&self, customer: &str, change: &Change) -> Result<(String, Message), CustomerError> {
         let keys = self.keys.clone();
         let who = customer.to_string();
-        let key = self
+        let CustomerKey { handle, key } = self
             .cluster
             .block_on("reading the customer's key", async move {
                 keys.key(&who, true).await?.ok_or_else(|| "no key".into())
             })
             .map_err(|e| self.unavailable(e))?;
         let plain = postcard::to_stdvec(change).map_err(|e| self.unavailable(e))?;
-        Ok(Message::Sealed {
-            customer: customer.to_string(),
-            data: seal(&key, customer, &plain),
-        })
+        let data = seal(&key, &handle, &plain);
+        Ok((handle.clone(), Message::Sealed { handle, data }))
     }
 }
 
@@ -572,10 +764,11 @@ impl CustomerStore for JetStreamCustomerStore {
 
     fn record(&self, contacts: &[Contact]) -> Result<(), CustomerError> {
         for c in contacts {
-            let message = self.sealed(&c.customer, &Change::Contact(c.clone()))?;
-            // One contact per conversation and customer, whichever replica records it.
-            let id = message_id(&["contact", &c.customer, &c.conversation_id]);
-            self.publish(&c.customer, &message, id)?;
+            let (handle, message) = self.sealed(&c.customer, &Change::Contact(c.clone()))?;
+            // One contact per conversation and customer, whichever replica records it (by
+            // handle: an id made from the pseudonym would name the customer in the stream).
+            let id = message_id(&["contact", &handle, &c.conversation_id]);
+            self.publish(&handle, &message, id)?;
         }
         Ok(())
     }
@@ -592,57 +785,69 @@ impl CustomerStore for JetStreamCustomerStore {
         if self.copy.summary(customer)?.is_none() {
             return Ok(false);
         }
-        let change = Change::Called {
+        let change = Change::CalledBack {
+            customer: customer.to_string(),
             by: by.to_string(),
             at_ms,
         };
-        let message = self.sealed(customer, &change)?;
-        let id = message_id(&["called", customer, by, &at_ms.to_string()]);
-        self.publish(customer, &message, id)?;
+        let (handle, message) = self.sealed(customer, &change)?;
+        let id = message_id(&["called", &handle, by, &at_ms.to_string()]);
+        self.publish(&handle, &message, id)?;
         Ok(true)
     }
 
     fn delete(&self, customer: &str, live: &[String]) -> Result<Erased, CustomerError> {
         let erased = self.copy.delete(customer, &[])?;
         let keys = self.keys.clone();
-        let (js, name) = (self.cluster.jetstream.clone(), self.stream.clone());
-        let (who, subject) = (
-            customer.to_string(),
-            format!("{}.{customer}", self.subjects),
+        let (js, name, subjects) = (
+            self.cluster.jetstream.clone(),
+            self.stream.clone(),
+            self.subjects.clone(),
         );
-        self.cluster
+        let who = customer.to_string();
+        let handle = self
+            .cluster
             .block_on("erasing the customer", async move {
-                keys.erase(&who).await?;
+                let Some(handle) = keys.erase(&who).await? else {
+                    return Ok(None);
+                };
                 let stream = js
                     .get_stream_no_info(&name)
                     .await
                     .map_err(|e| e.to_string())?;
                 stream
                     .purge()
-                    .filter(subject)
+                    .filter(format!("{subjects}.{handle}"))
                     .await
-                    .map(|_| ())
+                    .map(|_| Some(handle))
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| self.unavailable(e))?;
+        // A customer without a key never had a record in the stream; the live conversations
+        // still go on every replica (under a handle that names no one).
+        let handle = handle.unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            let _ = SystemRandom::new().fill(&mut bytes);
+            format!("h{}", hex::encode(bytes))
+        });
         let mut conversations = erased.conversation_ids.clone();
         conversations.extend(live.iter().cloned());
         conversations.sort();
         conversations.dedup();
         let tombstone = Message::Erased {
-            customer: customer.to_string(),
+            handle: handle.clone(),
             conversations,
         };
         // Each erasure is its own message (a customer may be erased, come back and be erased
         // again within the duplicate window).
         let mut nonce = [0u8; 8];
         let _ = SystemRandom::new().fill(&mut nonce);
-        let id = message_id(&["erased", customer, &hex::encode(nonce)]);
+        let id = message_id(&["erased", &handle, &hex::encode(nonce)]);
         self.erasing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
-        self.publish(customer, &tombstone, id)?;
+        self.publish(&handle, &tombstone, id)?;
         Ok(erased)
     }
 
@@ -678,5 +883,17 @@ mod tests {
         assert_eq!(open(&key, "aa", &altered), None);
         assert_eq!(open(&key, "aa", &sealed[..5]), None);
         assert!(aead_key(&[1u8; 16]).is_err());
+    }
+
+    #[test]
+    fn a_handle_is_never_a_pseudonym() {
+        let handle = format!("h{}", "0123456789abcdef".repeat(2));
+        assert!(is_handle(&handle));
+        assert!(!crate::customers::is_pseudonym(&handle));
+        let pseudonym = "0123456789abcdef".repeat(2);
+        assert!(crate::customers::is_pseudonym(&pseudonym) && !is_handle(&pseudonym));
+        for not in ["pseudonym-key", "h0123", &handle.to_uppercase(), &format!("{handle}0")] {
+            assert!(!is_handle(not), "{not}");
+        }
     }
 }

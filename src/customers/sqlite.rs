@@ -211,6 +211,31 @@ impl SqliteCustomerStore {
         .map_err(|e| self.error(e))
     }
 
+    /// The customers whose contacts include one of `conversations` (a cluster replica applying
+    /// an erasure it did not make: the stream names the customer by a handle that only the
+    /// erased link tied to their pseudonym). A scan of the contacts: erasures are rare.
+    pub fn customers_of(&self, conversations: &[String]) -> Result<Vec<String>, CustomerError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<&str> =
+            conversations.iter().map(String::as_str).collect();
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT DISTINCT customer, conversation_id FROM contacts")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut found = Vec::new();
+            for row in rows {
+                let (customer, conversation) = row?;
+                if wanted.contains(conversation.as_str()) && !found.contains(&customer) {
+                    found.push(customer);
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// Overwrites what deletions freed in the WAL too: checkpoint everything, truncate the WAL.
     fn scrub(&self, conn: &Connection) -> Result<(), CustomerError> {
         crate::alerts::log::truncate_wal(conn)
@@ -564,6 +589,10 @@ mod tests {
                 contact("kept", "k2", t0 + 20 * DAY, Outcome::Ok, 0.5),
             ])
             .unwrap();
+        // Whose conversations a cluster erasure names (by handle): that customer only.
+        let named = ["conv-erased-2".to_string(), "live-elsewhere".to_string()];
+        assert_eq!(store.customers_of(&named).unwrap(), [erased_id]);
+        assert!(store.customers_of(&[]).unwrap().is_empty());
         let erased = store.delete(erased_id, &[]).unwrap();
         assert_eq!(erased.contacts, 2);
         assert_eq!(erased.conversation_ids.len(), 2);
