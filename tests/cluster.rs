@@ -1657,6 +1657,97 @@ mod customers {
         }
     }
 
+    /// A customer first seen by a version before handles: their key stored under their
+    /// pseudonym, which named them everywhere. They are still remembered by every replica (one
+    /// started afterwards reads their old-style records), named as before, and erased.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_customer_keyed_by_an_earlier_version_is_remembered_and_erased() {
+        let Some(nats) = NatsCluster::start(3).await else {
+            return;
+        };
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let one = start(&nats, "replica-one", dirs[0].path()).await;
+        let client = async_nats::connect(nats.urls()[0].clone()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let keys = js.get_stream("EMOTION_CUSTOMER_KEYS").await.unwrap();
+        let last = |stream: async_nats::jetstream::stream::Stream, subject: String| async move {
+            stream.get_last_raw_message_by_subject(&subject).await
+        };
+        let fleet = (last(keys.clone(), "emotion.customer-keys.pseudonym-key".into()).await)
+            .unwrap()
+            .payload;
+        let key = emotion_service::customers::Pseudonymizer::new(&fleet)
+            .pseudonym(smartwatch::TENANT, CUSTOMER_ID);
+        // As an earlier version stored it: the key itself under the pseudonym.
+        js.publish(format!("emotion.customer-keys.{key}"), vec![7u8; 32].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        contacts(
+            FILE,
+            one.channel().await,
+            None,
+            &["watch-contact-1", "watch-contact-2"],
+        )
+        .await;
+        let customers = js.get_stream("EMOTION_CUSTOMERS").await.unwrap();
+        (last(customers.clone(), format!("emotion.customers.{key}")).await)
+            .expect("named by their pseudonym, as before");
+        let two = start(&nats, "replica-two", dirs[1].path()).await;
+        for server in [&one, &two] {
+            eventually("two contacts", Duration::from_secs(10), || async {
+                let got = memory(server)
+                    .await
+                    .get_customer(pb::GetCustomerRequest {
+                        customer: Some(by_id()),
+                    })
+                    .await;
+                match got {
+                    Ok(r) if r.get_ref().contacts == 2 && r.get_ref().customer_key == key => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+        }
+
+        let erased = memory(&two)
+            .await
+            .delete_customer(pb::DeleteCustomerRequest {
+                customer: Some(by_id()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(erased.contacts_deleted, 2, "{erased:?}");
+        let gone = last(keys, format!("emotion.customer-keys.{key}")).await;
+        assert!(gone.is_err(), "the key is erased: {gone:?}");
+        for (server, dir) in [&one, &two].into_iter().zip(&dirs) {
+            let server: &TestServer = server;
+            eventually(
+                "the erasure on every replica",
+                Duration::from_secs(10),
+                || async {
+                    let left = traces(dir.path(), &key);
+                    left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+                },
+            )
+            .await;
+            let unknown = memory(server)
+                .await
+                .get_customer(pb::GetCustomerRequest {
+                    customer: Some(by_id()),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(unknown.code(), Code::NotFound);
+        }
+        for server in [one, two] {
+            server.stop().await.unwrap();
+        }
+    }
+
     /// The silent customers page on one replica, the contacts taken on another, in a real
     /// headless Chromium, with auth off (the default on loopback): the customer who gave up is
     /// on the list, the supervisor gives their name and marks them called, and the other

@@ -892,7 +892,12 @@ mod tests {
         assert!(!crate::customers::is_pseudonym(&handle));
         let pseudonym = "0123456789abcdef".repeat(2);
         assert!(crate::customers::is_pseudonym(&pseudonym) && !is_handle(&pseudonym));
-        for not in ["pseudonym-key", "h0123", &handle.to_uppercase(), &format!("{handle}0")] {
+        for not in [
+            "pseudonym-key",
+            "h0123",
+            &handle.to_uppercase(),
+            &format!("{handle}0"),
+        ] {
             assert!(!is_handle(not), "{not}");
         }
     }
