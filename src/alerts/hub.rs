@@ -797,6 +797,9 @@ mod tests {
         fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError> {
             self.inner.erase(conversation_ids)
         }
+        fn conversations_of(&self, customer: &str) -> Result<Vec<String>, LogError> {
+            self.inner.conversations_of(customer)
+        }
     }
 
     /// A log that starts again from 1 ends every open subscription with a reset at once (a live

@@ -121,6 +121,11 @@ pub trait AlertLog: Send + Sync {
     /// and brief excerpts) and their pseudonym are blanked; the freed bytes are overwritten.
     /// Returns how many events changed.
     fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError>;
+    /// The conversations whose events name `customer` (a pseudonym): with the contacts and the
+    /// live conversations, what an erasure blanks, so that it also reaches a conversation that is
+    /// neither (one that ended before customer memory recorded it, or whose replica died). Reads
+    /// every retained event: erasures are rare.
+    fn conversations_of(&self, customer: &str) -> Result<Vec<String>, LogError>;
     /// Why the log cannot be trusted to deliver every event right now (a shared log replaced
     /// under this process's copy, until the copy is rebuilt), if it cannot; readiness reports it.
     fn fault(&self) -> Option<String> {
@@ -488,6 +493,36 @@ impl AlertLog for SqliteAlertLog {
         Ok(deleted)
     }
 
+    fn conversations_of(&self, customer: &str) -> Result<Vec<String>, LogError> {
+        if customer.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The pseudonym is a field of the stored event: a byte search finds the candidates
+        // without decoding every event; each is then decoded and checked.
+        let rows: Vec<(i64, String, Vec<u8>)> = self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sequence, conversation_id, body FROM alert_events WHERE instr(body, ?1) > 0",
+            )?;
+            let rows = stmt
+                .query_map([customer.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        let mut found = Vec::new();
+        for (sequence, conversation_id, body) in rows {
+            let alert = pb::Alert::decode(body.as_slice()).map_err(|source| LogError::Corrupt {
+                sequence: sequence as u64,
+                source,
+            })?;
+            let brief = alert.brief.as_ref().and_then(|b| b.context.as_ref());
+            let named = (alert.context.iter().chain(brief)).any(|c| c.customer_key == customer);
+            if named && !found.contains(&conversation_id) {
+                found.push(conversation_id);
+            }
+        }
+        Ok(found)
+    }
+
     fn erase(&self, conversation_ids: &[String]) -> Result<usize, LogError> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(sqlite(&self.path))?;
@@ -573,6 +608,46 @@ mod tests {
             created_at: Some(SystemTime::now().into()),
             ..Default::default()
         }
+    }
+
+    /// The conversations an erasure finds by their events: the customer named in an event's
+    /// context or in a brief's, not where their pseudonym is only text (an excerpt quoting it).
+    #[test]
+    fn the_conversations_of_a_customer_are_found_by_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let with = |conversation: &str, customer: &str| {
+            let mut e = event(0, "billing", pb::Severity::Warning);
+            e.conversation_id = conversation.into();
+            e.context.as_mut().unwrap().customer_key = customer.into();
+            e
+        };
+        log.append(&with("c-1", key)).unwrap();
+        log.append(&with("c-1", key)).unwrap();
+        let mut briefed = with("c-2", "");
+        briefed.brief = Some(pb::HandoffBrief {
+            context: Some(pb::Context {
+                customer_key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        log.append(&briefed).unwrap();
+        log.append(&with("c-3", "fedcba9876543210fedcba9876543210"))
+            .unwrap();
+        let mut quoted = with("c-4", "");
+        quoted.evidence.push(pb::EvidenceTurn {
+            excerpt: format!("my reference is {key}"),
+            ..Default::default()
+        });
+        log.append(&quoted).unwrap();
+        let mut found = log.conversations_of(key).unwrap();
+        found.sort();
+        assert_eq!(found, ["c-1", "c-2"]);
+        assert!(log.conversations_of("").unwrap().is_empty());
+        assert_eq!(log.erase(&found).unwrap(), 3);
+        assert!(log.conversations_of(key).unwrap().is_empty());
     }
 
     /// The copy of a shared log that was created again: emptied with its numbering, then filled

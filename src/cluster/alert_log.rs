@@ -373,6 +373,11 @@ impl AlertLog for JetStreamAlertLog {
         self.copy.erase(conversation_ids)
     }
 
+    fn conversations_of(&self, customer: &str) -> Result<Vec<String>, LogError> {
+        // The copy holds every event unsealed (the stream's are sealed).
+        self.copy.conversations_of(customer)
+    }
+
     fn fault(&self) -> Option<String> {
         self.followed.diverged()
     }

@@ -242,19 +242,29 @@ pub async fn delete(
         return Err(RequestError::UnknownCustomer(key).into());
     }
     let live = app.store.forget_customer_everywhere(&key).await?;
+    // Conversations of theirs that are neither contacts nor live (ended before customer memory
+    // recorded them, or their replica died) are found by their events; the erasure names them
+    // with the live ones (in cluster mode every replica blanks what it is told).
+    let (log, k) = (app.hub.log().clone(), key.clone());
+    let named = tokio::task::spawn_blocking(move || log.conversations_of(&k))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut others = live.clone();
+    others.extend(named.into_iter().filter(|c| !live.contains(c)));
     // Contacts handed to the writer before now are in the store when it is erased, or dropped
     // (the store failing): none is written after.
-    let (m, k, l) = (memory.clone(), key.clone(), live.clone());
+    let (m, k, l) = (memory.clone(), key.clone(), others.clone());
     let erased = blocking(move || {
         m.forget_pending(&k);
         m.store.delete(&k, &l)
     })
     .await?;
-    if known.is_none() && live.is_empty() && erased.contacts == 0 {
+    if known.is_none() && others.is_empty() && erased.contacts == 0 {
         return Err(RequestError::UnknownCustomer(key).into());
     }
     let mut conversations = erased.conversation_ids;
-    conversations.extend(live.iter().cloned());
+    conversations.extend(others);
     conversations.sort();
     conversations.dedup();
     let events = app
