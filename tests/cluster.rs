@@ -1748,6 +1748,97 @@ mod customers {
         }
     }
 
+    /// A conversation whose replica is killed before its idle sweep ends it: another replica,
+    /// which never held it, ends it once the fleet view has seen no change of it for the TTL,
+    /// and records it as the customer's contact (before, the bucket expired it unrecorded).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_conversation_whose_replica_died_is_recorded_by_another() {
+        use futures::StreamExt;
+        let Some(nats) = NatsCluster::start(3).await else {
+            return;
+        };
+        let ttl = 4;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut c = replica_config(&nats);
+        c.cluster.replica_id = "replica-two".into();
+        c.alert_log.path = dirs[1].path().join("alerts.sqlite3");
+        c.limits.conversation_ttl_secs = ttl;
+        let mut two = TestServer::start(c).await;
+        two.ready().await;
+        let servers = (nats.urls().iter())
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let env = [
+            ("EMOTION__CLUSTER__NATS", format!("[{servers}]")),
+            ("EMOTION__CLUSTER__REPLICAS", "3".into()),
+            ("EMOTION__CLUSTER__REPLICA_ID", "replica-one".into()),
+            ("EMOTION__LIMITS__CONVERSATION_TTL_SECS", ttl.to_string()),
+            (
+                "EMOTION__ALERT_LOG__PATH",
+                dirs[0].path().join("alerts.sqlite3").display().to_string(),
+            ),
+        ];
+        let one = super::common::ChildServer::spawn(&env).await;
+
+        // Two turns of the sample customer's first contact on replica one, not ended.
+        let all = emotion_service::client::read_conversation_file(&super::common::repo_path(FILE))
+            .unwrap();
+        let turns: Vec<_> = (all.into_iter())
+            .filter(|t| t.conversation_id == b"watch-contact-1")
+            .take(2)
+            .collect();
+        let channel = tonic::transport::Endpoint::from_shared(one.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::emotion_analysis_client::EmotionAnalysisClient::new(channel);
+        let results: Vec<_> = (client.stream_turns(tokio_stream::iter(turns)).await)
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r.as_ref().unwrap().error.is_none()));
+        let died = tokio::time::Instant::now();
+        one.kill_9();
+
+        eventually(
+            "the conversation recorded by the replica still up",
+            Duration::from_secs(ttl + 30),
+            || async {
+                let got = memory(&two)
+                    .await
+                    .get_customer(pb::GetCustomerRequest {
+                        customer: Some(by_id()),
+                    })
+                    .await;
+                match got {
+                    Ok(r) if r.get_ref().contacts == 1 => {
+                        let last = &r.get_ref().recent[0];
+                        assert_eq!(last.conversation_id, "watch-contact-1");
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "recorded {:.1} s after its replica died (TTL {ttl} s)",
+            died.elapsed().as_secs_f64()
+        );
+        // Ended in the bucket: no replica serves it as live any more.
+        let live = (two.client().await)
+            .get_conversation(pb::GetConversationRequest {
+                conversation_id: "watch-contact-1".into(),
+            })
+            .await;
+        assert_eq!(live.unwrap_err().code(), Code::NotFound);
+        two.stop().await.unwrap();
+    }
+
     /// The silent customers page on one replica, the contacts taken on another, in a real
     /// headless Chromium, with auth off (the default on loopback): the customer who gave up is
     /// on the list, the supervisor gives their name and marks them called, and the other

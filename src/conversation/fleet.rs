@@ -63,6 +63,10 @@ impl FleetSummary {
     }
 }
 
+/// How long past the TTL a conversation the fleet view saw no change of stays in it, for the
+/// orphan sweep (the bucket expires it 60 s past the TTL).
+pub(super) const ORPHANS_KEPT: Duration = Duration::from_secs(120);
+
 #[derive(Default)]
 pub(super) struct FleetIndex {
     inner: Mutex<Inner>,
@@ -157,6 +161,24 @@ impl FleetIndex {
             .collect()
     }
 
+    /// The conversations of which no change has been seen for `idle` or longer, the oldest
+    /// first, at most `limit`: candidates for ending, if the replica that held one died before
+    /// its idle sweep ended it (the bucket would expire it unrecorded). Kept here for `idle` plus
+    /// [`ORPHANS_KEPT`] after their last change, so that a sweep finds them.
+    pub(super) fn idle(&self, idle: Duration, limit: usize) -> Vec<String> {
+        let now = SystemTime::now();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle: Vec<(SystemTime, &str)> = (inner.live.values())
+            .filter(|l| now.duration_since(l.seen).unwrap_or_default() >= idle)
+            .map(|l| (l.seen, l.summary.conversation_id.as_str()))
+            .collect();
+        idle.sort();
+        idle.into_iter()
+            .take(limit)
+            .map(|(_, id)| id.to_string())
+            .collect()
+    }
+
     /// The `limit` riskiest live conversations of the fleet of `tenants` (empty: all) and
     /// `queue`, and how many matched; as [`ConversationStore::at_risk`] in one process.
     ///
@@ -171,7 +193,11 @@ impl FleetIndex {
         let now = SystemTime::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = |seen: SystemTime| now.duration_since(seen).unwrap_or_default() < ttl;
-        inner.live.retain(|_, l| fresh(l.seen));
+        // Idle ones stay a while for the orphan sweep ([`Self::idle`]); the list shows them no
+        // more.
+        let kept =
+            |seen: SystemTime| now.duration_since(seen).unwrap_or_default() < ttl + ORPHANS_KEPT;
+        inner.live.retain(|_, l| kept(l.seen));
         inner.counted.retain(|_, (_, seen)| fresh(*seen));
         inner.removed.retain(|_, (_, seen)| fresh(*seen));
         let mut matched: Vec<&Live> = inner
@@ -179,7 +205,8 @@ impl FleetIndex {
             .values()
             .filter(|l| {
                 let c = &l.summary.context;
-                (tenants.is_empty() || tenants.contains(&c.tenant))
+                fresh(l.seen)
+                    && (tenants.is_empty() || tenants.contains(&c.tenant))
                     && queue.is_none_or(|q| q == c.queue)
             })
             .collect();
@@ -242,6 +269,28 @@ mod tests {
     fn rolling(index: &FleetIndex) -> Vec<Option<f32>> {
         let (listed, _) = index.at_risk(&[], None, 10, Duration::from_secs(60));
         listed.iter().map(|a| a.customer_rolling).collect()
+    }
+
+    /// A conversation with no change for the TTL leaves the at-risk list but stays a candidate
+    /// for the orphan sweep until it has been idle for the TTL plus `ORPHANS_KEPT`.
+    #[test]
+    fn an_idle_conversation_leaves_the_list_and_waits_for_the_sweep() {
+        let (index, heatmap) = (FleetIndex::default(), Heatmap::default());
+        index.apply(committed(1, -0.5, &[1]), &heatmap, Duration::from_secs(60));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(index.at_risk(&[], None, 10, hour).1, 1);
+        assert!(index.idle(hour, 10).is_empty());
+        // As seen a TTL of 0 later: idle, off the list, still there for the sweep.
+        assert_eq!(index.at_risk(&[], None, 10, Duration::ZERO).1, 0);
+        assert_eq!(index.idle(Duration::ZERO, 10), ["one"]);
+        assert!(index.idle(Duration::ZERO, 0).is_empty());
+        // Ended (by whichever replica won the compare-and-set): gone.
+        let removed = SharedChange::Removed {
+            key: "c.1".into(),
+            revision: 2,
+        };
+        index.apply(removed, &heatmap, Duration::from_secs(60));
+        assert!(index.idle(Duration::ZERO, 10).is_empty());
     }
 
     #[test]

@@ -561,13 +561,22 @@ impl ConversationStore {
     /// With a shared store: ends there each conversation this replica evicted idle whose
     /// committed state is idle too (one that went on on another replica is left to it), and
     /// records it as its customer's contact; the removal is a compare-and-set, so one replica
-    /// records it. Returns how many ended. (A conversation whose last replica died before
-    /// evicting it expires from the bucket unrecorded.)
+    /// records it. With the fleet view, the same for the fleet's conversations of which no
+    /// change was seen for the TTL: one whose last replica died before evicting it would
+    /// otherwise expire from the bucket unrecorded. Returns how many ended.
     pub async fn end_idle_shared(&self) -> usize {
         let Some(shared) = &self.shared else {
             return 0;
         };
-        let idled = std::mem::take(&mut *self.idled.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut idled = std::mem::take(&mut *self.idled.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(fleet) = &self.fleet {
+            // Bounded per sweep; the oldest first (the bucket expires them first).
+            for id in fleet.idle(self.settings.ttl, 256) {
+                if !idled.contains(&id) {
+                    idled.push(id);
+                }
+            }
+        }
         let ttl_ms = self.settings.ttl.as_millis() as u64;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
