@@ -5,7 +5,11 @@
 //!   on the blocking pool while the turn is scored): p50 / p99 / max over 100,000 random customers,
 //!   on one thread and on two at once;
 //! - the silent list's first page (100, with the total) and a deep page;
-//! - marking a customer called, and erasing one.
+//! - marking a customer called, and erasing one;
+//! - the erasure's search of the alert log for the customer's other conversations
+//!   (`AlertLog::conversations_of`) in a log of ALERT_EVENTS events (default 1,000,000; 0 skips
+//!   it);
+//! - sealing and opening (cluster mode).
 //!
 //! `cargo bench --bench customers` (CUSTOMERS=100000 for a quick run; CUSTOMERS_DB=path keeps the
 //! filled store between runs).
@@ -213,7 +217,75 @@ fn main() {
         );
     }
 
+    erasure_scan(&key);
     sealing();
+}
+
+/// `DeleteCustomer` searches every retained alert event for the customer's pseudonym (to reach
+/// conversations that are neither contacts nor live): its cost on a log of ALERT_EVENTS events,
+/// each naming one of 100,000 customers, with two evidence excerpts.
+fn erasure_scan(key: &dyn Fn(u64) -> String) {
+    use emotion_service::alerts::log::{AlertLog, SqliteAlertLog};
+    use emotion_service::pb;
+    let events = env("ALERT_EVENTS", 1_000_000);
+    if events == 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = emotion_service::config::AlertLogConfig {
+        path: dir.path().join("alerts.sqlite3"),
+        ..Default::default()
+    };
+    let log = SqliteAlertLog::open(&config).unwrap();
+    let started = Instant::now();
+    let excerpt =
+        "我上个月就已经销户了，为什么还在扣费！你们这个月又多扣了我三十块钱，到底怎么回事？";
+    for i in 0..events {
+        let evidence = |turn_id: u64| pb::EvidenceTurn {
+            turn_id,
+            valence: -0.6,
+            excerpt: excerpt.into(),
+            ..Default::default()
+        };
+        let alert = pb::Alert {
+            alert_id: format!("alert-{i}"),
+            conversation_id: format!("conv-{}-{}", i % 100_000, i / 100_000),
+            kind: "sustained_negativity".into(),
+            context: Some(pb::Context {
+                tenant: "bench".into(),
+                queue: "billing".into(),
+                customer_key: key(i % 100_000),
+                ..Default::default()
+            }),
+            evidence: vec![evidence(3), evidence(4)],
+            detail: "The customer's rolling score fell below -0.4 over 3 turns.".into(),
+            created_at: Some(std::time::SystemTime::now().into()),
+            ..Default::default()
+        };
+        log.append(&alert).unwrap();
+    }
+    let bytes = std::fs::metadata(&config.path).map_or(0, |m| m.len());
+    println!(
+        "alert log: {events} events appended in {:.1} s, {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    let mut times = Vec::new();
+    for c in [7u64, 40_000, 99_999] {
+        let t = Instant::now();
+        let found = log.conversations_of(&key(c)).unwrap();
+        times.push(t.elapsed());
+        let expected = if c < events {
+            (events - 1 - c) / 100_000 + 1
+        } else {
+            0
+        };
+        assert_eq!(found.len() as u64, expected);
+    }
+    println!(
+        "erasure's search of the alert log for one customer's conversations: {}",
+        percentiles(times)
+    );
 }
 
 /// Cluster mode seals what NATS stores of a customer's (a conversation's committed state at
