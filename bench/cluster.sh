@@ -15,8 +15,14 @@
 # Needs `cargo build --release` and the nats-server binary the tests fetch
 # (target/nats-server-2.15.1/nats-server, or $NATS_SERVER). Work dir: $BENCH_DIR or a new
 # temporary directory. Every process it starts is stopped by PID at the end.
+# Scaling on a bigger machine (the 16-core device machine): CORES_PER_REPLICA=C pins replica i to
+# cores C*i .. C*i+C-1 (modulo the machine's cores; taskset) and sizes its inference to C cores,
+# as a pod with a CPU limit would be; the NATS nodes and load generators are not pinned.
+# SAT_PER_REPLICA=K: the closed loop runs K conversations per replica (default: 64 in all).
 set -u
 CUSTOMERS=${CUSTOMERS:-0}
+CORES_PER_REPLICA=${CORES_PER_REPLICA:-0}
+SAT_PER_REPLICA=${SAT_PER_REPLICA:-0}
 MODES=${MODES:-solo:1 c1:1 c2:2 c3:3}
 SATURATION=${SATURATION:-1}
 CUSTOMER_ARGS=$([ "$CUSTOMERS" -gt 0 ] && echo "--customers $CUSTOMERS")
@@ -33,10 +39,11 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/n
 trap cleanup EXIT
 echo "work dir $WORK; customers $CUSTOMERS; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F)"
 
+calc() { awk "BEGIN { print $1 }"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU seconds (user + system) of a process so far.
 cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-sum_cpu() { local s=0; for p in "$@"; do s=$(echo "$s + $(cpu "$p")" | bc -l); done; echo "$s"; }
+sum_cpu() { local s=0; for p in "$@"; do s=$(calc "$s + $(cpu "$p")"); done; echo "$s"; }
 
 # 3 NATS nodes.
 NPORTS=(); RPORTS=()
@@ -64,13 +71,19 @@ start_replicas() {
     local port; port=$(free_port)
     local dir="$WORK/$1-r$i"; mkdir -p "$dir"
     export EMOTION__CUSTOMERS__PATH=$dir/customers.sqlite3 EMOTION__CUSTOMERS__KEY_FILE=$dir/customer.key
+    local pin=()
+    if [ "$CORES_PER_REPLICA" -gt 0 ]; then
+      local first=$(((CORES_PER_REPLICA * i) % $(nproc)))
+      pin=(taskset -c "$first-$((first + CORES_PER_REPLICA - 1))")
+      export EMOTION__MODEL__INTRA_THREADS=$(((CORES_PER_REPLICA + 1) / 2)) EMOTION__MODEL__SOLO_THREADS=$CORES_PER_REPLICA
+    fi
     if [ "$1" = solo ]; then
       EMOTION__ALERT_LOG__PATH=$dir/alerts.sqlite3 EMOTION__STATE__PATH=$dir/state.sqlite3 \
-        "$B" serve --listen 127.0.0.1:$port --metrics-listen "" --web-listen "" > "$dir/serve.log" 2>&1 &
+        "${pin[@]}" "$B" serve --listen 127.0.0.1:$port --metrics-listen "" --web-listen "" > "$dir/serve.log" 2>&1 &
     else
       EMOTION__ALERT_LOG__PATH=$dir/alerts.sqlite3 EMOTION__CLUSTER__NATS="$NATS_URLS" \
       EMOTION__CLUSTER__PREFIX="$1" EMOTION__CLUSTER__REPLICA_ID="$1-r$i" EMOTION__CLUSTER__REPLICAS=3 \
-        "$B" serve --listen 127.0.0.1:$port --metrics-listen "" --web-listen "" > "$dir/serve.log" 2>&1 &
+        "${pin[@]}" "$B" serve --listen 127.0.0.1:$port --metrics-listen "" --web-listen "" > "$dir/serve.log" 2>&1 &
     fi
     SPIDS+=($!); PIDS+=($!); URLS+=("http://127.0.0.1:$port")
     for _ in $(seq 300); do grep -q "serving gRPC" "$dir/serve.log" && break; sleep 0.2; done
@@ -79,20 +92,21 @@ start_replicas() {
 }
 stop_replicas() { for p in "${SPIDS[@]}"; do kill "$p"; done; for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null; done; }
 
-printf '\n| mode | replicas | saturation turns/s (closed loop, 64 conv) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns |\n|---|---:|---:|---:|---:|---:|---|---:|---:|\n'
+SAT_CONV=$([ "$SAT_PER_REPLICA" -gt 0 ] && echo "$SAT_PER_REPLICA conv per replica" || echo "64 conv")
+printf '\n| mode | replicas | saturation turns/s (closed loop, %s) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns |\n|---|---:|---:|---:|---:|---:|---|---:|---:|\n' "$SAT_CONV"
 for spec in $MODES; do
   MODE=${spec%%:*}; N=${spec##*:}
   start_replicas "$MODE" "$N"
   # Saturation: one closed-loop generator per replica, 64 conversations in all.
   SAT=0; LPIDS=()
   [ "$SATURATION" = 1 ] && for u in "${URLS[@]}"; do
-    "$B" loadgen --server "$u" --data "$DATA" --conversations $((64 / N)) --streams 2 --duration-secs "$SECS" $CUSTOMER_ARGS > "$WORK/$MODE-sat-${u##*:}.txt" 2>&1 &
+    "$B" loadgen --server "$u" --data "$DATA" --conversations $([ "$SAT_PER_REPLICA" -gt 0 ] && echo "$SAT_PER_REPLICA" || echo $((64 / N))) --streams 2 --duration-secs "$SECS" $CUSTOMER_ARGS > "$WORK/$MODE-sat-${u##*:}.txt" 2>&1 &
     LPIDS+=($!)
   done
   [ ${#LPIDS[@]} -gt 0 ] && wait "${LPIDS[@]}"
   [ "$SATURATION" = 1 ] && for u in "${URLS[@]}"; do
     t=$(grep -o '[0-9.]* turns/s' "$WORK/$MODE-sat-${u##*:}.txt" | tail -1 | cut -d' ' -f1)
-    SAT=$(echo "$SAT + ${t:-0}" | bc -l)
+    SAT=$(calc "$SAT + ${t:-0}")
   done
   # Equal load, open loop.
   C0=$(sum_cpu "${SPIDS[@]}"); N0=$(sum_cpu "${NATS_PIDS[@]}")
@@ -109,8 +123,8 @@ for spec in $MODES; do
   P99=$(echo "$TOTAL" | grep -o 'p99 [0-9.]*' | cut -d' ' -f2)
   printf '| %s | %d | %.0f | %.0f | %s | %s | %s / %s | %.2f | %.2f |\n' \
     "$([ "$MODE" = solo ] && echo 'one process (SQLite)' || echo 'cluster')" "$N" "$SAT" \
-    "$(echo "${ANS:-0} / $SECS" | bc -l)" "$P50" "$P99" "$LOST" "$ERR" \
-    "$(echo "($C1 - $C0) * 1000 / ${ANS:-1}" | bc -l)" "$(echo "($N1 - $N0) * 1000 / ${ANS:-1}" | bc -l)"
+    "$(calc "${ANS:-0} / $SECS")" "$P50" "$P99" "$LOST" "$ERR" \
+    "$(calc "($C1 - $C0) * 1000 / ${ANS:-1}")" "$(calc "($N1 - $N0) * 1000 / ${ANS:-1}")"
   stop_replicas
 done
 echo "(load after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK)"
