@@ -120,9 +120,9 @@ impl Config {
                 "model.languages: {tag:?} is not a language the service speaks (zh, en)"
             ));
         }
-        if self.model.inference_workers == 0 || self.model.inference_workers > 64 {
+        if self.model.inference_workers > 64 {
             return fail(format!(
-                "model.inference_workers must be in 1..=64, got {}",
+                "model.inference_workers must be in 0..=64 (0: one per two cores), got {}",
                 self.model.inference_workers
             ));
         }

@@ -136,7 +136,8 @@ pub struct ModelConfig {
     /// at most `intra_threads`: no solo session (every batch on its worker's own session).
     pub solo_threads: usize,
     /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
-    /// On 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads under load (BENCHMARKS.md).
+    /// 0 = one per two CPU cores, at least 2. On 2 cores, 2 workers of 1 thread beat 1 worker of
+    /// 2 threads under load; on 16, 8 workers of 2 threads beat 2 of 8 (BENCHMARKS.md).
     pub inference_workers: usize,
     /// The `emotion` binary that validates a candidate model in a child process; default: this
     /// executable.
@@ -317,7 +318,7 @@ impl Default for ModelConfig {
             onnxruntime: None,
             intra_threads: 0,
             solo_threads: 0,
-            inference_workers: 2,
+            inference_workers: 0,
             checker: None,
             check_timeout_secs: 300,
             gate_data: None,

@@ -72,7 +72,17 @@ pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, Model
 /// (none when it would have no more than a worker's).
 pub fn thread_layout(config: &Config) -> (usize, usize, Option<usize>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = config.model.inference_workers;
+    layout_for(cores, config)
+}
+
+/// [`thread_layout`] on a machine of `cores` cores. Workers by default (0): one per two cores, at
+/// least 2 (on 2 cores, 2 workers of 1 thread; on 16, 8 of 2 threads: 2,424 turns/s where 2
+/// workers of 8 threads gave 1,408, BENCHMARKS.md 2026-12-04).
+fn layout_for(cores: usize, config: &Config) -> (usize, usize, Option<usize>) {
+    let workers = match config.model.inference_workers {
+        0 => (cores / 2).clamp(2, 64),
+        n => n,
+    };
     let threads = match config.model.intra_threads {
         0 => (cores / workers).max(1),
         n => n,
@@ -109,5 +119,22 @@ impl ModelSpec {
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_layout_gives_one_worker_per_two_cores() {
+        let mut config = Config::default();
+        assert_eq!(layout_for(2, &config), (2, 1, Some(2)));
+        assert_eq!(layout_for(4, &config), (2, 2, Some(4)));
+        assert_eq!(layout_for(16, &config), (8, 2, Some(16)));
+        assert_eq!(layout_for(1, &config), (2, 1, None));
+        config.model.inference_workers = 3;
+        config.model.solo_threads = 1;
+        assert_eq!(layout_for(16, &config), (3, 5, None));
     }
 }
