@@ -1467,6 +1467,22 @@ mod customers {
             return;
         };
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        // What the replicas announce to each other's fleet views (core NATS, not stored).
+        let announced = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+        let listener = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+        let prefix = super::cluster_config(&nats).prefix;
+        let mut sub = listener
+            .subscribe(format!("{prefix}.fleet.>"))
+            .await
+            .unwrap();
+        listener.flush().await.unwrap();
+        let heard = announced.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(m) = sub.next().await {
+                heard.lock().unwrap().push(m.payload.to_vec());
+            }
+        });
         let one = start(&nats, "replica-one", dirs[0].path()).await;
         let two = start(&nats, "replica-two", dirs[1].path()).await;
 
@@ -1564,6 +1580,14 @@ mod customers {
             .filter(|f| f.contains("/streams/") && !f.contains("CUSTOMER_KEYS"))
             .collect();
         assert!(elsewhere.is_empty(), "the pseudonym in {elsewhere:?}");
+        // Nor on the wire between the replicas: the fleet view's announcements of the
+        // customer's conversations are sealed with their key.
+        let heard = announced.lock().unwrap().clone();
+        assert!(heard.len() >= 8, "announcements: {}", heard.len());
+        let in_clear = (heard.iter())
+            .filter(|m| m.windows(key.len()).any(|w| w == key.as_bytes()))
+            .count();
+        assert_eq!(in_clear, 0, "of {} announcements", heard.len());
 
         // Erased on one replica; the live contact is on the other (found through the fleet view).
         smartwatch::erase(&mut memory(&one).await, &key).await;

@@ -102,6 +102,7 @@ impl JetStreamConversations {
             client: cluster.client.clone(),
             subjects: format!("{}.fleet.", cluster.config.prefix),
             gaps: cluster.gaps.clone(),
+            codec: codec.clone(),
         });
         Ok(Self {
             kv,
@@ -118,17 +119,23 @@ impl JetStreamConversations {
 /// a summary is a few hundred bytes where the committed state is a few KB, and no replica has
 /// to read every commit from the bucket (BENCHMARKS.md, 2026-12-03: that cost NATS about 1 s of
 /// CPU per 1,000 turns). A replica that may have missed some ([`Cluster::gaps`]) replays the
-/// bucket.
+/// bucket. The summary of a conversation with a customer is sealed with their key, as its state
+/// is: the customer's pseudonym is not on the wire, and once they are erased no replica can
+/// read what an announcement still in flight says of them.
 #[derive(Clone)]
 struct Fleet {
     client: async_nats::Client,
     /// `{prefix}.fleet.`; the bucket's key follows.
     subjects: String,
     gaps: tokio::sync::watch::Receiver<u64>,
+    codec: Codec,
 }
 
-/// The first byte of an announcement: its encoding's version.
+/// The first byte of an announcement: its encoding's version. Version 1: the announcement in
+/// the clear (no customer, or customer memory off); version 2: the length of the customer's
+/// handle (a byte), the handle, then the announcement sealed with the customer's key.
 const ANNOUNCEMENT: u8 = 1;
+const ANNOUNCEMENT_SEALED: u8 = 2;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Announcement {
@@ -138,15 +145,36 @@ struct Announcement {
 }
 
 impl Announcement {
-    fn encode(&self) -> Option<Bytes> {
-        let mut out = vec![ANNOUNCEMENT];
-        out.extend(postcard::to_stdvec(self).ok()?);
-        Some(out.into())
+    async fn encode(&self, codec: &Codec) -> Result<Bytes, SharedError> {
+        let plain = postcard::to_stdvec(self)
+            .map_err(|e| SharedError::Unavailable(format!("encoding an announcement: {e}")))?;
+        let customer = (self.summary.as_ref()).map_or("", |s| s.at_risk.context.customer.as_str());
+        let out = match codec.seal_for(&plain, customer).await? {
+            None => [&[ANNOUNCEMENT][..], &plain].concat(),
+            Some((handle, sealed)) => {
+                let width = u8::try_from(handle.len()).expect("a handle is 32 or 33 bytes");
+                [
+                    &[ANNOUNCEMENT_SEALED, width][..],
+                    handle.as_bytes(),
+                    &sealed,
+                ]
+                .concat()
+            }
+        };
+        Ok(out.into())
     }
 
-    fn decode(body: &[u8]) -> Option<Self> {
+    async fn decode(body: &[u8], codec: &Codec) -> Option<Self> {
         match body.split_first() {
             Some((&ANNOUNCEMENT, rest)) => postcard::from_bytes(rest).ok(),
+            Some((&ANNOUNCEMENT_SEALED, rest)) => {
+                let (&width, rest) = rest.split_first()?;
+                let (handle, sealed) = rest.split_at_checked(usize::from(width))?;
+                let plain = codec
+                    .open_by(std::str::from_utf8(handle).ok()?, sealed)
+                    .await?;
+                postcard::from_bytes(&plain).ok()
+            }
             _ => None,
         }
     }
@@ -170,8 +198,15 @@ impl Fleet {
     /// Announces a commit (`summary`) or a removal (None) of `key` at `revision`; a failure
     /// only delays the fleet view (see [`Fleet`]).
     async fn announce(&self, key: &str, revision: Revision, summary: Option<FleetSummary>) {
-        let Some(body) = (Announcement { revision, summary }).encode() else {
-            return;
+        let body = match (Announcement { revision, summary })
+            .encode(&self.codec)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::debug!(error = %e, "sealing an announcement to the fleet view");
+                return;
+            }
         };
         let subject = format!("{}{key}", self.subjects);
         if let Err(e) = self.client.publish(subject, body).await {
@@ -241,14 +276,11 @@ impl Codec {
     }
 
     async fn seal(&self, plain: Vec<u8>, customer: &str) -> Result<Bytes, SharedError> {
-        let (Some(keys), true) = (&self.keys, customers::is_pseudonym(customer)) else {
+        let Some((handle, sealed)) = self.seal_for(&plain, customer).await? else {
             let mut out = vec![FORMAT];
             out.extend(plain);
             return Ok(out.into());
         };
-        let CustomerKey { handle, key } = (keys.key(customer, true).await)
-            .map_err(SharedError::Unavailable)?
-            .ok_or_else(|| SharedError::Unavailable("no customer key".into()))?;
         // A customer first seen by an earlier version has their pseudonym as handle.
         let format = if handle.len() == 32 {
             FORMAT_SEALED_5
@@ -257,8 +289,38 @@ impl Codec {
         };
         let mut out = vec![format];
         out.extend(handle.as_bytes());
-        out.extend(super::customers::seal(&key, &handle, &plain));
+        out.extend(sealed);
         Ok(out.into())
+    }
+
+    /// `plain` sealed with the key of `customer` (a pseudonym), and the customer's handle; None
+    /// when nothing is sealed (customer memory off, or no customer).
+    async fn seal_for(
+        &self,
+        plain: &[u8],
+        customer: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, SharedError> {
+        let (Some(keys), true) = (&self.keys, customers::is_pseudonym(customer)) else {
+            return Ok(None);
+        };
+        let CustomerKey { handle, key } = (keys.key(customer, true).await)
+            .map_err(SharedError::Unavailable)?
+            .ok_or_else(|| SharedError::Unavailable("no customer key".into()))?;
+        let sealed = super::customers::seal(&key, &handle, plain);
+        Ok(Some((handle, sealed)))
+    }
+
+    /// What [`Self::seal_for`] sealed for the customer named by `handle`; None once their key is
+    /// gone (erased) or cannot be read (said).
+    async fn open_by(&self, handle: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        let key = match self.keys.as_ref()?.key_of_handle(handle).await {
+            Ok(key) => key?,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a customer key for a conversation's state");
+                return None;
+            }
+        };
+        super::customers::open(&key, handle, sealed)
     }
 
     /// The committed state of `conversation_id` (None, said, if it cannot be read).
@@ -283,15 +345,9 @@ impl Codec {
             Some((&format @ (FORMAT_SEALED | FORMAT_SEALED_5), rest)) => {
                 let width = if format == FORMAT_SEALED { 33 } else { 32 };
                 let (handle, sealed) = rest.split_at_checked(width)?;
-                let handle = std::str::from_utf8(handle).ok()?;
-                let key = match self.keys.as_ref()?.key_of_handle(handle).await {
-                    Ok(key) => key?,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading a customer key for a conversation's state");
-                        return None;
-                    }
-                };
-                let plain = super::customers::open(&key, handle, sealed)?;
+                let plain = self
+                    .open_by(std::str::from_utf8(handle).ok()?, sealed)
+                    .await?;
                 postcard::from_bytes(&plain).ok()
             }
             Some((&FORMAT_3, rest)) => {
@@ -352,7 +408,8 @@ async fn watch_once(
                     return Some("the fleet's announcements ended".into());
                 };
                 let key = message.subject.as_str().strip_prefix(fleet.subjects.as_str());
-                let change = key.zip(Announcement::decode(&message.payload));
+                let announcement = Announcement::decode(&message.payload, codec).await;
+                let change = key.zip(announcement);
                 let Some((key, announcement)) = change else {
                     tracing::debug!(subject = %message.subject, "an announcement the fleet view cannot read");
                     continue;
