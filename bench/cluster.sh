@@ -4,8 +4,9 @@
 # machine, in one run:
 #   - saturation: closed loop, 64 conversations split over one load generator per replica;
 #   - equal load: open loop at RATE turns/s (soak mode, 200 conversations on 6 streams spread
-#     over the replicas), p50/p99 latency, and the CPU seconds per 1,000 turns of the service
-#     processes and of the NATS nodes.
+#     over the replicas), p50/p99 latency, the CPU seconds per 1,000 turns of the service
+#     processes and of the NATS nodes, and the messages and KB in and out of the three NATS
+#     nodes per turn (their /varz: client and route traffic, replication included).
 #   bash bench/cluster.sh [RATE=100] [SECS=20] [DATA=tests/data/goemotions/test.tsv]
 # EMOTION_BIN: another build of `emotion` (an A/B of two commits). MODES: the rows, default
 # "solo:1 c1:1 c2:2 c3:3" (mode:replicas). SATURATION=0 skips the closed-loop column (an A/B of
@@ -46,8 +47,19 @@ cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat" 
 sum_cpu() { local s=0; for p in "$@"; do s=$(calc "$s + $(cpu "$p")"); done; echo "$s"; }
 
 # 3 NATS nodes.
-NPORTS=(); RPORTS=()
-for i in 0 1 2; do NPORTS+=("$(free_port)"); RPORTS+=("$(free_port)"); done
+NPORTS=(); RPORTS=(); MPORTS=()
+for i in 0 1 2; do NPORTS+=("$(free_port)"); RPORTS+=("$(free_port)"); MPORTS+=("$(free_port)"); done
+# Messages and bytes into and out of the three nodes so far (their /varz), summed.
+nats_io() {
+  python3 - "${MPORTS[@]}" <<'PY'
+import json, sys, urllib.request
+t = [0, 0]
+for port in sys.argv[1:]:
+    v = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/varz", timeout=5))
+    t[0] += v["in_msgs"] + v["out_msgs"]; t[1] += v["in_bytes"] + v["out_bytes"]
+print(*t)
+PY
+}
 NATS_PIDS=()
 for i in 0 1 2; do
   routes=""
@@ -55,6 +67,7 @@ for i in 0 1 2; do
   cat > "$WORK/n$i.conf" <<EOF
 server_name: n$i
 listen: 127.0.0.1:${NPORTS[$i]}
+http: 127.0.0.1:${MPORTS[$i]}
 jetstream { store_dir: "$WORK/n$i", max_memory_store: 64MB, max_file_store: 1GB }
 cluster { name: bench, listen: 127.0.0.1:${RPORTS[$i]}, routes: [${routes%, }] }
 EOF
@@ -93,7 +106,7 @@ start_replicas() {
 stop_replicas() { for p in "${SPIDS[@]}"; do kill "$p"; done; for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null; done; }
 
 SAT_CONV=$([ "$SAT_PER_REPLICA" -gt 0 ] && echo "$SAT_PER_REPLICA conv per replica" || echo "64 conv")
-printf '\n| mode | replicas | saturation turns/s (closed loop, %s) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns |\n|---|---:|---:|---:|---:|---:|---|---:|---:|\n' "$SAT_CONV"
+printf '\n| mode | replicas | saturation turns/s (closed loop, %s) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns | NATS messages per turn | NATS KB per turn |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n' "$SAT_CONV"
 for spec in $MODES; do
   MODE=${spec%%:*}; N=${spec##*:}
   start_replicas "$MODE" "$N"
@@ -109,22 +122,23 @@ for spec in $MODES; do
     SAT=$(calc "$SAT + ${t:-0}")
   done
   # Equal load, open loop.
-  C0=$(sum_cpu "${SPIDS[@]}"); N0=$(sum_cpu "${NATS_PIDS[@]}")
+  C0=$(sum_cpu "${SPIDS[@]}"); N0=$(sum_cpu "${NATS_PIDS[@]}"); read -r M0 K0 < <(nats_io)
   FAILOVER=$(IFS=,; echo "${URLS[*]:1}")
   "$B" loadgen --soak --server "${URLS[0]}" ${FAILOVER:+--failover "$FAILOVER"} --data "$DATA" \
     --conversations 200 --streams 6 --rate "$RATE" --duration-secs "$SECS" --turns-per-conversation 40 \
     --report-every-secs "$SECS" $CUSTOMER_ARGS > "$WORK/$MODE-open.txt" 2>&1
-  C1=$(sum_cpu "${SPIDS[@]}"); N1=$(sum_cpu "${NATS_PIDS[@]}")
+  C1=$(sum_cpu "${SPIDS[@]}"); N1=$(sum_cpu "${NATS_PIDS[@]}"); read -r M1 K1 < <(nats_io)
   TOTAL=$(grep '^total:' "$WORK/$MODE-open.txt")
   ANS=$(echo "$TOTAL" | grep -o 'answered [0-9]*' | cut -d' ' -f2)
   LOST=$(echo "$TOTAL" | grep -o 'lost [0-9]*' | cut -d' ' -f2)
   ERR=$(echo "$TOTAL" | grep -o 'errors [0-9]*' | head -1 | cut -d' ' -f2)
   P50=$(echo "$TOTAL" | grep -o 'p50 [0-9.]*' | cut -d' ' -f2)
   P99=$(echo "$TOTAL" | grep -o 'p99 [0-9.]*' | cut -d' ' -f2)
-  printf '| %s | %d | %.0f | %.0f | %s | %s | %s / %s | %.2f | %.2f |\n' \
+  printf '| %s | %d | %.0f | %.0f | %s | %s | %s / %s | %.2f | %.2f | %.1f | %.1f |\n' \
     "$([ "$MODE" = solo ] && echo 'one process (SQLite)' || echo 'cluster')" "$N" "$SAT" \
     "$(calc "${ANS:-0} / $SECS")" "$P50" "$P99" "$LOST" "$ERR" \
-    "$(calc "($C1 - $C0) * 1000 / ${ANS:-1}")" "$(calc "($N1 - $N0) * 1000 / ${ANS:-1}")"
+    "$(calc "($C1 - $C0) * 1000 / ${ANS:-1}")" "$(calc "($N1 - $N0) * 1000 / ${ANS:-1}")" \
+    "$(calc "($M1 - $M0) / ${ANS:-1}")" "$(calc "($K1 - $K0) / 1024 / ${ANS:-1}")"
   stop_replicas
 done
 echo "(load after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK)"
