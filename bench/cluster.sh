@@ -6,7 +6,8 @@
 #   - equal load: open loop at RATE turns/s (soak mode, 200 conversations on 6 streams spread
 #     over the replicas), p50/p99 latency, the CPU seconds per 1,000 turns of the service
 #     processes and of the NATS nodes, and the messages and KB in and out of the three NATS
-#     nodes per turn (their /varz: client and route traffic, replication included).
+#     nodes per turn (their /varz: client and route traffic, replication included), and the
+#     mean size of a conversation's committed state in the bucket at the end (its /jsz).
 #   bash bench/cluster.sh [RATE=100] [SECS=20] [DATA=tests/data/goemotions/test.tsv]
 # EMOTION_BIN: another build of `emotion` (an A/B of two commits). MODES: the rows, default
 # "solo:1 c1:1 c2:2 c3:3" (mode:replicas). SATURATION=0 skips the closed-loop column (an A/B of
@@ -60,6 +61,18 @@ for port in sys.argv[1:]:
 print(*t)
 PY
 }
+# The mean size of the values in the conversation bucket of prefix $1, in KB (its /jsz).
+state_kb() {
+  python3 - "${MPORTS[0]}" "KV_$1-conversations" <<'PY'
+import json, sys, urllib.request
+j = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/jsz?streams=true", timeout=5))
+for acc in j.get("account_details", []):
+    for st in acc.get("stream_detail", []):
+        if st["name"] == sys.argv[2] and st["state"]["messages"]:
+            print(round(st["state"]["bytes"] / st["state"]["messages"] / 1024, 1)); sys.exit()
+print("-")
+PY
+}
 NATS_PIDS=()
 for i in 0 1 2; do
   routes=""
@@ -106,7 +119,7 @@ start_replicas() {
 stop_replicas() { for p in "${SPIDS[@]}"; do kill "$p"; done; for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null; done; }
 
 SAT_CONV=$([ "$SAT_PER_REPLICA" -gt 0 ] && echo "$SAT_PER_REPLICA conv per replica" || echo "64 conv")
-printf '\n| mode | replicas | saturation turns/s (closed loop, %s) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns | NATS messages per turn | NATS KB per turn |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n' "$SAT_CONV"
+printf '\n| mode | replicas | saturation turns/s (closed loop, %s) | open loop turns/s | p50 ms | p99 ms | lost / errors | service CPU s per 1k turns | NATS CPU s per 1k turns | NATS messages per turn | NATS KB per turn | state KB (mean in the bucket) |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n' "$SAT_CONV"
 for spec in $MODES; do
   MODE=${spec%%:*}; N=${spec##*:}
   start_replicas "$MODE" "$N"
@@ -134,11 +147,11 @@ for spec in $MODES; do
   ERR=$(echo "$TOTAL" | grep -o 'errors [0-9]*' | head -1 | cut -d' ' -f2)
   P50=$(echo "$TOTAL" | grep -o 'p50 [0-9.]*' | cut -d' ' -f2)
   P99=$(echo "$TOTAL" | grep -o 'p99 [0-9.]*' | cut -d' ' -f2)
-  printf '| %s | %d | %.0f | %.0f | %s | %s | %s / %s | %.2f | %.2f | %.1f | %.1f |\n' \
+  printf '| %s | %d | %.0f | %.0f | %s | %s | %s / %s | %.2f | %.2f | %.1f | %.1f | %s |\n' \
     "$([ "$MODE" = solo ] && echo 'one process (SQLite)' || echo 'cluster')" "$N" "$SAT" \
     "$(calc "${ANS:-0} / $SECS")" "$P50" "$P99" "$LOST" "$ERR" \
     "$(calc "($C1 - $C0) * 1000 / ${ANS:-1}")" "$(calc "($N1 - $N0) * 1000 / ${ANS:-1}")" \
-    "$(calc "($M1 - $M0) / ${ANS:-1}")" "$(calc "($K1 - $K0) / 1024 / ${ANS:-1}")"
+    "$(calc "($M1 - $M0) / ${ANS:-1}")" "$(calc "($K1 - $K0) / 1024 / ${ANS:-1}")" "$(state_kb "$MODE")"
   stop_replicas
 done
 echo "(load after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK)"
