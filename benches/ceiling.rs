@@ -4,12 +4,15 @@
 //!
 //!     cargo bench --bench ceiling -- <corpus.tsv> [seconds per setting]
 //!
-//! Prints texts/s for several batch policies and layouts: inference workers x ONNX Runtime
+//! Prints texts/s for several batch policies and layouts, the texts per ONNX Runtime call, and how
+//! busy the inference threads were (their CPU time over the run, per thread: below 100 % they
+//! waited for texts): inference workers x ONNX Runtime
 //! intra-op threads (`CEILING_LAYOUTS=1x2,2x1` to choose; `CEILING_SETTINGS=128x1024` picks
 //! max_batch x max_batch_tokens; `CEILING_IN_FLIGHT=1` keeps that many texts in flight instead of
 //! 2 x max_batch: one is a lone conversation's ceiling). Texts go to their language's model, as in
 //! the service (`model.languages`: Chinese to the shipped multilingual model).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,9 +34,9 @@ fn main() -> anyhow::Result<()> {
         texts.len()
     );
     println!(
-        "| workers | intra threads | max_batch | max_batch_tokens | texts/s | texts per ORT call |"
+        "| workers | intra threads | max_batch | max_batch_tokens | texts/s | texts per ORT call | inference threads busy |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     // (max_batch, max_batch_tokens); 100_000 tokens = no length bucketing.
     let settings: Vec<(usize, usize)> = match std::env::var("CEILING_SETTINGS") {
         Ok(v) => pairs(&v),
@@ -65,12 +68,21 @@ fn main() -> anyhow::Result<()> {
                 Ok(v) => v.parse()?,
                 Err(_) => 2 * max_batch.max(4),
             };
+            let before = inference_cpu();
             let (done, batches) =
-                runtime.block_on(drive(batcher, texts.clone(), in_flight, seconds));
+                runtime.block_on(drive(batcher.clone(), texts.clone(), in_flight, seconds));
+            let busy: Duration = inference_cpu()
+                .iter()
+                .map(|(thread, cpu)| {
+                    cpu.saturating_sub(before.get(thread).copied().unwrap_or_default())
+                })
+                .sum();
+            drop(batcher);
             println!(
-                "| {workers} | {threads} | {max_batch} | {max_batch_tokens} | {:.0} | {:.1} |",
+                "| {workers} | {threads} | {max_batch} | {max_batch_tokens} | {:.0} | {:.1} | {:.0} % |",
                 done as f64 / seconds,
-                done as f64 / batches.max(1) as f64
+                done as f64 / batches.max(1) as f64,
+                100.0 * busy.as_secs_f64() / seconds / workers as f64
             );
         }
     }
@@ -116,5 +128,27 @@ fn pairs(v: &str) -> Vec<(usize, usize)> {
     v.split(',')
         .filter_map(|l| l.split_once('x'))
         .filter_map(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .collect()
+}
+
+/// CPU time of each inference thread of this process so far (Linux: its `schedstat`), by thread id.
+fn inference_cpu() -> HashMap<String, Duration> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return HashMap::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("inference"))
+        })
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let nanos = stat.split_whitespace().next()?.parse().ok()?;
+            Some((
+                task.file_name().to_string_lossy().into_owned(),
+                Duration::from_nanos(nanos),
+            ))
+        })
         .collect()
 }

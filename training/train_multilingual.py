@@ -14,7 +14,8 @@ English model's speed; 6 until 2026.12.04). Every source teaches what it can:
 - SMP2020-EWECT train (Weibo, 6 emotions): happy->joy, angry->anger, sad->sadness, fear->fear,
   surprise->surprise, neutral->neutral; a softmax cross-entropy over those six logits plus BCE on
   them (the other 22 labels are left to transfer from English).
-- Polarity (shopping / hotel / food-delivery reviews, JDDC customer satisfaction, CPED sentiment):
+- Polarity (shopping / hotel / food-delivery reviews, JDDC customer satisfaction, CPED sentiment,
+  and with --cc-train our own contact-center training turns, --cc-train-repeat times each):
   a group loss. P(negative) = 1 - prod(1 - p_i) over the GoEmotions negative group, P(positive)
   likewise; a negative text wants P(negative)=1 and P(positive)=0, a positive one the reverse, a
   neutral one both 0 and `neutral`=1. This moves exactly what the service's valence reads.
@@ -83,6 +84,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--zh", type=Path, required=True, help="the Chinese datasets folder (train/dev files)")
     p.add_argument("--cc-dev", type=Path, default=None, help="contact-center dev TSV (text, sentiment, emotion)")
     p.add_argument("--cc-test", type=Path, default=None, help="contact-center test TSV, final report only")
+    p.add_argument("--cc-train", type=Path, default=None,
+                   help="contact-center training turns (training/zh_cc_train.py), added to the polarity source")
+    p.add_argument("--cc-train-repeat", type=int, default=4, help="times each --cc-train turn is seen per epoch")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--layers", type=int, default=10)
@@ -198,6 +202,9 @@ def main() -> None:
     _, sentiment = ge.load_groupings(args.goemotions)
     weights = ge.valence_weights(labels, sentiment)
     data = zh_data.load_all(args.goemotions, args.zh, len(labels), args.reviews_per_label, args.limit)
+    if args.cc_train:
+        data["train"]["pol"] = zh_data.with_cc_train(data["train"]["pol"], zh_data.load_cc(args.cc_train),
+                                                     args.cc_train_repeat, args.cc_dev, args.cc_test)
     tok = Tokenizer.from_file(str(args.base_model / "tokenizer.json"))
     tok.no_padding()
     tok.enable_truncation(args.train_max_length)

@@ -107,6 +107,19 @@ def load_all(ge_dir: Path, zh_dir: Path, num_labels: int, reviews_per_label: int
     return {"train": train, "dev": dev}
 
 
+def with_cc_train(pol: tuple, cc: CcSet, repeat: int, *held_out: Path | None) -> tuple:
+    """The polarity source plus our contact-center training turns, each `repeat` times. Refuses a
+    turn that is also in a held-out set (the evaluation parts), compared without punctuation."""
+    import zh_cc_train
+
+    held = {zh_cc_train.norm(t) for p in held_out if p for t in load_cc(p).texts}
+    clash = [t for t in cc.texts if zh_cc_train.norm(t) in held]
+    if clash:
+        raise ValueError(f"{len(clash)} training turns are in the evaluation set, e.g. {clash[0]!r}")
+    texts, y = pol
+    return (list(texts) + list(cc.texts) * repeat, np.concatenate([y, np.tile(cc.sentiment, repeat)]))
+
+
 def smp_predict(probs: np.ndarray, labels: list[str]) -> np.ndarray:
     """SMP2020's emotion as the highest of the six GoEmotions labels it maps onto."""
     idx = [labels.index(SMP_TO_GOEMOTIONS[e]) for e in SMP_EMOTIONS]
