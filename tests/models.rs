@@ -382,23 +382,26 @@ async fn shadow_scoring_reports_agreement_on_a_known_stream_then_promotes() {
     let (mut decisions, mut agree) = (0u64, 0u64);
     let now = std::time::Instant::now();
     for (t, res) in turns.iter().zip(&live) {
-        let s = tiny
-            .submit(std::str::from_utf8(&t.text).unwrap())
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
+        let text = std::str::from_utf8(&t.text).unwrap();
+        let s = tiny.submit(text).await.unwrap().wait().await.unwrap();
+        // As the conversation counts it: an apology's remorse and sadness aside.
+        let apologises =
+            emotion_service::assist::apology(&emotion_service::lang::normalize(text)).is_some();
+        let shadow_valence = if apologises {
+            s.valence_without(emotion_service::assist::APOLOGY_EMOTIONS)
+        } else {
+            s.valence
+        };
         let shadow_top = &s.model.labels[s.model.ranked(&s.probs)[0]];
         if *shadow_top == res.emotions[0].label {
             top_agree += 1;
         }
         xs.push(res.text_valence as f64);
-        ys.push(s.valence as f64);
+        ys.push(shadow_valence as f64);
         if t.speaker() == pb::Speaker::Customer {
             let (a, b) = (
                 rl.update(res.text_valence, decay),
-                rs.update(s.valence, decay),
+                rs.update(shadow_valence, decay),
             );
             tl.observe(&policy, a, rl.turns(), now);
             ts.observe(&policy, b, rs.turns(), now);

@@ -10,13 +10,15 @@ use common::{TestServer, angry_call, config, conversation, next_alert, stream_al
 use emotion_service::alerts::explain::Redaction;
 use emotion_service::pb;
 
-const CALLS: [(&str, &str); 6] = [
+const CALLS: [(&str, &str); 8] = [
     ("examples/calm-call.jsonl", "calm"),
     ("examples/escalation-request.jsonl", "esc-en"),
     ("examples/escalation-request-zh.jsonl", "esc-zh"),
     ("examples/repetition.jsonl", "repeat"),
     ("examples/sustained-negativity.jsonl", "sustained"),
     ("examples/agent-strain.jsonl", "strain"),
+    ("examples/apologetic-agent.jsonl", "apology-en"),
+    ("examples/apologetic-agent-zh.jsonl", "apology-zh"),
 ];
 
 /// Streams `calls`, then a sentinel; returns every alert before the sentinel's, by conversation.
@@ -150,6 +152,17 @@ async fn each_trigger_fires_on_its_conversation_and_not_on_a_calm_one() {
             .all(|e| e.speaker() == pb::Speaker::Agent)
     );
     assert!(strain[0].suggestion.starts_with("Check in with the agent"));
+
+    // An agent who apologises four times, as the playbook asks, is not under strain (the
+    // model reads "sorry" / "对不起" as remorse and sadness: -0.6 to -0.9 each, counted as mood).
+    for id in ["apology-en", "apology-zh"] {
+        let alerts = got.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            alerts.iter().all(|a| a.kind != "agent_strain"),
+            "{id}: {:?}",
+            kinds(alerts)
+        );
+    }
     server.stop().await.unwrap();
 }
 

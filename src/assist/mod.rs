@@ -5,8 +5,10 @@
 //! I give up"), the phrase half of the resignation rule that marks a contact as ended resigned.
 //! It is not yet on the turn path.
 
+mod apology;
 pub mod guidance;
 mod resignation;
 
+pub use apology::{APOLOGY_EMOTIONS, apology};
 pub use guidance::{AssistState, Guidance};
 pub use resignation::giving_up;

@@ -97,7 +97,7 @@ fn resigned_clause(clause: &str) -> Option<&'static str> {
 
 /// Whether `phrase` is in `clause`, as whole words when it is Latin ("no point" is not in
 /// "no pointers").
-fn contains_words(clause: &str, phrase: &str) -> bool {
+pub(super) fn contains_words(clause: &str, phrase: &str) -> bool {
     if !phrase.is_ascii() {
         return clause.contains(phrase);
     }

@@ -76,13 +76,21 @@ pub struct TextSignal {
     pub gave_up: Option<&'static str>,
     /// A customer's sentences that ask for something ([`crate::assist::guidance::asks`]).
     pub asks: Vec<crate::assist::guidance::Ask>,
+    /// The apology phrase in the text ("对不起", "sorry"), if any ([`crate::assist::apology`]): the
+    /// turn's valence is read without the emotions an apology carries.
+    pub apology: Option<&'static str>,
 }
 
 impl TextSignal {
     /// What triggers and alert evidence need from a customer's or agent's text (none for bots).
     pub fn of(text: &str, speaker: Speaker, alerts: &crate::config::AlertConfig) -> Option<Self> {
-        (speaker != Speaker::Bot).then(|| Self {
-            normalized: crate::alerts::triggers::normalize(text).into_boxed_str(),
+        if speaker == Speaker::Bot {
+            return None;
+        }
+        let normalized = crate::alerts::triggers::normalize(text);
+        Some(Self {
+            apology: crate::assist::apology(&normalized),
+            normalized: normalized.into_boxed_str(),
             excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars)
                 .map(Arc::from),
             lang: crate::lang::Lang::of_text(text),

@@ -18,7 +18,7 @@ use crate::alerts::triggers::{TriggerState, TurnFacts};
 use crate::alerts::{
     Alert, AlertKind, AlertState, AlertTracker, Audience, EvidenceTurn, HandoffBrief, Severity,
 };
-use crate::assist::{AssistState, Guidance};
+use crate::assist::{APOLOGY_EMOTIONS, AssistState, Guidance};
 use crate::error::InferenceError;
 use crate::inference::{ModelSpec, Scores};
 use crate::lang::Lang;
@@ -155,11 +155,17 @@ impl Conversation {
         settings: &StoreSettings,
         now: Instant,
     ) -> (Arc<ScoredTurn>, Vec<Alert>) {
+        let signal = pending.signal.take().unwrap_or_default();
+        // An apology's remorse and sadness are manners, not the speaker's mood (assist::apology).
+        let text_valence = match signal.apology {
+            Some(_) => scores.valence_without(APOLOGY_EMOTIONS),
+            None => scores.valence,
+        };
         let valence = match pending.acoustic_valence {
             Some(a) => {
-                (1.0 - settings.acoustic_weight) * scores.valence + settings.acoustic_weight * a
+                (1.0 - settings.acoustic_weight) * text_valence + settings.acoustic_weight * a
             }
-            None => scores.valence,
+            None => text_valence,
         }
         .clamp(-1.0, 1.0);
         let speaker = pending.speaker;
@@ -170,7 +176,6 @@ impl Conversation {
         if speaker_turns == 1 {
             self.first_rolling[speaker.index()] = rolling;
         }
-        let signal = pending.signal.take().unwrap_or_default();
         if signal.lang.is_some() && (speaker == Speaker::Customer || self.lang.is_none()) {
             self.lang = signal.lang;
         }
@@ -279,7 +284,7 @@ impl Conversation {
             turn_id,
             speaker,
             probs: scores.probs.into_boxed_slice(),
-            text_valence: scores.valence,
+            text_valence,
             valence,
             rolling_valence: rolling,
             alert_level: self.alert.level().max(self.triggers.open_level()),

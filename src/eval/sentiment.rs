@@ -8,7 +8,8 @@
 //!
 //! Readings of a turn's scores:
 //! - sentiment: negative when its text valence is at or below `-neutral_band` (emotion.json),
-//!   positive at or above `+neutral_band`, neutral between;
+//!   positive at or above `+neutral_band`, neutral between; the text valence as a conversation
+//!   counts it (in a turn that apologises, an apology's emotions aside: `crate::assist::apology`);
 //! - sign accuracy: on negative and positive rows, whether the valence has the gold sign;
 //! - emotion: among the classes the file uses, the one whose GoEmotions label (anger, disgust,
 //!   fear, joy, sadness, surprise, neutral) has the highest probability.
@@ -20,7 +21,9 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 
+use crate::assist::{APOLOGY_EMOTIONS, apology};
 use crate::inference::Batcher;
+use crate::lang::normalize;
 
 /// The coarse emotions and the GoEmotions label that stands for each.
 pub const COARSE: [&str; 7] = [
@@ -185,6 +188,8 @@ pub struct SentimentReport {
     pub groups: BTreeMap<String, Counts>,
     /// Per emotion class the file uses: (precision, recall, F1, support).
     pub emotion_f1: BTreeMap<&'static str, (f64, f64, f64, u64)>,
+    /// Rows whose text apologises (their valence read without an apology's emotions).
+    pub apologies: u64,
     pub seconds: f64,
 }
 
@@ -202,11 +207,12 @@ impl SentimentReport {
         );
         if a.sentiment_n > 0 {
             out.push_str(&format!(
-                "sentiment 3-class accuracy {:.4} ({} texts); valence sign accuracy {:.4} ({} negative/positive)\n",
+                "sentiment 3-class accuracy {:.4} ({} texts); valence sign accuracy {:.4} ({} negative/positive); {} apologise (remorse, sadness, embarrassment aside)\n",
                 a.accuracy3(),
                 a.sentiment_n,
                 a.sign_accuracy(),
-                a.polar_n
+                a.polar_n,
+                self.apologies
             ));
         }
         if a.emotion_n > 0 {
@@ -268,18 +274,24 @@ pub async fn evaluate(
             Ok::<_, crate::error::InferenceError>((r, scores))
         })
         .buffered(256);
+    let mut apologies = 0;
     while let Some(result) = scored.next().await {
         let (row, scores) = result?;
+        let valence = match apology(&normalize(&row.text)) {
+            Some(_) => {
+                apologies += 1;
+                scores.valence_without(APOLOGY_EMOTIONS)
+            }
+            None => scores.valence,
+        };
         let add = |c: &mut Counts| {
             c.n += 1;
             if let Some(gold) = row.sentiment {
                 c.sentiment_n += 1;
-                c.sentiment_correct +=
-                    u64::from(Sentiment::of_valence(scores.valence, band) == gold);
+                c.sentiment_correct += u64::from(Sentiment::of_valence(valence, band) == gold);
                 if gold != Sentiment::Neutral {
                     c.polar_n += 1;
-                    c.sign_correct +=
-                        u64::from((scores.valence > 0.0) == (gold == Sentiment::Positive));
+                    c.sign_correct += u64::from((valence > 0.0) == (gold == Sentiment::Positive));
                 }
             }
             if let Some(gold) = row.emotion {
@@ -336,6 +348,7 @@ pub async fn evaluate(
         all,
         groups,
         emotion_f1,
+        apologies,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -212,16 +212,31 @@ pub fn scores(spec: &Arc<ModelSpec>, logits: &[f32]) -> Scores {
             exp.into_iter().map(|e| e / sum).collect()
         }
     };
-    let mass: f32 = probs.iter().sum();
-    let weighted: f32 = probs
-        .iter()
-        .zip(&spec.valence_weights)
-        .map(|(p, w)| p * w)
-        .sum();
-    let valence = (weighted / mass.max(1e-6)).clamp(-1.0, 1.0);
+    let valence = valence_of(spec, &probs, &[]);
     Scores {
         probs,
         valence,
         model: spec.clone(),
     }
+}
+
+impl Scores {
+    /// This text's valence with the labels named in `left_out` counting neither way.
+    pub fn valence_without(&self, left_out: &[&str]) -> f32 {
+        valence_of(&self.model, &self.probs, left_out)
+    }
+}
+
+/// The valence of `probs` with the labels named in `left_out` counting neither way (not in the
+/// weighted sum, not in the mass): `sum(w_i p_i) / sum(p_i)` over the others.
+pub fn valence_of(spec: &ModelSpec, probs: &[f32], left_out: &[&str]) -> f32 {
+    let (weighted, mass) = probs
+        .iter()
+        .zip(&spec.valence_weights)
+        .zip(&spec.labels)
+        .filter(|(_, label)| !left_out.contains(&label.as_str()))
+        .fold((0.0f32, 0.0f32), |(weighted, mass), ((p, w), _)| {
+            (weighted + p * w, mass + p)
+        });
+    (weighted / mass.max(1e-6)).clamp(-1.0, 1.0)
 }

@@ -291,6 +291,24 @@ mod tests {
     }
 
     #[test]
+    fn labels_left_out_count_neither_way_in_the_valence() {
+        let dir = write_dir(
+            r#"{"id2label": {"0": "remorse", "1": "sadness", "2": "caring", "3": "anger"}}"#,
+            None,
+        );
+        let spec = ModelSpec::load(&dir).unwrap();
+        let probs = [0.9, 0.6, 0.3, 0.0];
+        let all = crate::inference::engine::valence_of(&spec, &probs, &[]);
+        assert!((all - (-1.5 + 0.3) / 1.8).abs() < 1e-6, "{all}");
+        let aside = crate::inference::engine::valence_of(&spec, &probs, &["remorse", "sadness"]);
+        assert_eq!(aside, 1.0);
+        let with_anger = [0.9, 0.6, 0.3, 0.3];
+        let aside =
+            crate::inference::engine::valence_of(&spec, &with_anger, &["remorse", "sadness"]);
+        assert_eq!(aside, 0.0);
+    }
+
+    #[test]
     fn optimum_layout_gets_defaults() {
         let dir = write_dir(
             r#"{"id2label": {"1": "joy", "0": "anger", "2": "neutral"}}"#,

@@ -201,6 +201,8 @@ impl Pipeline {
             context.customer = memory.pseudonyms.pseudonym(&context.tenant, &id);
         }
         input.signal = TextSignal::of(&text, input.speaker, &self.alerts);
+        // The shadow compares the valences the conversation counts (an apology's aside).
+        let apology = input.signal.as_ref().is_some_and(|s| s.apology.is_some());
         // The route: the text's script, else the turn's language tag, else the one its
         // conversation was given on an earlier turn (contexts are often sent once); the
         // conversation is looked up only for a turn that has neither.
@@ -286,8 +288,8 @@ impl Pipeline {
             if let Some(shadow) = shadow {
                 match &scores {
                     Ok(live) => {
-                        let live = (live.clone(), started.elapsed());
-                        let key = (id.clone(), turn_id, customer);
+                        let live = (counted(live.clone(), apology), started.elapsed());
+                        let key = (id.clone(), turn_id, customer, apology);
                         tokio::spawn(shadow_score(this.batcher.clone(), shadow, text, live, key));
                     }
                     Err(_) => shadow.skipped(&id, turn_id, customer, Instant::now()),
@@ -347,7 +349,7 @@ async fn shadow_score(
     shadow: Arc<Shadow>,
     text: String,
     (live, live_latency): (Scores, std::time::Duration),
-    (conversation_id, turn_id, customer): (String, u64, bool),
+    (conversation_id, turn_id, customer, apology): (String, u64, bool, bool),
 ) {
     let started = Instant::now();
     let scored = match batcher.try_submit_to(shadow.model.clone(), &text) {
@@ -357,6 +359,7 @@ async fn shadow_score(
     let Some(scores) = scored else {
         return shadow.skipped(&conversation_id, turn_id, customer, Instant::now());
     };
+    let scores = counted(scores, apology);
     shadow.record(Compared {
         conversation_id: &conversation_id,
         turn_id,
@@ -367,4 +370,13 @@ async fn shadow_score(
         shadow_latency: started.elapsed(),
         now: Instant::now(),
     });
+}
+
+/// `scores` with the valence a conversation counts: on a turn that apologises, without the
+/// emotions an apology carries (see [`crate::assist::apology`]).
+fn counted(mut scores: Scores, apology: bool) -> Scores {
+    if apology {
+        scores.valence = scores.valence_without(crate::assist::APOLOGY_EMOTIONS);
+    }
+    scores
 }
