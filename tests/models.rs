@@ -384,9 +384,9 @@ async fn shadow_scoring_reports_agreement_on_a_known_stream_then_promotes() {
     for (t, res) in turns.iter().zip(&live) {
         let text = std::str::from_utf8(&t.text).unwrap();
         let s = tiny.submit(text).await.unwrap().wait().await.unwrap();
-        // As the conversation counts it: an apology's remorse and sadness aside.
-        let apologises =
-            emotion_service::assist::apology(&emotion_service::lang::normalize(text)).is_some();
+        // As the conversation counts it: an agent's apology's remorse and sadness aside.
+        let apologises = t.speaker() == pb::Speaker::Agent
+            && emotion_service::assist::apology(&emotion_service::lang::normalize(text)).is_some();
         let shadow_valence = if apologises {
             s.valence_without(emotion_service::assist::APOLOGY_EMOTIONS)
         } else {

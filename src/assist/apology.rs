@@ -1,13 +1,13 @@
-//! Hearing an apology. "I'm so sorry about that, let me fix it" and "实在对不起，让您久等了" are
-//! what the playbook asks an agent to say, and "Sorry to bother you" / "不好意思，我想问一下" is
-//! how many customers open; the emotion model reads each as remorse and sadness (GoEmotions:
-//! "sorry" is remorse), valence -0.6 to -0.9. Counted as the speaker's mood, three apologies put
-//! an agent under the strain threshold (an `agent_strain` alert for doing the job well) and a
-//! polite customer's rolling score below zero.
+//! Hearing an agent apologise. "I'm so sorry about that, let me fix it" and "实在对不起，让您久等
+//! 了" are what the playbook asks an agent to say; the emotion model reads each as remorse and
+//! sadness (GoEmotions: "sorry" is remorse), valence -0.6 to -0.9. Counted as the agent's mood,
+//! three apologies put an agent under the strain threshold: an `agent_strain` alert for doing the
+//! job well.
 //!
-//! A turn with an apology phrase has its valence read without the emotions an apology carries
-//! ([`APOLOGY_EMOTIONS`]); what else it says still counts ("Sorry, this stupid tool froze again,
-//! I hate this" keeps its anger; "对不起，我真的很着急" its fear). Phrases are matched on
+//! An agent's turn with an apology phrase has its valence read without the emotions an apology
+//! carries ([`APOLOGY_EMOTIONS`]); what else it says still counts ("Sorry, this stupid tool froze
+//! again, I hate this" keeps its anger). Customers' turns are read as they are: a customer's
+//! "对不起，我真的很难过" may be real sadness. Phrases are matched on
 //! [`crate::lang::normalize`]d text (Traditional, full-width and spaced forms read as
 //! Simplified), Latin ones as whole words.
 

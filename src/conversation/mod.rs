@@ -76,8 +76,9 @@ pub struct TextSignal {
     pub gave_up: Option<&'static str>,
     /// A customer's sentences that ask for something ([`crate::assist::guidance::asks`]).
     pub asks: Vec<crate::assist::guidance::Ask>,
-    /// The apology phrase in the text ("对不起", "sorry"), if any ([`crate::assist::apology`]): the
-    /// turn's valence is read without the emotions an apology carries.
+    /// The apology phrase in an agent's text ("对不起", "sorry"), if any
+    /// ([`crate::assist::apology`]): the turn's valence is read without the emotions an apology
+    /// carries.
     pub apology: Option<&'static str>,
 }
 
@@ -89,7 +90,11 @@ impl TextSignal {
         }
         let normalized = crate::alerts::triggers::normalize(text);
         Some(Self {
-            apology: crate::assist::apology(&normalized),
+            apology: if speaker == Speaker::Agent {
+                crate::assist::apology(&normalized)
+            } else {
+                None
+            },
             normalized: normalized.into_boxed_str(),
             excerpt: crate::alerts::explain::excerpt(text, alerts.redaction, alerts.excerpt_chars)
                 .map(Arc::from),

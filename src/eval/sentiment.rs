@@ -9,7 +9,8 @@
 //! Readings of a turn's scores:
 //! - sentiment: negative when its text valence is at or below `-neutral_band` (emotion.json),
 //!   positive at or above `+neutral_band`, neutral between; the text valence as a conversation
-//!   counts it (in a turn that apologises, an apology's emotions aside: `crate::assist::apology`);
+//!   counts it (in an agent's turn that apologises, an apology's emotions aside:
+//!   `crate::assist::apology`);
 //! - sign accuracy: on negative and positive rows, whether the valence has the gold sign;
 //! - emotion: among the classes the file uses, the one whose GoEmotions label (anger, disgust,
 //!   fear, joy, sadness, surprise, neutral) has the highest probability.
@@ -188,7 +189,7 @@ pub struct SentimentReport {
     pub groups: BTreeMap<String, Counts>,
     /// Per emotion class the file uses: (precision, recall, F1, support).
     pub emotion_f1: BTreeMap<&'static str, (f64, f64, f64, u64)>,
-    /// Rows whose text apologises (their valence read without an apology's emotions).
+    /// Agent rows whose text apologises (their valence read without an apology's emotions).
     pub apologies: u64,
     pub seconds: f64,
 }
@@ -207,7 +208,7 @@ impl SentimentReport {
         );
         if a.sentiment_n > 0 {
             out.push_str(&format!(
-                "sentiment 3-class accuracy {:.4} ({} texts); valence sign accuracy {:.4} ({} negative/positive); {} apologise (remorse, sadness, embarrassment aside)\n",
+                "sentiment 3-class accuracy {:.4} ({} texts); valence sign accuracy {:.4} ({} negative/positive); {} agent turns apologise (remorse, sadness, embarrassment aside)\n",
                 a.accuracy3(),
                 a.sentiment_n,
                 a.sign_accuracy(),
@@ -277,7 +278,8 @@ pub async fn evaluate(
     let mut apologies = 0;
     while let Some(result) = scored.next().await {
         let (row, scores) = result?;
-        let valence = match apology(&normalize(&row.text)) {
+        let agent = row.groups.iter().any(|g| g == "speaker=agent");
+        let valence = match apology(&normalize(&row.text)).filter(|_| agent) {
             Some(_) => {
                 apologies += 1;
                 scores.valence_without(APOLOGY_EMOTIONS)

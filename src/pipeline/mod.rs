@@ -372,8 +372,8 @@ async fn shadow_score(
     });
 }
 
-/// `scores` with the valence a conversation counts: on a turn that apologises, without the
-/// emotions an apology carries (see [`crate::assist::apology`]).
+/// `scores` with the valence a conversation counts: on an agent's turn that apologises, without
+/// the emotions an apology carries (see [`crate::assist::apology`]).
 fn counted(mut scores: Scores, apology: bool) -> Scores {
     if apology {
         scores.valence = scores.valence_without(crate::assist::APOLOGY_EMOTIONS);
