@@ -14,7 +14,7 @@ pub use alerts::{
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
@@ -111,6 +111,22 @@ impl TurnLine {
     }
 }
 
+/// One line of a conversation file; an error names the field that is wrong (`turn_id: invalid
+/// type: string "1", expected u64`), or the column for a line that is not JSON.
+fn parse_turn_line(line: &str) -> anyhow::Result<TurnLine> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(line)).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            anyhow!("not a JSON object of a turn: {inner}")
+        } else if field == "." {
+            anyhow!("{inner}")
+        } else {
+            anyhow!("field {field}: {inner}")
+        }
+    })
+}
+
 pub fn read_conversation_file(path: &Path) -> anyhow::Result<Vec<pb::TurnRequest>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -118,7 +134,7 @@ pub fn read_conversation_file(path: &Path) -> anyhow::Result<Vec<pb::TurnRequest
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            let turn: TurnLine = serde_json::from_str(line)
+            let turn = parse_turn_line(line)
                 .with_context(|| format!("{} line {}", path.display(), i + 1))?;
             turn.to_request()
                 .with_context(|| format!("{} line {}", path.display(), i + 1))
@@ -228,4 +244,33 @@ pub fn format_result(r: &pb::TurnResult) -> String {
         top.join(", "),
         if r.duplicate { "  (duplicate)" } else { "" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_turn_line_names_its_field() {
+        let ok = parse_turn_line(
+            r#"{"conversation_id":"c1","turn_id":3,"speaker":"customer","text":"转人工"}"#,
+        )
+        .unwrap();
+        assert_eq!((ok.turn_id, ok.text.as_str()), (3, "转人工"));
+        let message = |line: &str| parse_turn_line(line).unwrap_err().to_string();
+        let e = message(r#"{"conversation_id":"c1","turn_id":"3","speaker":"agent","text":"hi"}"#);
+        assert!(e.starts_with("field turn_id: invalid type: string"), "{e}");
+        let e = message(
+            r#"{"conversation_id":"c1","turn_id":1,"speaker":"agent","text":"hi","acoustic_valence":"low"}"#,
+        );
+        assert!(e.starts_with("field acoustic_valence:"), "{e}");
+        let e = message(r#"{"conversation_id":"c1","turn_id":1,"speaker":"agent"}"#);
+        assert!(e.starts_with("missing field `text`"), "{e}");
+        let e = message(
+            r#"{"conversation_id":"c1","turn_id":1,"speaker":"agent","text":"hi","txet":1}"#,
+        );
+        assert!(e.contains("unknown field `txet`"), "{e}");
+        let e = message(r#"{"conversation_id":"c1","#);
+        assert!(e.starts_with("not a JSON object of a turn:"), "{e}");
+    }
 }
