@@ -193,8 +193,9 @@ struct Entry {
 }
 
 /// One model's lone calls timed both ways: on the solo session (every core) and on a worker's
-/// own single-thread session. A lone call takes the faster on recent evidence; every
-/// [`LONE_EXPLORE`] calls, [`LONE_BURST`] in a row take the other, so that a change in the
+/// own single-thread session. A lone call takes the faster on recent evidence; after
+/// [`LONE_FIRST_EXPLORE`] calls, then every [`LONE_EXPLORE`], [`LONE_BURST`] in a row take the
+/// other, so that a change in the
 /// machine (a shared core freed or taken) is seen within a few seconds at a lone conversation's
 /// rate. Only a call that follows [`LONE_WARMUP`] of its own kind is timed: the first ones after
 /// a switch pay for waking a core that sat idle (on a VM, a halted vCPU the host must schedule
@@ -209,8 +210,9 @@ struct LoneCalls {
 #[derive(Default, Debug, Clone, Copy)]
 struct LoneState {
     calls: u64,
-    /// Calls of the exploring burst still to run.
+    /// Calls of the exploring burst still to run, and the way they take (true: solo).
     burst_left: u32,
+    burst_solo: bool,
     /// The way the previous lone call ran (true: solo), and how many in a row ran that way.
     last: Option<bool>,
     run: u32,
@@ -222,6 +224,9 @@ struct LoneState {
 }
 
 const LONE_EXPLORE: u64 = 2048;
+/// The first exploring burst comes early: a model's lone calls should not wait 2,048 calls
+/// (ten seconds of a lone Chinese conversation) for their first timings of the other way.
+const LONE_FIRST_EXPLORE: u64 = 128;
 const LONE_BURST: u32 = 64;
 const LONE_WARMUP: u32 = 16;
 const LONE_MIN_SAMPLES: u32 = 4;
@@ -247,14 +252,17 @@ impl LoneCalls {
     /// Whether the next lone call should run on the solo session.
     fn solo_next(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let preferred = state.preferred();
         if state.burst_left > 0 {
             state.burst_left -= 1;
-            return !preferred;
+            return state.burst_solo;
         }
+        let preferred = state.preferred();
         state.calls += 1;
-        if state.calls.is_multiple_of(LONE_EXPLORE) {
+        if state.calls == LONE_FIRST_EXPLORE || state.calls.is_multiple_of(LONE_EXPLORE) {
+            // The whole burst takes the way it set out on, even once its timings make that the
+            // preferred one.
             state.burst_left = LONE_BURST - 1;
+            state.burst_solo = !preferred;
             return !preferred;
         }
         preferred
@@ -671,9 +679,10 @@ mod tests {
         let lone = LoneCalls::default();
         // Before the single-thread way has its timings: solo, bar the exploring calls.
         assert!(lone.solo_next());
-        // Two threads faster (a machine with two free cores): solo, but a burst of 64 in 2112.
+        // Two threads faster (a machine with two free cores): solo, but a burst of 64 at the
+        // 128th call and every 2048 after.
         let solo_runs = lone_calls(&lone, 21_120, 45_000, 80_000);
-        assert!(solo_runs >= 20_480, "{solo_runs} of 21120 solo");
+        assert!(solo_runs >= 20_416, "{solo_runs} of 21120 solo");
         // The second core taken (two threads now 1.5x one thread's time): after the next
         // exploring burst, lone calls leave the solo session.
         lone_calls(&lone, 4_300, 120_000, 80_000);
@@ -683,6 +692,23 @@ mod tests {
         lone_calls(&lone, 4_300, 45_000, 80_000);
         let solo_runs = lone_calls(&lone, 21_120, 45_000, 80_000);
         assert!(solo_runs >= 20_480, "{solo_runs} of 21120 solo");
+    }
+
+    #[test]
+    fn a_new_model_times_both_ways_within_its_first_few_hundred_lone_calls() {
+        let lone = LoneCalls::default();
+        // One thread faster: the burst at the 128th call finds it.
+        let solo_runs = lone_calls(&lone, 256, 120_000, 80_000);
+        assert_eq!(
+            solo_runs, 127,
+            "solo until the burst at the 128th call, then the faster way"
+        );
+        assert!(!lone.solo_next());
+        // Two threads faster: the burst tries one thread, and the calls go back to solo.
+        let lone = LoneCalls::default();
+        lone_calls(&lone, 256, 45_000, 80_000);
+        assert!(lone.solo_next());
+        assert_eq!(lone.state.lock().unwrap().single_samples, 48);
     }
 
     #[test]
