@@ -24,6 +24,11 @@ Dev sets (never trained on): GoEmotions dev, SMP2020 dev, a fixed 5% hash-cut of
 and our contact-center dev set (--cc-dev). An epoch is kept by the mean of GoEmotions dev macro-F1,
 SMP2020 dev macro-F1 and, when given, contact-center dev 3-class accuracy. Test sets are touched
 only by --export-only's final report (GoEmotions test; --cc-test).
+With --teacher (a trained model's best.pt) the run distils: the student starts from the teacher's
+bottom --layers layers and head, and every batch's loss is (1 - --kd-weight) x its source's loss
+plus --kd-weight x BCE to the teacher's probabilities on the same texts (computed once, kept in the
+work dir). This is how a cheaper model is made from a trained one without a second full recipe.
+
 Checkpoints after every epoch and every --checkpoint-every batches in the work dir; --resume goes on
 from the last one, inside an epoch too (the same batch order).
 """
@@ -109,6 +114,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=500,
                    help="batches between checkpoints inside an epoch (0: only after each epoch)")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="distil from a trained model (its work dir's best.pt, --teacher-layers layers): the student "
+                        "starts from its bottom --layers layers and head and also learns its probabilities")
+    p.add_argument("--teacher-layers", type=int, default=10)
+    p.add_argument("--kd-weight", type=float, default=0.5,
+                   help="with --teacher: loss = (1 - w) x the source's loss + w x BCE to the teacher's probabilities")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--name", default="emotion-e5-zh-en")
     p.add_argument("--version", default=date.today().strftime("%Y.%m.%d"))
@@ -188,6 +199,27 @@ def dev_scores(logits: dict[str, np.ndarray], dev: dict, labels, sentiment, weig
     return r
 
 
+def distil_from(args, student: EmotionClassifier, train_ids: dict, work: Path) -> dict[str, np.ndarray]:
+    """Start the student from the teacher's bottom layers and head; the teacher's logits on every
+    training text (eval mode, computed once and kept in the work dir)."""
+    teacher = EmotionClassifier(args.base_model, student.head.out_features, 0.0, args.teacher_layers)
+    teacher.load_state_dict(torch.load(args.teacher))
+    own = student.state_dict()
+    student.load_state_dict({k: v for k, v in teacher.state_dict().items() if k in own})
+    cache = work / "teacher_logits.npz"
+    sizes = {s: len(train_ids[s]) for s in SOURCES}
+    if cache.exists():
+        soft = dict(np.load(cache))
+        if {s: len(soft.get(s, ())) for s in SOURCES} == sizes:
+            print(f"teacher logits from {cache}", flush=True)
+            return soft
+    t = time.time()
+    soft = {s: logits_of(teacher, train_ids[s]) for s in SOURCES}
+    np.savez(cache, **soft)
+    print(f"teacher logits on {sum(sizes.values())} training texts in {(time.time() - t) / 60:.1f} min", flush=True)
+    return soft
+
+
 def main() -> None:
     args = parse_args()
     t0 = time.time()
@@ -221,6 +253,7 @@ def main() -> None:
 
     model = EmotionClassifier(args.base_model, len(labels), args.dropout, args.layers)
     losses = Losses(labels, sentiment, train_y["ge"])
+    soft = distil_from(args, model, train_ids, work) if args.teacher else None
     # One shuffled schedule of single-source batches over every source.
     rng = np.random.default_rng(args.seed)
     batches_per_epoch = sum(math.ceil(len(train_ids[s]) / args.batch_size) for s in SOURCES)
@@ -285,6 +318,10 @@ def main() -> None:
                 b = collate([train_ids[s][i] for i in idx])
                 logits = model(*(torch.from_numpy(b[n]) for n in export.INPUT_NAMES))
                 loss = losses(s, logits, torch.from_numpy(np.asarray(train_y[s][idx])))
+                if soft is not None:
+                    target = torch.sigmoid(torch.from_numpy(soft[s][idx]))
+                    loss = (1 - args.kd_weight) * loss + args.kd_weight * \
+                        torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
