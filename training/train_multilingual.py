@@ -7,8 +7,9 @@
 
 One model, one output: the 28 GoEmotions labels (sigmoid each), so that the service's labels,
 valence formula, alerts and playbook stay what they are. The encoder is the base's bottom
---layers layers (10 of 12: the most that keeps a 50/50 Chinese/English load near the
-English model's speed; 6 until 2026.12.04). Every source teaches what it can:
+--layers layers (10 of 12 by default; the shipped model, since 2026.12.05, is an 8-layer student
+distilled from such a 10-layer run with --teacher, for the 50/50 Chinese/English speed target;
+6 until 2026.12.04). Every source teaches what it can:
 
 - GoEmotions train (English): BCE over all 28 labels with sqrt(neg/pos) positive weights.
 - SMP2020-EWECT train (Weibo, 6 emotions): happy->joy, angry->anger, sad->sadness, fear->fear,

@@ -1,6 +1,6 @@
 //! Weights shared by the sessions of one model: a model runs on one ONNX Runtime session per
 //! inference worker plus the solo session, and each session would otherwise hold its own copy of
-//! every initializer (the whole model file, 58-83 MB for the shipped models) and of its
+//! every initializer (the whole model file, 58-80 MB for the shipped models) and of its
 //! pre-packed GEMM weights. The large initializers are read once from model.onnx and handed to
 //! every session as user-owned values (ONNX Runtime uses them in place); pre-packed weights go to
 //! one shared container.
