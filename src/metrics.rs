@@ -28,7 +28,11 @@ pub struct Metrics {
     pub turns: Family<OutcomeLabel, Counter>,
     pub batch_size: Histogram,
     pub queue_depth: Gauge,
+    /// A text's wait from its submission to the start of the ONNX Runtime call that scores it.
+    pub queue_wait_seconds: Histogram,
     pub inference_seconds: Histogram,
+    /// StreamTurns: a turn's time from being read off its stream to its result being sent back.
+    pub turn_seconds: Histogram,
     pub solo_batches: Counter,
     /// A lone call's time on a worker's single-thread session over its time on the solo session
     /// (moving averages; above 1: solo is faster and lone calls run solo).
@@ -69,7 +73,9 @@ impl Metrics {
         let turns = Family::<OutcomeLabel, Counter>::default();
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let queue_depth = Gauge::default();
+        let queue_wait_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let inference_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let turn_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let solo_batches = Counter::default();
         let solo_speedup = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let inference_tokens = Counter::default();
@@ -105,9 +111,19 @@ impl Metrics {
             queue_depth.clone(),
         );
         registry.register(
+            "queue_wait_seconds",
+            "Per text: from its submission to the start of the ONNX Runtime call that scores it",
+            queue_wait_seconds.clone(),
+        );
+        registry.register(
             "inference_seconds",
             "ONNX Runtime time per batch",
             inference_seconds.clone(),
+        );
+        registry.register(
+            "turn_seconds",
+            "StreamTurns, per turn: from being read off its stream to its result being sent back (results leave in the order their turns arrived, so this includes waiting for earlier turns of the same stream)",
+            turn_seconds.clone(),
         );
         registry.register(
             "solo_batches",
@@ -224,7 +240,9 @@ impl Metrics {
             turns,
             batch_size,
             queue_depth,
+            queue_wait_seconds,
             inference_seconds,
+            turn_seconds,
             solo_batches,
             solo_speedup,
             inference_tokens,

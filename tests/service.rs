@@ -153,6 +153,9 @@ async fn metrics_count_turns_and_neither_metrics_nor_logs_carry_text() {
         "emotion_active_conversations 1",
         "emotion_batch_size_count",
         "emotion_inference_seconds_bucket",
+        // Only the scored turn reached the inference queue; all three were read off the stream.
+        "emotion_queue_wait_seconds_count 1\n",
+        "emotion_turn_seconds_count 3\n",
         "emotion_queue_depth",
         "emotion_subscribers 0",
         "emotion_lagging_subscribers_total 0",

@@ -3,7 +3,8 @@
 //! StreamTurns runs one task per stream. It reads a turn only while fewer than
 //! `max_in_flight_per_stream` of its turns are unanswered and the client is reading results, so a
 //! slow client or a full inference queue pushes back through HTTP/2 flow control instead of
-//! buffering without bound. Results leave in the order the turns arrived.
+//! buffering without bound. Results leave in the order the turns arrived; `emotion_turn_seconds`
+//! times each turn from being read to its result leaving (so it includes that wait).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,18 +59,27 @@ impl EmotionAnalysis for EmotionService {
             app.metrics.open_streams.inc();
             let mut in_flight: FuturesOrdered<BoxFuture<'static, pb::TurnResult>> =
                 FuturesOrdered::new();
+            // When each turn in flight was read, in the same order.
+            let mut read_at: std::collections::VecDeque<std::time::Instant> =
+                std::collections::VecDeque::with_capacity(max_in_flight);
             let mut input_open = true;
             let mut input_error = None;
             loop {
                 tokio::select! {
                     Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                        if let Some(at) = read_at.pop_front() {
+                            app.metrics.turn_seconds.observe(at.elapsed().as_secs_f64());
+                        }
                         if tx.send(Ok(result)).await.is_err() {
                             break; // the client went away; admitted turns still complete
                         }
                     }
                     message = inbound.message(), if input_open && in_flight.len() < max_in_flight => {
                         match message {
-                            Ok(Some(turn)) => in_flight.push_back(app.pipeline.turn(&identity.tenants, turn)),
+                            Ok(Some(turn)) => {
+                                read_at.push_back(std::time::Instant::now());
+                                in_flight.push_back(app.pipeline.turn(&identity.tenants, turn));
+                            }
                             Ok(None) => input_open = false,
                             Err(status) => {
                                 input_open = false;

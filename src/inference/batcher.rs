@@ -591,6 +591,10 @@ impl Worker {
                 });
                 let solo = entry.solo;
                 let started = Instant::now();
+                for (_, job) in &call {
+                    let waited = started.saturating_duration_since(job.enqueued);
+                    metrics.queue_wait_seconds.observe(waited.as_secs_f64());
+                }
                 // Only this worker uses engine `worker` of any model, and only a solo call the
                 // solo engine: neither lock is ever contended.
                 let mut engine = match (&model.solo, solo) {
