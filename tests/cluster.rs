@@ -829,12 +829,7 @@ async fn replicas_fail_over_without_losing_a_turn_or_an_alert() {
         .map(|u| format!("{u:?}"))
         .collect::<Vec<_>>()
         .join(",");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free = common::free_addr;
     let mut replicas = Vec::new();
     for i in 0..3 {
         let copy = dir.path().join(format!("r{i}"));

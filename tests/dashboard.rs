@@ -484,12 +484,7 @@ async fn the_page_resumes_the_feed_after_a_server_restart() {
         "EMOTION__ALERT_LOG__PATH",
         dir.path().join("alerts.sqlite3").display().to_string(),
     )];
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free = common::free_addr;
     let (addr, web) = (free(), free());
     let server = ChildServer::spawn_with_web(addr, Some(web), &env).await;
     let browser = Browser::start().await;

@@ -19,13 +19,6 @@ use serde_json::Value;
 
 const ESCALATING: &str = "examples/escalating-call.jsonl";
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Waits until the state file holds `conversation_id` as of `turn_id` (what the persister
 /// thread writes every interval), reading it as the next start will.
 async fn saved_through(state: &Path, conversation_id: &str, turn_id: u64) {
@@ -65,7 +58,7 @@ async fn an_incident_open_at_kill_9_resolves_with_its_alert_id_after_the_restart
         dir.path().join("alerts.sqlite3").display().to_string(),
     )];
     let state = dir.path().join("state.sqlite3");
-    let (addr, web) = (free_addr(), free_addr());
+    let (addr, web) = (common::free_addr(), common::free_addr());
     let server = ChildServer::spawn_with_web(addr, Some(web), &env).await;
     let turns = conversation(ESCALATING, "restart-1");
     let mut feed = AlertFeedClient::new(server.channel().await);
@@ -183,7 +176,7 @@ async fn a_graceful_restart_loses_nothing() {
         // Far longer than the test: only the save at shutdown can have written the last turn.
         ("EMOTION__STATE__PERSIST_INTERVAL_MS", "60000".to_string()),
     ];
-    let addr = free_addr();
+    let addr = common::free_addr();
     let server = ChildServer::spawn_at(addr, &env).await;
     let turns = conversation(ESCALATING, "graceful-1");
     let mut client = EmotionAnalysisClient::new(server.channel().await);
@@ -217,7 +210,7 @@ async fn state_behind_the_alert_log_is_put_right_at_start() {
         // below loses every turn the second server scored (the worst a crash can do).
         ("EMOTION__STATE__PERSIST_INTERVAL_MS", "60000".to_string()),
     ];
-    let addr = free_addr();
+    let addr = common::free_addr();
     let turns = conversation(ESCALATING, "behind-1");
     let server = ChildServer::spawn_at(addr, &env).await;
     let mut client = EmotionAnalysisClient::new(server.channel().await);

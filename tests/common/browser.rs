@@ -191,11 +191,7 @@ impl Browser {
         tokio::task::spawn_blocking(ensure_browser).await.unwrap();
         let chromium = binary("EMOTION_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = binary("EMOTION_CHROMEDRIVER", "/usr/bin/chromedriver");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_addr().port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

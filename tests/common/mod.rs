@@ -8,6 +8,7 @@ pub mod smartwatch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use emotion_service::auth::{Role, token_hash};
@@ -19,6 +20,36 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+
+/// A loopback address that a child process (an `emotion serve`, a NATS node, chromedriver) can
+/// listen on. Binding `127.0.0.1:0` and letting go would hand out a port from the kernel's
+/// ephemeral range, where any outgoing connection may take it as its source port before the
+/// child binds it (CI saw a NATS node die of "address already in use" that way). So the ports
+/// come from below that range, walked from a per-process starting point, each checked free and
+/// never handed out twice by this process (test binaries run one after another).
+pub fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let low = 20_000u32;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&h| h > low + 1_000)
+        .unwrap_or(32_768);
+    let span = high - low;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -328,11 +359,7 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts `emotion serve` with `env` (EMOTION__* settings) and waits until it answers health.
     pub async fn spawn(env: &[(&str, String)]) -> Self {
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        Self::spawn_at(addr, env).await
+        Self::spawn_at(free_addr(), env).await
     }
 
     /// The same on a given address (a restart where clients expect it), without the dashboard.

