@@ -20,7 +20,19 @@ pub struct Browser {
     driver: Child,
     port: u16,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    /// Killing chromedriver leaves its Chromium running (seen after a test that never called
+    /// [`Browser::quit`], and after any that panics): its processes are the ones started on
+    /// this session's profile directory, so they are stopped by that.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(format!("user-data-dir={}", self.profile.path().display()))
+            .status();
+    }
 }
 
 /// Held while one test installs the browser, so that parallel tests do not both run apt-get.
@@ -229,7 +241,7 @@ impl Browser {
             driver,
             port,
             session: String::new(),
-            _profile: profile,
+            profile,
         };
         let created = browser.call("POST", "/session", Some(caps)).await;
         browser.session = created["sessionId"]
