@@ -22,6 +22,12 @@
 
 #![forbid(unsafe_code)]
 
+/// The allocator of every binary built on this crate (the server, its tests and benchmarks, so a
+/// benchmark measures what is served): jemalloc, which also takes ONNX Runtime's mallocs.
+#[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod alerts;
 pub mod assist;
 pub mod auth;
