@@ -11,9 +11,16 @@
 //! max_batch x max_batch_tokens; `CEILING_IN_FLIGHT=1` keeps that many texts in flight instead of
 //! 2 x max_batch: one is a lone conversation's ceiling). Texts go to their language's model, as in
 //! the service (`model.languages`: Chinese to the shipped multilingual model).
+//!
+//! Two knobs for looking into a lone conversation's calls: `CEILING_SOLO_THREADS` sets
+//! `model.solo_threads` (1: no solo session), and `CEILING_SWEEP_MB=14` reads that many MiB of
+//! other memory after each text (a stand-in for another model's weights passing through the
+//! caches between two calls); with one text in flight, the texts/s printed then leave the
+//! sweeping time out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use emotion_service::lang::Lang;
@@ -25,6 +32,10 @@ fn main() -> anyhow::Result<()> {
         .next()
         .unwrap_or_else(|| "../shared/datasets/goemotions/test.tsv".into());
     let seconds: f64 = args.next().map_or(Ok(5.0), |s| s.parse())?;
+    let sweep = Arc::new(Sweep::new(match std::env::var("CEILING_SWEEP_MB") {
+        Ok(v) => v.parse()?,
+        Err(_) => 0,
+    }));
     let texts = Arc::new(loadgen::read_corpus(corpus.as_ref())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,6 +73,12 @@ fn main() -> anyhow::Result<()> {
             config.batching.queue_capacity = 4 * max_batch.max(32);
             config.model.intra_threads = threads;
             config.model.inference_workers = workers;
+            if let Ok(v) = std::env::var("CEILING_SOLO_THREADS") {
+                config.model.solo_threads = v.parse()?;
+            }
+            if let Ok(v) = std::env::var("CEILING_SOLO_THREADS") {
+                config.model.solo_threads = v.parse()?;
+            }
             let metrics = Metrics::new();
             let batcher = inference::start(&config, metrics.clone())?;
             let in_flight = match std::env::var("CEILING_IN_FLIGHT") {
@@ -69,8 +86,15 @@ fn main() -> anyhow::Result<()> {
                 Err(_) => 2 * max_batch.max(4),
             };
             let before = inference_cpu();
-            let (done, batches) =
-                runtime.block_on(drive(batcher.clone(), texts.clone(), in_flight, seconds));
+            sweep.spent_ns.store(0, Ordering::Relaxed);
+            let (done, batches) = runtime.block_on(drive(
+                batcher.clone(),
+                texts.clone(),
+                in_flight,
+                seconds,
+                sweep.clone(),
+            ));
+            let scoring = seconds - sweep.spent_ns.load(Ordering::Relaxed) as f64 / 1e9;
             let busy: Duration = inference_cpu()
                 .iter()
                 .map(|(thread, cpu)| {
@@ -80,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             drop(batcher);
             println!(
                 "| {workers} | {threads} | {max_batch} | {max_batch_tokens} | {:.0} | {:.1} | {:.0} % |",
-                done as f64 / seconds,
+                done as f64 / scoring,
                 done as f64 / batches.max(1) as f64,
                 100.0 * busy.as_secs_f64() / seconds / workers as f64
             );
@@ -95,11 +119,12 @@ async fn drive(
     texts: Arc<Vec<String>>,
     in_flight: usize,
     seconds: f64,
+    sweep: Arc<Sweep>,
 ) -> (u64, u64) {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut workers = Vec::new();
     for w in 0..in_flight {
-        let (batcher, texts) = (batcher.clone(), texts.clone());
+        let (batcher, texts, sweep) = (batcher.clone(), texts.clone(), sweep.clone());
         workers.push(tokio::spawn(async move {
             let mut done = 0u64;
             let mut i = w;
@@ -110,6 +135,7 @@ async fn drive(
                     .await
                     .expect("queued");
                 pending.wait().await.expect("scored");
+                sweep.run();
                 done += 1;
                 i += in_flight;
             }
@@ -121,6 +147,37 @@ async fn drive(
         done += w.await.expect("worker");
     }
     (done, batcher.batches_run())
+}
+
+/// Memory read after each text (`CEILING_SWEEP_MB`), and the time spent reading it.
+struct Sweep {
+    memory: Vec<u8>,
+    spent_ns: AtomicU64,
+}
+
+impl Sweep {
+    fn new(mib: usize) -> Self {
+        Self {
+            memory: (0..mib << 20).map(|i| i as u8).collect(),
+            spent_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads one byte of every cache line.
+    fn run(&self) {
+        if self.memory.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let sum = self
+            .memory
+            .iter()
+            .step_by(64)
+            .fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
+        std::hint::black_box(sum);
+        self.spent_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// "AxB,CxD" -> [(A, B), (C, D)].
