@@ -12,6 +12,7 @@
 //! 2 x max_batch: one is a lone conversation's ceiling). Texts go to their language's model, as in
 //! the service (`model.languages`: Chinese to the shipped multilingual model).
 //!
+//! `CEILING_FUSED_KERNELS=false` runs the model files' graphs as they are (`model.fused_kernels`).
 //! Two knobs for looking into a lone conversation's calls: `CEILING_SOLO_THREADS` sets
 //! `model.solo_threads` (1: no solo session), and `CEILING_SWEEP_MB=14` reads that many MiB of
 //! other memory after each text (a stand-in for another model's weights passing through the
@@ -73,6 +74,15 @@ fn main() -> anyhow::Result<()> {
             config.batching.queue_capacity = 4 * max_batch.max(32);
             config.model.intra_threads = threads;
             config.model.inference_workers = workers;
+            if let Ok(dir) = std::env::var("CEILING_MODEL_DIR") {
+                config.model.dir = dir.into();
+            }
+            if let Ok(dir) = std::env::var("CEILING_ZH_MODEL_DIR") {
+                config.model.languages.insert("zh".into(), dir.into());
+            }
+            if let Ok(v) = std::env::var("CEILING_FUSED_KERNELS") {
+                config.model.fused_kernels = v.parse()?;
+            }
             if let Ok(v) = std::env::var("CEILING_SOLO_THREADS") {
                 config.model.solo_threads = v.parse()?;
             }

@@ -135,6 +135,9 @@ pub struct ModelConfig {
     /// nothing else waiting runs on it, so a lone conversation gets every core. 0 = CPU cores;
     /// at most `intra_threads`: no solo session (every batch on its worker's own session).
     pub solo_threads: usize,
+    /// Runs the per-token int8 arithmetic of a model's graph on the service's fused kernels
+    /// (src/inference/fuse.rs; bit-identical scores, fewer passes). The model file is unchanged.
+    pub fused_kernels: bool,
     /// Inference threads, each with its own ONNX Runtime session, taking batches from one queue.
     /// 0 = one per two CPU cores, at least 2. On 2 cores, 2 workers of 1 thread beat 1 worker of
     /// 2 threads under load; on 16, 8 workers of 2 threads beat 2 of 8 (BENCHMARKS.md).
@@ -318,6 +321,7 @@ impl Default for ModelConfig {
             onnxruntime: None,
             intra_threads: 0,
             solo_threads: 0,
+            fused_kernels: true,
             inference_workers: 0,
             checker: None,
             check_timeout_secs: 300,

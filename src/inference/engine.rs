@@ -38,12 +38,37 @@ impl Engine {
     /// Loads model.onnx with `intra_threads` ONNX Runtime threads and checks it: int64 inputs
     /// `input_ids` and `attention_mask` (and optionally `token_type_ids`), a float output of shape
     /// [batch, labels], and a smoke inference whose width matches the label count.
+    ///
+    /// With the fused kernels' graph (`shared.graph`), a graph ONNX Runtime refuses or whose smoke
+    /// inference fails falls back to the file as it is, with a warning: the rewrite is the
+    /// service's, not the model's, so it must never cost a model that loads without it.
     pub fn load(
         env: &Environment,
         spec: Arc<ModelSpec>,
         encoder: &TextEncoder,
         intra_threads: usize,
         shared: &SharedWeights,
+    ) -> Result<Self, ModelError> {
+        let Some((_, fused)) = &shared.graph else {
+            return Self::open(env, spec, encoder, intra_threads, shared, false);
+        };
+        match Self::open(env, spec.clone(), encoder, intra_threads, shared, true) {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                tracing::warn!(path = %spec.model_path().display(), ?fused, error = %e, "the graph with fused kernels did not load; using the model file as it is");
+                Self::open(env, spec, encoder, intra_threads, shared, false)
+            }
+        }
+    }
+
+    /// [`Engine::load`] without the fallback: the fused graph if `fused` and there is one.
+    pub(super) fn open(
+        env: &Environment,
+        spec: Arc<ModelSpec>,
+        encoder: &TextEncoder,
+        intra_threads: usize,
+        shared: &SharedWeights,
+        fused: bool,
     ) -> Result<Self, ModelError> {
         let path = spec.model_path();
         let session_err = |source: ort::Error| ModelError::Session {
@@ -55,6 +80,9 @@ impl Engine {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| session_err(e.into()))?
             .with_intra_threads(intra_threads)
+            .map_err(|e| session_err(e.into()))?
+            // The fused per-token int8 kernels (kernels.rs), for graphs that use them.
+            .with_operators(super::kernels::domain().map_err(session_err)?)
             .map_err(|e| session_err(e.into()))?
             // The sessions of one model (a worker's each, the solo one) share their weights
             // (src/inference/weights.rs) instead of holding a copy each.
@@ -74,7 +102,11 @@ impl Engine {
                 .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| session_err(e.into()))?;
         }
-        let session = builder.commit_from_file(&path).map_err(session_err)?;
+        let session = match (&shared.graph, fused) {
+            (Some((graph, _)), true) => builder.commit_from_memory(graph),
+            _ => builder.commit_from_file(&path),
+        }
+        .map_err(session_err)?;
 
         let mut token_type_ids = false;
         for input in session.inputs() {

@@ -3,6 +3,8 @@
 
 pub mod batcher;
 pub mod engine;
+pub mod fuse;
+pub mod kernels;
 pub mod model_dir;
 pub mod runtime;
 pub mod shadow;
@@ -50,7 +52,7 @@ pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, Model
     let spec = Arc::new(ModelSpec::load(dir)?);
     let encoder = TextEncoder::load(&spec)?;
     let (workers, threads, solo_threads) = thread_layout(config);
-    let shared = weights::SharedWeights::load(&spec.model_path())?;
+    let shared = weights::SharedWeights::load(&spec.model_path(), config.model.fused_kernels)?;
     let engines = (0..workers)
         .map(|_| Engine::load(env, spec.clone(), &encoder, threads, &shared))
         .collect::<Result<Vec<_>, _>>()?;
@@ -63,6 +65,7 @@ pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, Model
         threads,
         solo_threads,
         shared_weights_mib = shared.bytes / (1 << 20),
+        fused = ?shared.graph.as_ref().map(|(_, f)| f),
         "model sessions"
     );
     Ok(LoadedModel::new(spec, encoder, engines, solo))
@@ -136,5 +139,63 @@ mod tests {
         config.model.inference_workers = 3;
         config.model.solo_threads = 1;
         assert_eq!(layout_for(16, &config), (3, 5, None));
+    }
+
+    /// The first column of a TSV (after its header), at most `n` lines.
+    fn texts(path: &str, column: usize, n: usize) -> Vec<String> {
+        let data = std::fs::read_to_string(path).expect(path);
+        data.lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').nth(column).map(str::to_string))
+            .take(n)
+            .collect()
+    }
+
+    /// Both shipped models: every per-token chain is fused, and the fused graph's scores equal the
+    /// model file's bit for bit, one text per call and in padded batches of 16.
+    #[test]
+    fn the_fused_kernels_score_bit_for_bit_as_the_model_file_does() {
+        let config = Config::default();
+        let env = runtime::environment(None).expect("ONNX Runtime");
+        let cases = [
+            (
+                config.model.dir.clone(),
+                texts("tests/data/goemotions/test.tsv", 0, 64),
+                (24, 36),
+            ),
+            (
+                config.model.languages["zh"].clone(),
+                texts("eval/zh-contact-center/test.tsv", 1, 64),
+                (32, 48),
+            ),
+        ];
+        for (dir, texts, (row_quantize, row_scale_bias)) in cases {
+            let spec = Arc::new(ModelSpec::load(&dir).expect("model"));
+            let encoder = TextEncoder::load(&spec).expect("tokenizer");
+            let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder.encode(t).unwrap()).collect();
+            let shared = weights::SharedWeights::load(&spec.model_path(), true).unwrap();
+            let fused = shared.graph.as_ref().expect("the shipped graph is fused").1;
+            assert_eq!(
+                (fused.row_quantize, fused.row_scale_bias),
+                (row_quantize, row_scale_bias),
+                "{fused:?}"
+            );
+            assert!(fused.nodes_after < fused.nodes_before, "{fused:?}");
+            let plain = weights::SharedWeights::load(&spec.model_path(), false).unwrap();
+            assert!(plain.graph.is_none());
+            let open = |shared, fused| Engine::open(env, spec.clone(), &encoder, 1, shared, fused);
+            let (mut fast, mut file) = (open(&shared, true).unwrap(), open(&plain, false).unwrap());
+            for one in &ids {
+                let (a, b) = (fast.run(&[one]).unwrap(), file.run(&[one]).unwrap());
+                assert_eq!(a[0].probs, b[0].probs, "{}", spec.tag);
+            }
+            for batch in ids.chunks(16) {
+                let batch: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+                let (a, b) = (fast.run(&batch).unwrap(), file.run(&batch).unwrap());
+                for (a, b) in a.iter().zip(&b) {
+                    assert_eq!(a.probs, b.probs, "{}", spec.tag);
+                }
+            }
+        }
     }
 }

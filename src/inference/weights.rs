@@ -23,12 +23,15 @@ pub struct SharedWeights {
     pub initializers: Vec<(String, Arc<DynValue>)>,
     /// Bytes of the shared initializers.
     pub bytes: usize,
+    /// The graph with the fused int8 kernels put in (fuse.rs), when asked for and it has any:
+    /// the sessions load it instead of the file.
+    pub graph: Option<(Vec<u8>, super::fuse::Fused)>,
 }
 
 impl SharedWeights {
     /// Reads the large initializers of `model.onnx`. A graph whose initializers cannot be read
     /// this way (external data, an unusual type) is not an error: those stay with the session.
-    pub fn load(path: &Path) -> Result<Self, ModelError> {
+    pub fn load(path: &Path, fuse: bool) -> Result<Self, ModelError> {
         let invalid = |message: String| ModelError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -36,6 +39,7 @@ impl SharedWeights {
         let bytes = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
         let model = <onnx::ModelProto as prost::Message>::decode(bytes.as_slice())
             .map_err(|e| invalid(format!("not an ONNX model: {e}")))?;
+        let graph = fuse.then(|| super::fuse::rewrite(&bytes)).flatten();
         drop(bytes);
         let mut initializers = Vec::new();
         let mut bytes = 0;
@@ -52,6 +56,7 @@ impl SharedWeights {
             prepacked: PrepackedWeights::new(),
             initializers,
             bytes,
+            graph,
         })
     }
 }

@@ -1,0 +1,496 @@
+//! Puts the fused per-token int8 kernels ([`super::kernels`]) into a model's graph at load time,
+//! so model files stay standard ONNX (what a data scientist exports, what the Python baseline
+//! and `training/` run) while the service runs the faster graph.
+//!
+//! Two patterns of the per-token quantisation that `training/export.py` writes are replaced:
+//!
+//! ```text
+//!  Abs(x) -> ReduceMax(axes [-1], keepdims) -> Max(., eps) -> Mul(., inv_max) = scale
+//!  [Expand(zero_point, Shape(scale)) = zp] ; QuantizeLinear(x, scale, zp; axis -1, blocked) = q
+//!      => RowQuantize(x, eps, inv_max, zero_point) = (q, scale)
+//!
+//!  MatMulIntegerToFloat(q, ...) = acc ; Mul(acc, scale) [; Add(bias, .)]
+//!      => RowScaleBias(acc, scale[, bias])
+//! ```
+//!
+//! Only where every condition that makes the two compute the same holds: the constants are
+//! initializers of the right type and shape, the chain's intermediate results are used nowhere
+//! else, and a GEMM's row scale is the one of its own input. Nodes that only fed what was
+//! replaced (the zero point's Shape and Expand) go too. The rest of the file is copied byte for
+//! byte: the rewrite walks the protobuf wire format and decodes nodes, never the weights.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+
+/// The operators put in, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fused {
+    pub row_quantize: usize,
+    pub row_scale_bias: usize,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+}
+
+/// The graph with the fused kernels, or `None` when it has nothing to fuse or is not a graph
+/// this rewrite reads (the file is then used as it is).
+pub fn rewrite(model: &[u8]) -> Option<(Vec<u8>, Fused)> {
+    let top = fields(model)?;
+    let graph = top.iter().find(|f| f.tag == MODEL_GRAPH && f.wire == LEN)?;
+    let (graph_bytes, fused) = rewrite_graph(graph.payload)?;
+    let mut out = Vec::with_capacity(model.len() + 64);
+    for f in &top {
+        if f.tag == MODEL_GRAPH && f.wire == LEN {
+            put_len_field(&mut out, MODEL_GRAPH, &graph_bytes);
+        } else {
+            out.extend_from_slice(f.whole);
+        }
+    }
+    let opset = OperatorSetId {
+        domain: super::kernels::DOMAIN.into(),
+        version: 1,
+    };
+    put_len_field(&mut out, MODEL_OPSET_IMPORT, &opset.encode_to_vec());
+    Some((out, fused))
+}
+
+// ONNX field numbers (onnx.proto).
+const MODEL_GRAPH: u32 = 7;
+const MODEL_OPSET_IMPORT: u32 = 8;
+const GRAPH_NODE: u32 = 1;
+const GRAPH_INITIALIZER: u32 = 5;
+const GRAPH_OUTPUT: u32 = 12;
+const FLOAT: i32 = 1;
+const UINT8: i32 = 2;
+const INT64: i32 = 7;
+const LEN: u8 = 2;
+
+#[derive(Clone, PartialEq, Message)]
+struct Node {
+    #[prost(string, repeated, tag = "1")]
+    input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    output: Vec<String>,
+    #[prost(string, tag = "3")]
+    name: String,
+    #[prost(string, tag = "4")]
+    op_type: String,
+    #[prost(message, repeated, tag = "5")]
+    attribute: Vec<Attribute>,
+    #[prost(string, tag = "7")]
+    domain: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Attribute {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int64, tag = "3")]
+    i: i64,
+    #[prost(int64, repeated, tag = "8")]
+    ints: Vec<i64>,
+}
+
+/// An initializer's header: what the rewrite checks, never its data.
+#[derive(Clone, PartialEq, Message)]
+struct TensorHead {
+    #[prost(int64, repeated, tag = "1")]
+    dims: Vec<i64>,
+    #[prost(int32, tag = "2")]
+    data_type: i32,
+    #[prost(string, tag = "8")]
+    name: String,
+}
+
+/// A small int64 initializer's values (ReduceMax's axes).
+#[derive(Clone, PartialEq, Message)]
+struct Int64Tensor {
+    #[prost(int64, repeated, tag = "7")]
+    int64_data: Vec<i64>,
+    #[prost(bytes = "vec", tag = "9")]
+    raw_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ValueInfo {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OperatorSetId {
+    #[prost(string, tag = "1")]
+    domain: String,
+    #[prost(int64, tag = "2")]
+    version: i64,
+}
+
+/// One field of a protobuf message as it lies in the buffer.
+struct Field<'a> {
+    tag: u32,
+    wire: u8,
+    /// Key, length and payload: the field exactly as read.
+    whole: &'a [u8],
+    /// The payload of a length-delimited field (empty for the others).
+    payload: &'a [u8],
+}
+
+fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The fields of a message, in order; `None` if it is not well-formed protobuf.
+fn fields(buf: &[u8]) -> Option<Vec<Field<'_>>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let start = at;
+        let key = varint(buf, &mut at)?;
+        let (tag, wire) = (u32::try_from(key >> 3).ok()?, (key & 7) as u8);
+        let mut payload: &[u8] = &[];
+        match wire {
+            0 => {
+                varint(buf, &mut at)?;
+            }
+            1 => at += 8,
+            LEN => {
+                let len = usize::try_from(varint(buf, &mut at)?).ok()?;
+                payload = buf.get(at..at.checked_add(len)?)?;
+                at += len;
+            }
+            5 => at += 4,
+            _ => return None,
+        }
+        out.push(Field {
+            tag,
+            wire,
+            whole: buf.get(start..at)?,
+            payload,
+        });
+    }
+    Some(out)
+}
+
+fn put_len_field(out: &mut Vec<u8>, tag: u32, payload: &[u8]) {
+    prost::encoding::encode_varint(u64::from(tag) << 3 | u64::from(LEN), out);
+    prost::encoding::encode_varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// What the graph's nodes and constants say, for matching.
+struct Graph {
+    nodes: Vec<Node>,
+    initializers: HashMap<String, TensorHead>,
+    /// Values of the small int64 initializers.
+    int64s: HashMap<String, Vec<i64>>,
+    outputs: HashSet<String>,
+    /// Output name -> the node that produces it.
+    producer: HashMap<String, usize>,
+    /// Name -> the nodes that read it.
+    consumers: HashMap<String, Vec<usize>>,
+}
+
+impl Graph {
+    fn node_of(&self, name: &str, op_type: &str) -> Option<usize> {
+        let i = *self.producer.get(name)?;
+        let node = &self.nodes[i];
+        (node.op_type == op_type && matches!(node.domain.as_str(), "" | "ai.onnx")).then_some(i)
+    }
+
+    /// Whether `name` is read by `node` alone and is no graph output.
+    fn only_for(&self, name: &str, node: usize) -> bool {
+        !self.outputs.contains(name)
+            && self
+                .consumers
+                .get(name)
+                .is_some_and(|c| c.iter().all(|&n| n == node))
+    }
+
+    fn scalar(&self, name: &str, data_type: i32) -> bool {
+        self.initializers
+            .get(name)
+            .is_some_and(|t| t.data_type == data_type && t.dims.iter().all(|&d| d == 1))
+    }
+
+    fn attribute(&self, node: usize, name: &str) -> Option<&Attribute> {
+        self.nodes[node].attribute.iter().find(|a| a.name == name)
+    }
+}
+
+/// One matched quantisation chain.
+struct RowQuantizeMatch {
+    /// The chain's first node (Abs), whose place the fused node takes: every reader of the scale
+    /// comes after it.
+    anchor: usize,
+    removed: Vec<usize>,
+    node: Node,
+}
+
+fn match_row_quantize(g: &Graph, q: usize) -> Option<RowQuantizeMatch> {
+    let quantize = &g.nodes[q];
+    let [x, scale, zp] = quantize.input.as_slice() else {
+        return None;
+    };
+    let axis = g.attribute(q, "axis").map(|a| a.i);
+    let block = g.attribute(q, "block_size").map(|a| a.i);
+    if axis != Some(-1) || block.is_none_or(|b| b <= 0) || quantize.output.len() != 1 {
+        return None;
+    }
+    let mul = g.node_of(scale, "Mul")?;
+    let (max_out, inv_max) = pick(&g.nodes[mul].input, |n| g.node_of(n, "Max").is_some())?;
+    let max = g.node_of(max_out, "Max")?;
+    let (reduced, eps) = pick(&g.nodes[max].input, |n| g.node_of(n, "ReduceMax").is_some())?;
+    let reduce = g.node_of(reduced, "ReduceMax")?;
+    let abs_out = g.nodes[reduce].input.first()?;
+    let abs = g.node_of(abs_out, "Abs")?;
+    if g.nodes[abs].input.first() != Some(x)
+        || !g.scalar(inv_max, FLOAT)
+        || !g.scalar(eps, FLOAT)
+        || !g.only_for(abs_out, reduce)
+        || !g.only_for(reduced, max)
+        || !g.only_for(max_out, mul)
+    {
+        return None;
+    }
+    // The reduction runs over the last axis and keeps it (the scale is one per row).
+    let axes = match g.nodes[reduce].input.get(1) {
+        Some(axes) => g.int64s.get(axes)?.clone(),
+        None => g.attribute(reduce, "axes")?.ints.clone(),
+    };
+    let keepdims = g.attribute(reduce, "keepdims").map_or(1, |a| a.i);
+    if axes != [-1] || keepdims != 1 {
+        return None;
+    }
+    let mut removed = vec![abs, reduce, max, mul, q];
+    let zero_point = match g.node_of(zp, "Expand") {
+        Some(expand) => g.nodes[expand].input.first()?,
+        None => zp,
+    };
+    if !g.scalar(zero_point, UINT8) {
+        return None;
+    }
+    removed.sort_unstable();
+    Some(RowQuantizeMatch {
+        anchor: abs,
+        removed,
+        node: Node {
+            input: vec![x.clone(), eps.clone(), inv_max.clone(), zero_point.clone()],
+            output: vec![quantize.output[0].clone(), scale.clone()],
+            name: format!("{}/RowQuantize", quantize.output[0]),
+            op_type: "RowQuantize".into(),
+            attribute: Vec::new(),
+            domain: super::kernels::DOMAIN.into(),
+        },
+    })
+}
+
+/// Of a two-input node's inputs, the one `first` accepts and the other.
+fn pick(inputs: &[String], first: impl Fn(&str) -> bool) -> Option<(&String, &String)> {
+    match inputs {
+        [a, b] if first(a) => Some((a, b)),
+        [a, b] if first(b) => Some((b, a)),
+        _ => None,
+    }
+}
+
+fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
+    let all = fields(graph)?;
+    let mut g = Graph {
+        nodes: Vec::new(),
+        initializers: HashMap::new(),
+        int64s: HashMap::new(),
+        outputs: HashSet::new(),
+        producer: HashMap::new(),
+        consumers: HashMap::new(),
+    };
+    for f in &all {
+        match (f.tag, f.wire) {
+            (GRAPH_NODE, LEN) => g.nodes.push(Node::decode(f.payload).ok()?),
+            (GRAPH_INITIALIZER, LEN) => {
+                let head = TensorHead::decode(f.payload).ok()?;
+                if head.data_type == INT64 && f.payload.len() < 256 {
+                    let t = Int64Tensor::decode(f.payload).ok()?;
+                    let values = match t.raw_data.is_empty() {
+                        true => t.int64_data,
+                        false => (t.raw_data.chunks_exact(8))
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+                            .collect(),
+                    };
+                    g.int64s.insert(head.name.clone(), values);
+                }
+                g.initializers.insert(head.name.clone(), head);
+            }
+            (GRAPH_OUTPUT, LEN) => {
+                g.outputs.insert(ValueInfo::decode(f.payload).ok()?.name);
+            }
+            _ => {}
+        }
+    }
+    for (i, node) in g.nodes.iter().enumerate() {
+        for out in &node.output {
+            g.producer.insert(out.clone(), i);
+        }
+        for input in node.input.iter().filter(|n| !n.is_empty()) {
+            g.consumers.entry(input.clone()).or_default().push(i);
+        }
+    }
+
+    // The quantisation chains.
+    let mut removed: HashSet<usize> = HashSet::new();
+    let mut placed: HashMap<usize, Node> = HashMap::new();
+    // Row scale -> the quantised tensor it belongs to.
+    let mut scales: HashMap<String, String> = HashMap::new();
+    for q in 0..g.nodes.len() {
+        let node = &g.nodes[q];
+        if node.op_type != "QuantizeLinear" || !matches!(node.domain.as_str(), "" | "ai.onnx") {
+            continue;
+        }
+        let Some(m) = match_row_quantize(&g, q) else {
+            continue;
+        };
+        if m.removed.iter().any(|r| removed.contains(r)) {
+            continue;
+        }
+        scales.insert(m.node.output[1].clone(), m.node.output[0].clone());
+        removed.extend(&m.removed);
+        placed.insert(m.anchor, m.node);
+    }
+    let row_quantize = placed.len();
+    if row_quantize == 0 {
+        return None;
+    }
+
+    // The row scale (and bias) after each integer GEMM of a fused quantisation.
+    let mut row_scale_bias = 0;
+    for mul in 0..g.nodes.len() {
+        let node = &g.nodes[mul];
+        if node.op_type != "Mul" || !matches!(node.domain.as_str(), "" | "ai.onnx") {
+            continue;
+        }
+        let Some((acc, scale)) = pick(&node.input, |n| {
+            g.producer
+                .get(n)
+                .is_some_and(|&p| g.nodes[p].op_type == "MatMulIntegerToFloat")
+        }) else {
+            continue;
+        };
+        let gemm = &g.nodes[g.producer[acc]];
+        if !scales.contains_key(scale) || scales.get(scale) != gemm.input.first() {
+            continue;
+        }
+        let out = &node.output[0];
+        let add = match g.consumers.get(out).map(Vec::as_slice) {
+            Some(&[add]) if !g.outputs.contains(out) => Some(add),
+            _ => None,
+        }
+        .filter(|&add| g.node_of(&g.nodes[add].output[0], "Add").is_some())
+        .and_then(|add| {
+            let (_, bias) = pick(&g.nodes[add].input, |n| n == out)?;
+            let t = g.initializers.get(bias)?;
+            (t.data_type == FLOAT && t.dims.len() == 1).then(|| (add, bias.clone()))
+        });
+        let (anchor, inputs, output) = match add {
+            Some((add, bias)) => {
+                removed.insert(add);
+                let inputs = vec![acc.clone(), scale.clone(), bias];
+                (add, inputs, g.nodes[add].output[0].clone())
+            }
+            None => (mul, vec![acc.clone(), scale.clone()], out.clone()),
+        };
+        removed.insert(mul);
+        placed.insert(
+            anchor,
+            Node {
+                name: format!("{output}/RowScaleBias"),
+                input: inputs,
+                output: vec![output],
+                op_type: "RowScaleBias".into(),
+                attribute: Vec::new(),
+                domain: super::kernels::DOMAIN.into(),
+            },
+        );
+        row_scale_bias += 1;
+    }
+
+    // Nodes that fed only what was replaced (the zero point's Shape and Expand).
+    let mut kept: Vec<bool> = (0..g.nodes.len()).map(|i| !removed.contains(&i)).collect();
+    loop {
+        let mut read: HashSet<&str> = HashSet::new();
+        for (i, node) in g.nodes.iter().enumerate() {
+            let inputs = match placed.get(&i) {
+                Some(new) => &new.input,
+                None if kept[i] => &node.input,
+                None => continue,
+            };
+            read.extend(inputs.iter().map(String::as_str));
+        }
+        let dead: Vec<usize> = (0..g.nodes.len())
+            .filter(|&i| kept[i] && !placed.contains_key(&i))
+            .filter(|&i| {
+                let outputs = &g.nodes[i].output;
+                outputs.iter().any(|o| g.consumers.contains_key(o))
+                    && outputs
+                        .iter()
+                        .all(|o| !read.contains(o.as_str()) && !g.outputs.contains(o))
+            })
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for i in dead {
+            kept[i] = false;
+        }
+    }
+
+    let mut out = Vec::with_capacity(graph.len());
+    let mut index = 0;
+    let mut nodes_after = 0;
+    for f in &all {
+        if (f.tag, f.wire) != (GRAPH_NODE, LEN) {
+            out.extend_from_slice(f.whole);
+            continue;
+        }
+        if let Some(new) = placed.get(&index) {
+            put_len_field(&mut out, GRAPH_NODE, &new.encode_to_vec());
+            nodes_after += 1;
+        } else if kept[index] {
+            out.extend_from_slice(f.whole);
+            nodes_after += 1;
+        }
+        index += 1;
+    }
+    let fused = Fused {
+        row_quantize,
+        row_scale_bias,
+        nodes_before: g.nodes.len(),
+        nodes_after,
+    };
+    Some((out, fused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_it_cannot_read_or_fuse_it_leaves_alone() {
+        assert!(rewrite(b"").is_none());
+        assert!(rewrite(b"\xff\xff\xff\xff not protobuf").is_none());
+        let model = std::fs::read("models/goemotions-minilm-l6/model.onnx").unwrap();
+        // Cut short (a truncated download): not read, not a panic.
+        assert!(rewrite(&model[..model.len() / 2]).is_none());
+        // Fused once, nothing is left to fuse.
+        let (fused, counts) = rewrite(&model).expect("the shipped graph fuses");
+        assert_eq!((counts.row_quantize, counts.row_scale_bias), (24, 36));
+        assert!(rewrite(&fused).is_none());
+    }
+}
