@@ -1,13 +1,17 @@
 //! Dynamic micro-batching across all callers: one bounded queue in front of inference threads
-//! (`model.inference_workers`). A thread takes the first waiting text, gathers more until the batch
-//! is full or the first one has waited `max_wait`, sorts them by length and runs them as the padded
-//! calls that cost least (`plan_calls`: texts of like length share a call, a short text is not
-//! padded to a long one's length), and replies to each call's texts as soon as it returns.
+//! (`model.inference_workers`). A free thread takes every text waiting (at least one: it waits
+//! for the first, then up to `max_wait` for company), tokenises them and adds them to a pool the
+//! threads share, sorts the pool by length, plans it as the padded calls that cost least
+//! (`plan_calls`: texts of like length share a call, a short text is not padded to a long one's
+//! length), and runs the call the oldest text belongs to. The rest stays in the pool for the
+//! next free thread, together with the texts that arrive meanwhile, so texts of like length
+//! gather into fuller calls; a thread that leaves texts there wakes one that waits. Each call's
+//! texts get their replies as soon as it returns.
 //!
 //! Tokenisation happens on the inference thread, once a batch is gathered: callers (async tasks on
 //! the runtime's threads) only copy the text into the queue, so a long text never holds up a
-//! runtime thread. Batches are formed in arrival order (FIFO), so one conversation's turns are
-//! scored in the order they were submitted.
+//! runtime thread. The oldest text always runs next, but the texts of one call may be younger than
+//! others left waiting: the conversation store applies results in turn order regardless.
 //!
 //! Cores are shared by a gate: each ONNX Runtime call runs either on its worker's own session
 //! (`model.intra_threads`, one thread on 2 cores) alongside the other workers' calls, or, when it
@@ -26,7 +30,7 @@
 //! and a model is freed when nothing refers to it any more.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -94,7 +98,8 @@ pub struct BatchPolicy {
 #[derive(Clone)]
 pub struct Batcher {
     /// Bounded: `send_async` waits for room (stream backpressure), `try_send` fails fast (unary).
-    queue: flume::Sender<Job>,
+    /// `None` is no text: it wakes a waiting worker (`Pool::take_call`).
+    queue: flume::Sender<Option<Job>>,
     /// The model new texts are tokenized for and scored by, unless a language route takes them.
     current: Arc<RwLock<Arc<LoadedModel>>>,
     /// Language routes (`model.languages`): a text in one of these languages goes to its model.
@@ -308,12 +313,13 @@ impl Batcher {
     /// Starts one inference thread per engine of `model`. They stop once every `Batcher` clone is
     /// dropped and the queue has drained.
     pub fn start(model: LoadedModel, policy: BatchPolicy, metrics: Metrics) -> Self {
-        let (queue, jobs) = flume::bounded::<Job>(policy.queue_capacity);
+        let (queue, jobs) = flume::bounded::<Option<Job>>(policy.queue_capacity);
         let workers = model.workers();
         assert!(workers > 0, "at least one engine");
         let batches = Arc::new(AtomicU64::new(0));
         let solo_batches = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(Gate::default());
+        let pool = Arc::new(Pool::new(queue.downgrade()));
         for i in 0..workers {
             let worker = Worker {
                 index: i,
@@ -323,6 +329,7 @@ impl Batcher {
                 batches: batches.clone(),
                 solo_batches: solo_batches.clone(),
                 gate: gate.clone(),
+                pool: pool.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
@@ -432,7 +439,7 @@ impl Batcher {
     ) -> Result<Pending, InferenceError> {
         let (job, pending) = Self::job(model, text);
         self.queue
-            .send_async(job)
+            .send_async(Some(job))
             .await
             .map_err(|_| InferenceError::Stopped)?;
         self.metrics.queue_depth.set(self.queue.len() as i64);
@@ -465,7 +472,7 @@ impl Batcher {
         text: &str,
     ) -> Result<Pending, InferenceError> {
         let (job, pending) = Self::job(model, text);
-        self.queue.try_send(job).map_err(|e| match e {
+        self.queue.try_send(Some(job)).map_err(|e| match e {
             flume::TrySendError::Full(_) => InferenceError::QueueFull {
                 capacity: self.capacity,
             },
@@ -522,15 +529,98 @@ fn plan_calls(texts: &[(usize, usize)], max_tokens: usize) -> Vec<usize> {
     sizes
 }
 
+/// Tokenized texts waiting for a call, shared by the inference workers. A free worker plans the
+/// calls of everything waiting (`plan_calls`) and takes only the one the oldest text belongs
+/// to; the rest waits for the next free worker, together with the texts that arrive meanwhile.
+/// So texts of like length gather into fuller calls than one worker's gathered batch allows
+/// (64 conversations: 3.7 -> 5.9 texts per call, BENCHMARKS.md "A shared pool"), and no text
+/// is passed over for long: the oldest always goes next.
+struct Pool {
+    texts: Mutex<Vec<(Vec<u32>, Job)>>,
+    /// Workers about to wait, or waiting, for texts.
+    idle: AtomicUsize,
+    /// The workers' queue, to wake a waiting worker with a `None` when texts are left in the
+    /// pool (weak: the workers stop once every `Batcher` is gone).
+    wake: flume::WeakSender<Option<Job>>,
+}
+
+impl Pool {
+    fn new(wake: flume::WeakSender<Option<Job>>) -> Self {
+        Self {
+            texts: Mutex::default(),
+            idle: AtomicUsize::new(0),
+            wake,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.texts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Adds `fresh` to the pool and takes the call its oldest text belongs to (`None` if the
+    /// pool is empty); wakes an idle worker if texts are left.
+    fn take_call(
+        &self,
+        fresh: &mut Vec<(Vec<u32>, Job)>,
+        max_tokens: usize,
+    ) -> Option<Vec<(Vec<u32>, Job)>> {
+        let (call, left) = {
+            let mut texts = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+            texts.append(fresh);
+            if texts.is_empty() {
+                return None;
+            }
+            let call = take_oldest_call(
+                &mut texts,
+                |(ids, job)| (Arc::as_ptr(&job.model) as usize, ids.len()),
+                |(_, job)| job.enqueued,
+                max_tokens,
+            );
+            (call, texts.len())
+        };
+        if left > 0 && self.idle.load(Ordering::SeqCst) > 0 {
+            // A full queue needs no wake: no worker waits for texts then.
+            if let Some(queue) = self.wake.upgrade() {
+                let _ = queue.try_send(None);
+            }
+        }
+        Some(call)
+    }
+}
+
+/// Sorts `texts` by (model, length) (`key`), splits them into the calls `plan_calls` chooses and
+/// removes and returns the call with the oldest text (the earliest `enqueued`).
+fn take_oldest_call<T>(
+    texts: &mut Vec<T>,
+    key: impl Fn(&T) -> (usize, usize),
+    enqueued: impl Fn(&T) -> Instant,
+    max_tokens: usize,
+) -> Vec<T> {
+    texts.sort_by_key(&key);
+    let lengths: Vec<(usize, usize)> = texts.iter().map(&key).collect();
+    let oldest = (0..texts.len())
+        .min_by_key(|&i| enqueued(&texts[i]))
+        .unwrap_or(0);
+    let mut start = 0;
+    for size in plan_calls(&lengths, max_tokens) {
+        if oldest < start + size {
+            return texts.drain(start..start + size).collect();
+        }
+        start += size;
+    }
+    Vec::new()
+}
+
 /// One inference thread and what it shares with the others.
 struct Worker {
     index: usize,
-    jobs: flume::Receiver<Job>,
+    jobs: flume::Receiver<Option<Job>>,
     policy: BatchPolicy,
     metrics: Metrics,
     batches: Arc<AtomicU64>,
     solo_batches: Arc<AtomicU64>,
     gate: Arc<Gate>,
+    pool: Arc<Pool>,
 }
 
 impl Worker {
@@ -543,26 +633,52 @@ impl Worker {
             batches,
             solo_batches,
             gate,
+            pool,
         } = self;
         let mut gathered: Vec<Job> = Vec::with_capacity(policy.max_batch);
-        let mut batch: Vec<(Vec<u32>, Job)> = Vec::with_capacity(policy.max_batch);
-        while let Ok(first) = jobs.recv() {
-            let deadline = first.enqueued + policy.max_wait;
-            gathered.push(first);
-            while gathered.len() < policy.max_batch {
-                match jobs.try_recv() {
-                    Ok(job) => gathered.push(job),
-                    Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
-                        Ok(job) => gathered.push(job),
+        let mut fresh: Vec<(Vec<u32>, Job)> = Vec::with_capacity(policy.max_batch);
+        loop {
+            // Counted idle before looking at the pool: a worker that leaves texts there after
+            // this look sees the count and wakes this one (`Pool::leave`).
+            pool.idle.fetch_add(1, Ordering::SeqCst);
+            let pooled = pool.len();
+            if pooled > 0 {
+                pool.idle.fetch_sub(1, Ordering::SeqCst);
+                // Texts are waiting in the pool: plan them with whatever has arrived since.
+                while pooled + gathered.len() < policy.max_batch {
+                    match jobs.try_recv() {
+                        Ok(Some(job)) => gathered.push(job),
+                        Ok(None) => {}
                         Err(_) => break,
-                    },
-                    Err(flume::TryRecvError::Disconnected) => break,
+                    }
+                }
+            } else {
+                let next = jobs.recv();
+                pool.idle.fetch_sub(1, Ordering::SeqCst);
+                let first = match next {
+                    Ok(Some(job)) => job,
+                    // Woken for texts another worker left in the pool.
+                    Ok(None) => continue,
+                    Err(_) => break,
+                };
+                let deadline = first.enqueued + policy.max_wait;
+                gathered.push(first);
+                while gathered.len() < policy.max_batch {
+                    match jobs.try_recv() {
+                        Ok(Some(job)) => gathered.push(job),
+                        Ok(None) => {}
+                        Err(flume::TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+                            Ok(Some(job)) => gathered.push(job),
+                            Ok(None) => {}
+                            Err(_) => break,
+                        },
+                        Err(flume::TryRecvError::Disconnected) => break,
+                    }
                 }
             }
-            metrics.queue_depth.set(jobs.len() as i64);
             for job in gathered.drain(..) {
                 match job.model.encoder.encode(&job.text) {
-                    Ok(ids) => batch.push((ids, job)),
+                    Ok(ids) => fresh.push((ids, job)),
                     Err(e) => {
                         let _ = job
                             .reply
@@ -570,24 +686,19 @@ impl Worker {
                     }
                 }
             }
-            // Sorted by model, then length, the batch runs as the calls `plan_calls` chooses:
-            // one model each, short texts not padded to a long one's length. Each call's texts
-            // get their answers as soon as it returns. Safe for ordering: the conversation store
-            // applies results in turn order regardless.
-            batch.sort_by_key(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()));
-            let lengths: Vec<(usize, usize)> = batch
-                .iter()
-                .map(|(ids, j)| (Arc::as_ptr(&j.model) as usize, ids.len()))
-                .collect();
-            for size in plan_calls(&lengths, policy.max_batch_tokens) {
-                let call: Vec<(Vec<u32>, Job)> = batch.drain(..size).collect();
+            let Some(call) = pool.take_call(&mut fresh, policy.max_batch_tokens) else {
+                continue;
+            };
+            metrics.queue_depth.set((jobs.len() + pool.len()) as i64);
+            let size = call.len();
+            {
                 let model = call[0].1.model.clone();
                 let ids: Vec<&[u32]> = call.iter().map(|(ids, _)| ids.as_slice()).collect();
                 // Solo only when nothing waits: queued texts are the other workers' to take,
                 // and they would wait for a solo call to end (see `Gate::enter`).
                 let has_solo = model.solo.is_some();
                 let entry = gate.enter(has_solo, has_solo && model.lone.solo_next(), || {
-                    !jobs.is_empty()
+                    !jobs.is_empty() || pool.len() > 0
                 });
                 let solo = entry.solo;
                 let started = Instant::now();
@@ -762,6 +873,74 @@ mod tests {
         );
         gate.leave(false);
         gate.leave(false);
+    }
+
+    #[test]
+    fn the_pool_gives_the_oldest_texts_call_and_keeps_the_rest() {
+        // (model, length, arrival): the oldest text is the odd-length one.
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut texts = vec![
+            (0, 20, at(5)),
+            (0, 61, at(0)),
+            (0, 21, at(6)),
+            (0, 64, at(9)),
+            (0, 22, at(7)),
+            (1, 20, at(8)),
+        ];
+        let take = |texts: &mut Vec<(usize, usize, Instant)>| {
+            take_oldest_call(texts, |t| (t.0, t.1), |t| t.2, 1024)
+                .into_iter()
+                .map(|t| (t.0, t.1))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(take(&mut texts), [(0, 61), (0, 64)]);
+        assert_eq!(texts.len(), 4, "the rest waits");
+        // A later text of like length joins those left: they now share one call.
+        texts.push((0, 23, at(10)));
+        assert_eq!(take(&mut texts), [(0, 20), (0, 21), (0, 22), (0, 23)]);
+        assert_eq!(take(&mut texts), [(1, 20)]);
+        assert!(texts.is_empty());
+        assert!(take(&mut texts).is_empty());
+    }
+
+    #[test]
+    fn a_worker_leaving_texts_in_the_pool_wakes_an_idle_one() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/goemotions-minilm-l6");
+        let spec = Arc::new(ModelSpec::load(&dir).unwrap());
+        let encoder = TextEncoder::load(&spec).unwrap();
+        let model = Arc::new(LoadedModel::new(spec, encoder, Vec::new(), None));
+        let (queue, jobs) = flume::bounded::<Option<Job>>(8);
+        let pool = Pool::new(queue.downgrade());
+        let text = |t: &str| {
+            let (job, pending) = Batcher::job(model.clone(), t);
+            ((model.encoder.encode(t).unwrap(), job), pending)
+        };
+        let (short, _a) = text("ok");
+        let (long, _b) =
+            text("This is the third time I call about the same bill and still nobody has fixed it");
+        let mut fresh = vec![short, long];
+        // Nobody idle: the text left over is the next free worker's, no wake.
+        let call = pool.take_call(&mut fresh, 1024).unwrap();
+        assert_eq!(call.len(), 1);
+        assert_eq!(pool.len(), 1);
+        assert!(jobs.is_empty());
+        // A worker waits: the next call that leaves texts behind wakes it.
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+        let (other, _c) = text("hi");
+        fresh.push(other);
+        let call = pool.take_call(&mut fresh, 1024).unwrap();
+        assert!(
+            call[0].0.len() > 10,
+            "the oldest (the long text) goes first"
+        );
+        assert_eq!(call.len(), 1, "a far length runs apart");
+        assert_eq!(pool.len(), 1);
+        assert!(matches!(jobs.try_recv(), Ok(None)), "a wake, not a text");
+        // The queue gone (every Batcher dropped), the pool holds it no longer.
+        drop(queue);
+        assert!(jobs.recv().is_err());
     }
 
     #[test]
