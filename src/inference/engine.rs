@@ -82,7 +82,7 @@ impl Engine {
             .with_intra_threads(intra_threads)
             .map_err(|e| session_err(e.into()))?
             // The fused per-token int8 kernels (kernels.rs), for graphs that use them.
-            .with_operators(super::kernels::domain().map_err(session_err)?)
+            .with_operators(super::kernels::domain(intra_threads).map_err(session_err)?)
             .map_err(|e| session_err(e.into()))?
             // The sessions of one model (a worker's each, the solo one) share their weights
             // (src/inference/weights.rs) instead of holding a copy each.
@@ -171,11 +171,16 @@ impl Engine {
             token_type_ids,
             output,
         };
-        let probe = encoder
-            .encode("Thank you, that helps.")
-            .map_err(|e| ModelError::Check(e.to_string()))?;
+        // Two texts of different lengths: a graph that only works for one text, or for one
+        // length, fails here and not on the first batch in service.
+        let probe = |text| {
+            encoder
+                .encode(text)
+                .map_err(|e| ModelError::Check(e.to_string()))
+        };
+        let (long, short) = (probe("Thank you, that helps.")?, probe("ok")?);
         engine
-            .run(&[&probe])
+            .run(&[&long, &short])
             .map_err(|e| ModelError::Check(format!("smoke inference: {e}")))?;
         Ok(engine)
     }

@@ -9,9 +9,15 @@
 //!  [Expand(zero_point, Shape(scale)) = zp] ; QuantizeLinear(x, scale, zp; axis -1, blocked) = q
 //!      => RowQuantize(x, eps, inv_max, zero_point) = (q, scale)
 //!
-//!  MatMulIntegerToFloat(q, ...) = acc ; Mul(acc, scale) [; Add(bias, .)]
-//!      => RowScaleBias(acc, scale[, bias])
+//!  MatMulIntegerToFloat(q, ...) = acc ; Mul(acc, scale) [; Add(bias, .) [; Add(., residual)]]
+//!      => RowScaleBias(acc, scale[, bias[, residual]])
+//!  MatMulIntegerToFloat(q, ...) = acc ; Mul(acc, scale) ; Add(., residual) ; Add(., bias)
+//!      => RowScaleResidualBias(acc, scale, bias, residual)
 //! ```
+//!
+//! (The residual: a transformer layer's skip connection, the attention's or the FFN's output
+//! plus the layer's input before its layer norm, read by the kernel in the same pass instead of
+//! by an `Add` of its own.)
 //!
 //! Only where every condition that makes the two compute the same holds: the constants are
 //! initializers of the right type and shape, the chain's intermediate results are used nowhere
@@ -28,6 +34,8 @@ use prost::Message;
 pub struct Fused {
     pub row_quantize: usize,
     pub row_scale_bias: usize,
+    /// Of those, the ones that add a residual too.
+    pub residual: usize,
     pub nodes_before: usize,
     pub nodes_after: usize,
 }
@@ -371,6 +379,7 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
 
     // The row scale (and bias) after each integer GEMM of a fused quantisation.
     let mut row_scale_bias = 0;
+    let mut residuals = 0;
     for mul in 0..g.nodes.len() {
         let node = &g.nodes[mul];
         if node.op_type != "Mul" || !matches!(node.domain.as_str(), "" | "ai.onnx") {
@@ -388,23 +397,70 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
             continue;
         }
         let out = &node.output[0];
-        let add = match g.consumers.get(out).map(Vec::as_slice) {
-            Some(&[add]) if !g.outputs.contains(out) => Some(add),
-            _ => None,
-        }
-        .filter(|&add| g.node_of(&g.nodes[add].output[0], "Add").is_some())
-        .and_then(|add| {
-            let (_, bias) = pick(&g.nodes[add].input, |n| n == out)?;
-            let t = g.initializers.get(bias)?;
-            (t.data_type == FLOAT && t.dims.len() == 1).then(|| (add, bias.clone()))
-        });
-        let (anchor, inputs, output) = match add {
-            Some((add, bias)) => {
+        // The Add that reads `sum` alone, and its other input.
+        let add_after = |sum: &String| {
+            let add = match g.consumers.get(sum).map(Vec::as_slice) {
+                Some(&[add]) if g.only_for(sum, add) => add,
+                _ => return None,
+            };
+            g.node_of(&g.nodes[add].output[0], "Add")?;
+            let (_, other) = pick(&g.nodes[add].input, |n| n == sum)?;
+            (other != sum).then(|| (add, other.clone()))
+        };
+        let is_bias = |name: &String| {
+            g.initializers
+                .get(name)
+                .is_some_and(|t| t.data_type == FLOAT && t.dims.len() == 1)
+        };
+        let plain = (
+            mul,
+            vec![acc.clone(), scale.clone()],
+            out.clone(),
+            "RowScaleBias",
+        );
+        let (anchor, inputs, output, op_type) = match add_after(out) {
+            // Mul, Add(bias) [, Add(residual)]: the projections, and in some graphs a skip
+            // connection after the bias. A fused skip takes the last Add's place: every input
+            // exists by then and every reader comes after. A residual from an initializer
+            // could broadcast: not fused.
+            Some((add, bias)) if is_bias(&bias) => {
                 removed.insert(add);
-                let inputs = vec![acc.clone(), scale.clone(), bias];
-                (add, inputs, g.nodes[add].output[0].clone())
+                let sum = g.nodes[add].output[0].clone();
+                match add_after(&sum) {
+                    Some((skip, residual)) if !g.initializers.contains_key(&residual) => {
+                        removed.insert(skip);
+                        residuals += 1;
+                        let inputs = vec![acc.clone(), scale.clone(), bias, residual];
+                        (
+                            skip,
+                            inputs,
+                            g.nodes[skip].output[0].clone(),
+                            "RowScaleBias",
+                        )
+                    }
+                    _ => (
+                        add,
+                        vec![acc.clone(), scale.clone(), bias],
+                        sum,
+                        "RowScaleBias",
+                    ),
+                }
             }
-            None => (mul, vec![acc.clone(), scale.clone()], out.clone()),
+            // Mul, Add(residual), Add(bias): the skip connection first.
+            Some((skip, residual)) if !g.initializers.contains_key(&residual) => {
+                match add_after(&g.nodes[skip].output[0]) {
+                    Some((add, bias)) if is_bias(&bias) => {
+                        removed.insert(skip);
+                        removed.insert(add);
+                        residuals += 1;
+                        let sum = g.nodes[add].output[0].clone();
+                        let inputs = vec![acc.clone(), scale.clone(), bias, residual];
+                        (add, inputs, sum, "RowScaleResidualBias")
+                    }
+                    _ => plain,
+                }
+            }
+            _ => plain,
         };
         removed.insert(mul);
         placed.insert(
@@ -413,7 +469,7 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
                 name: format!("{output}/RowScaleBias"),
                 input: inputs,
                 output: vec![output],
-                op_type: "RowScaleBias".into(),
+                op_type: op_type.into(),
                 attribute: Vec::new(),
                 domain: super::kernels::DOMAIN.into(),
             },
@@ -471,6 +527,7 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
     let fused = Fused {
         row_quantize,
         row_scale_bias,
+        residual: residuals,
         nodes_before: g.nodes.len(),
         nodes_after,
     };
@@ -491,6 +548,8 @@ mod tests {
         // Fused once, nothing is left to fuse.
         let (fused, counts) = rewrite(&model).expect("the shipped graph fuses");
         assert_eq!((counts.row_quantize, counts.row_scale_bias), (24, 36));
+        // The two skip connections of each of the 6 layers.
+        assert_eq!(counts.residual, 12);
         assert!(rewrite(&fused).is_none());
     }
 }

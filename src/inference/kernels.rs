@@ -13,8 +13,14 @@
 //! - `RowQuantize(x, eps, inv_max, zero_point) -> (q, scale)`: per row of the last axis,
 //!   `scale = max(max |x|, eps) * inv_max` and `q = saturate(round_half_even(x / scale) + zero_point)`
 //!   (uint8), as `QuantizeLinear` computes it.
-//! - `RowScaleBias(acc, scale[, bias]) -> y`: `y = acc * scale_row (+ bias_col)`, rounded after the
-//!   product and after the sum like the `Mul` and `Add` it replaces.
+//! - `RowScaleBias(acc, scale[, bias[, residual]]) -> y`: `y = acc * scale_row (+ bias_col (+
+//!   residual))`, rounded after the product and after each sum like the `Mul` and `Add`s it
+//!   replaces; `RowScaleResidualBias` adds the residual (a skip connection) before the bias.
+//!
+//! On a session with several intra-op threads (the solo session a lone call runs on), a tensor of
+//! more than a few thousand values is split by rows over them (`ComputeContext::par_for`, ONNX
+//! Runtime's own pool): a kernel on one thread while ONNX Runtime's operators used two made
+//! folding the skip connections in 7-8 % slower for a lone text (BENCHMARKS.md).
 //!
 //! Model files keep the standard operators: src/inference/fuse.rs puts these in when a model is
 //! loaded (`model.fused_kernels`).
@@ -24,15 +30,74 @@ use ort::operator::{
     OperatorOutput,
 };
 use ort::value::TensorElementType;
+use std::sync::Mutex;
 
 /// The custom operator domain of the fused kernels.
 pub const DOMAIN: &str = "ai.emotion";
 
-/// The domain with both operators, for a session builder.
-pub fn domain() -> ort::Result<OperatorDomain> {
+/// The domain with the operators, for a session builder whose calls run on `threads` threads:
+/// a tensor large enough is split by rows over them (ONNX Runtime's own pool for the session,
+/// through `ComputeContext::par_for`), as ONNX Runtime's element-wise operators are.
+pub fn domain(threads: usize) -> ort::Result<OperatorDomain> {
+    let threads = threads.max(1);
     OperatorDomain::new(DOMAIN)?
-        .add(RowQuantize)?
-        .add(RowScaleBias)
+        .add(RowQuantize { threads })?
+        .add(RowScaleBias {
+            residual_first: false,
+            threads,
+        })?
+        .add(RowScaleBias {
+            residual_first: true,
+            threads,
+        })
+}
+
+/// The fewest values a part of a split tensor gets: below that, handing a part to another
+/// thread costs more than computing it (a few microseconds for a short text's rows).
+const MIN_PART_VALUES: usize = 4096;
+
+/// Into how many parts `rows` rows of `width` values split over `threads` threads.
+fn parts(rows: usize, width: usize, threads: usize) -> usize {
+    threads.min(rows * width / MIN_PART_VALUES).min(rows).max(1)
+}
+
+/// Runs `work` on each part, on the session's threads when there is more than one part.
+fn run_parts<P: Send>(
+    ctx: &ComputeContext,
+    parts: Vec<P>,
+    work: impl Fn(P) + Sync + Send,
+) -> ort::Result<()> {
+    if parts.len() <= 1 {
+        parts.into_iter().for_each(work);
+        return Ok(());
+    }
+    let slots: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    // Each index runs once; the closure must not panic (it runs inside ONNX Runtime's threads).
+    let take = |i: usize| slots.get(i).and_then(|s| s.lock().ok()?.take());
+    ctx.par_for(slots.len(), slots.len(), |i| {
+        if let Some(part) = take(i) {
+            work(part)
+        }
+    })?;
+    // Whatever the pool did not run (nothing, as ONNX Runtime documents it) runs here.
+    for i in 0..slots.len() {
+        if let Some(part) = take(i) {
+            work(part)
+        }
+    }
+    Ok(())
+}
+
+/// Splits a tensor of `width`-value rows into `n` runs of whole rows (the last ones shorter).
+fn split_rows<T>(values: &[T], width: usize, n: usize) -> impl Iterator<Item = &[T]> {
+    let rows = values.len() / width.max(1);
+    values.chunks(rows.div_ceil(n.max(1)).max(1) * width.max(1))
+}
+
+/// [`split_rows`] of a mutable tensor.
+fn split_rows_mut<T>(values: &mut [T], width: usize, n: usize) -> impl Iterator<Item = &mut [T]> {
+    let rows = values.len() / width.max(1);
+    values.chunks_mut(rows.div_ceil(n.max(1)).max(1) * width.max(1))
 }
 
 fn missing(what: &str) -> ort::Error {
@@ -40,7 +105,9 @@ fn missing(what: &str) -> ort::Error {
 }
 
 /// Per-row dynamic quantisation to uint8.
-struct RowQuantize;
+struct RowQuantize {
+    threads: usize,
+}
 
 impl Operator for RowQuantize {
     type Kernel<'attr> = BoxedKernel<'attr>;
@@ -66,7 +133,8 @@ impl Operator for RowQuantize {
     }
 
     fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        Ok(Box::new(|ctx: &ComputeContext| {
+        let threads = self.threads;
+        Ok(Box::new(move |ctx: &ComputeContext| {
             let x = ctx.input(0)?.ok_or_else(|| missing("RowQuantize x"))?;
             let (shape, x) = x.try_extract_tensor::<f32>()?;
             let scalar = |i: usize| -> ort::Result<f32> {
@@ -98,26 +166,47 @@ impl Operator for RowQuantize {
                 .output(1, scale_shape)?
                 .ok_or_else(|| missing("RowQuantize scale"))?;
             let (_, scale) = scale.try_extract_tensor_mut::<f32>()?;
-            row_quantize(x, width, eps, inv_max, zero_point, q, scale);
-            Ok(())
+            if x.len() != q.len() || scale.len() * width != x.len() {
+                return Err(ort::Error::new(format!(
+                    "RowQuantize: x {shape:?} into {} bytes and {} row scales",
+                    q.len(),
+                    scale.len()
+                )));
+            }
+            let n = parts(scale.len(), width, threads);
+            let split = split_rows(x, width, n)
+                .zip(split_rows_mut(q, width, n))
+                .zip(split_rows_mut(scale, 1, n));
+            run_parts(ctx, split.collect(), |((x, q), scale)| {
+                row_quantize(x, width, eps, inv_max, zero_point, q, scale)
+            })
         }))
     }
 }
 
-/// `acc * scale_row (+ bias_col)`.
-struct RowScaleBias;
+/// `RowScaleBias(acc, scale[, bias[, residual]])`: `acc * scale_row (+ bias_col (+ residual))`;
+/// `RowScaleResidualBias(acc, scale, bias, residual)`: `acc * scale_row + residual + bias_col`,
+/// each sum in the order written (the two orders the shipped graphs' skip connections have).
+struct RowScaleBias {
+    residual_first: bool,
+    threads: usize,
+}
 
 impl Operator for RowScaleBias {
     type Kernel<'attr> = BoxedKernel<'attr>;
 
     fn name(&self) -> &str {
-        "RowScaleBias"
+        match self.residual_first {
+            true => "RowScaleResidualBias",
+            false => "RowScaleBias",
+        }
     }
 
     fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
         [
             OperatorInput::required(TensorElementType::Float32),
             OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::optional(TensorElementType::Float32),
             OperatorInput::optional(TensorElementType::Float32),
         ]
     }
@@ -127,12 +216,14 @@ impl Operator for RowScaleBias {
     }
 
     fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        Ok(Box::new(|ctx: &ComputeContext| {
+        let (residual_first, threads) = (self.residual_first, self.threads);
+        Ok(Box::new(move |ctx: &ComputeContext| {
             let acc = ctx.input(0)?.ok_or_else(|| missing("RowScaleBias acc"))?;
             let (shape, acc) = acc.try_extract_tensor::<f32>()?;
             let scale = ctx.input(1)?.ok_or_else(|| missing("RowScaleBias scale"))?;
             let (_, scale) = scale.try_extract_tensor::<f32>()?;
-            let bias = match ctx.num_inputs()? > 2 {
+            let inputs = ctx.num_inputs()?;
+            let bias = match inputs > 2 {
                 true => ctx.input(2)?,
                 false => None,
             };
@@ -140,20 +231,51 @@ impl Operator for RowScaleBias {
                 Some(b) => Some(b.try_extract_tensor::<f32>()?.1),
                 None => None,
             };
+            let residual = match inputs > 3 {
+                true => ctx.input(3)?,
+                false => None,
+            };
+            let residual = match &residual {
+                Some(r) => {
+                    let (skip_shape, r) = r.try_extract_tensor::<f32>()?;
+                    if **skip_shape != **shape {
+                        return Err(ort::Error::new(format!(
+                            "RowScaleBias: a residual of shape {skip_shape:?} for acc {shape:?}"
+                        )));
+                    }
+                    Some(r)
+                }
+                None => None,
+            };
             let width = shape.last().copied().unwrap_or(1).max(1) as usize;
-            if scale.len() * width != acc.len() || bias.is_some_and(|b| b.len() != width) {
+            // A residual of another shape (one that would broadcast) is refused, not guessed
+            // at: the load's smoke inference (two texts of different lengths) then falls back
+            // to the model file.
+            if scale.len() * width != acc.len()
+                || bias.is_some_and(|b| b.len() != width)
+                || residual.is_some_and(|r| r.len() != acc.len() || bias.is_none())
+            {
                 return Err(ort::Error::new(format!(
-                    "RowScaleBias: acc {shape:?} with {} row scales and a bias of {:?}",
+                    "RowScaleBias: acc {shape:?} with {} row scales, a bias of {:?} and a residual of {:?}",
                     scale.len(),
-                    bias.map(<[f32]>::len)
+                    bias.map(<[f32]>::len),
+                    residual.map(<[f32]>::len)
                 )));
             }
             let mut y = ctx
                 .output(0, shape.to_vec())?
                 .ok_or_else(|| missing("RowScaleBias y"))?;
             let (_, y) = y.try_extract_tensor_mut::<f32>()?;
-            row_scale_bias(acc, width, scale, bias, y);
-            Ok(())
+            let n = parts(scale.len(), width, threads);
+            let mut residuals = residual.map(|r| split_rows(r, width, n));
+            let split = split_rows(acc, width, n)
+                .zip(split_rows(scale, 1, n))
+                .zip(split_rows_mut(y, width, n))
+                .map(|p| (p, residuals.as_mut().and_then(Iterator::next)));
+            run_parts(ctx, split.collect(), |(((acc, scale), y), residual)| {
+                let residual = residual.map(|r| (r, residual_first));
+                row_scale_bias(acc, width, scale, bias, residual, y)
+            })
         }))
     }
 }
@@ -228,12 +350,16 @@ fn row_quantize_scalar(
     }
 }
 
-/// `y = acc * scale_row (+ bias)` over rows of `width`: the product rounded, then the sum.
+/// `y = acc * scale_row (+ bias)` over rows of `width`; with a `residual` (the shape of `acc`,
+/// only with a bias) `(acc * scale_row + bias) + residual`, or `(acc * scale_row + residual) +
+/// bias` if it comes first (`.1`): the product rounded, then each sum in that order, as the `Mul`
+/// and `Add`s it replaces (no fused multiply-add).
 pub fn row_scale_bias(
     acc: &[f32],
     width: usize,
     scale: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<(&[f32], bool)>,
     y: &mut [f32],
 ) {
     struct Run<'a>(
@@ -241,17 +367,18 @@ pub fn row_scale_bias(
         usize,
         &'a [f32],
         Option<&'a [f32]>,
+        Option<(&'a [f32], bool)>,
         &'a mut [f32],
     );
     impl pulp::WithSimd for Run<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) {
-            let Run(acc, width, scale, bias, y) = self;
-            row_scale_bias_scalar(acc, width, scale, bias, y)
+            let Run(acc, width, scale, bias, residual, y) = self;
+            row_scale_bias_scalar(acc, width, scale, bias, residual, y)
         }
     }
-    pulp::Arch::new().dispatch(Run(acc, width, scale, bias, y))
+    pulp::Arch::new().dispatch(Run(acc, width, scale, bias, residual, y))
 }
 
 #[inline(always)]
@@ -260,8 +387,24 @@ fn row_scale_bias_scalar(
     width: usize,
     scale: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<(&[f32], bool)>,
     y: &mut [f32],
 ) {
+    if let (Some(bias), Some((residual, first))) = (bias, residual) {
+        for (((row, out), skip), &s) in acc
+            .chunks_exact(width)
+            .zip(y.chunks_exact_mut(width))
+            .zip(residual.chunks_exact(width))
+            .zip(scale)
+        {
+            let terms = row.iter().zip(out.iter_mut()).zip(bias).zip(skip);
+            match first {
+                true => terms.for_each(|(((a, o), b), r)| *o = (a * s + r) + b),
+                false => terms.for_each(|(((a, o), b), r)| *o = (a * s + b) + r),
+            }
+        }
+        return;
+    }
     for ((row, out), &s) in acc
         .chunks_exact(width)
         .zip(y.chunks_exact_mut(width))
@@ -318,12 +461,47 @@ mod tests {
     }
 
     #[test]
+    fn splits_whole_rows_over_the_threads_only_when_large_enough() {
+        assert_eq!(parts(22, 384, 2), 2);
+        assert_eq!(parts(22, 384, 1), 1);
+        assert_eq!(parts(5, 384, 2), 1, "under twice the smallest part: one");
+        assert_eq!(parts(3, 10_000, 8), 3, "never more parts than rows");
+        let x: Vec<u32> = (0..7 * 3).collect();
+        for n in 1..=8 {
+            let split: Vec<&[u32]> = split_rows(&x, 3, n).collect();
+            assert!(split.len() <= n.min(7), "{n}: {split:?}");
+            assert!(
+                split.iter().all(|p| !p.is_empty() && p.len() % 3 == 0),
+                "{n}"
+            );
+            assert_eq!(split.concat(), x, "{n}: every row once, in order");
+            let mut y = x.clone();
+            assert_eq!(split_rows_mut(&mut y, 3, n).count(), split.len());
+        }
+    }
+
+    #[test]
     fn scales_rows_and_adds_the_bias() {
         let acc = [1.0f32, 2.0, 3.0, 4.0];
         let mut y = [0f32; 4];
-        row_scale_bias(&acc, 2, &[2.0, 0.5], Some(&[0.25, -1.0]), &mut y);
+        row_scale_bias(&acc, 2, &[2.0, 0.5], Some(&[0.25, -1.0]), None, &mut y);
         assert_eq!(y, [2.25, 3.0, 1.75, 1.0]);
-        row_scale_bias(&acc, 2, &[2.0, 0.5], None, &mut y);
+        row_scale_bias(&acc, 2, &[2.0, 0.5], None, None, &mut y);
         assert_eq!(y, [2.0, 4.0, 1.5, 2.0]);
+        // With a residual: each sum rounded in turn, in the graph's order. The product 1, the
+        // bias 2^-24, the residual -1: 1 + 2^-24 rounds to 1, so bias first leaves 0 and the
+        // residual first 2^-24.
+        let tiny = f32::EPSILON / 2.0;
+        for (first, expected) in [(false, 0.0), (true, tiny)] {
+            row_scale_bias(
+                &[0.5, 2.0, 3.0, 4.0],
+                2,
+                &[2.0, 0.5],
+                Some(&[tiny, -1.0]),
+                Some((&[-1.0, 1.0, 0.5, 0.0], first)),
+                &mut y,
+            );
+            assert_eq!(y, [expected, 4.0, 2.0, 1.0], "residual first: {first}");
+        }
     }
 }

@@ -152,7 +152,8 @@ mod tests {
     }
 
     /// Both shipped models: every per-token chain is fused, and the fused graph's scores equal the
-    /// model file's bit for bit, one text per call and in padded batches of 16.
+    /// model file's bit for bit, one text per call and in padded batches of 16,
+    /// on one thread and on two.
     #[test]
     fn the_fused_kernels_score_bit_for_bit_as_the_model_file_does() {
         let config = Config::default();
@@ -161,39 +162,44 @@ mod tests {
             (
                 config.model.dir.clone(),
                 texts("tests/data/goemotions/test.tsv", 0, 64),
-                (24, 36),
+                (24, 36, 12),
             ),
             (
                 config.model.languages["zh"].clone(),
                 texts("eval/zh-contact-center/test.tsv", 1, 64),
-                (32, 48),
+                (32, 48, 16),
             ),
         ];
-        for (dir, texts, (row_quantize, row_scale_bias)) in cases {
+        for (dir, texts, (row_quantize, row_scale_bias, residual)) in cases {
             let spec = Arc::new(ModelSpec::load(&dir).expect("model"));
             let encoder = TextEncoder::load(&spec).expect("tokenizer");
             let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder.encode(t).unwrap()).collect();
             let shared = weights::SharedWeights::load(&spec.model_path(), true).unwrap();
             let fused = shared.graph.as_ref().expect("the shipped graph is fused").1;
             assert_eq!(
-                (fused.row_quantize, fused.row_scale_bias),
-                (row_quantize, row_scale_bias),
+                (fused.row_quantize, fused.row_scale_bias, fused.residual),
+                (row_quantize, row_scale_bias, residual),
                 "{fused:?}"
             );
             assert!(fused.nodes_after < fused.nodes_before, "{fused:?}");
             let plain = weights::SharedWeights::load(&spec.model_path(), false).unwrap();
             assert!(plain.graph.is_none());
-            let open = |shared, fused| Engine::open(env, spec.clone(), &encoder, 1, shared, fused);
-            let (mut fast, mut file) = (open(&shared, true).unwrap(), open(&plain, false).unwrap());
-            for one in &ids {
-                let (a, b) = (fast.run(&[one]).unwrap(), file.run(&[one]).unwrap());
-                assert_eq!(a[0].probs, b[0].probs, "{}", spec.tag);
-            }
-            for batch in ids.chunks(16) {
-                let batch: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-                let (a, b) = (fast.run(&batch).unwrap(), file.run(&batch).unwrap());
-                for (a, b) in a.iter().zip(&b) {
-                    assert_eq!(a.probs, b.probs, "{}", spec.tag);
+            // One thread per call, and two (the kernels split a call's rows between them).
+            for threads in [1, 2] {
+                let open = |shared, fused| {
+                    Engine::open(env, spec.clone(), &encoder, threads, shared, fused).unwrap()
+                };
+                let (mut fast, mut file) = (open(&shared, true), open(&plain, false));
+                for one in &ids {
+                    let (a, b) = (fast.run(&[one]).unwrap(), file.run(&[one]).unwrap());
+                    assert_eq!(a[0].probs, b[0].probs, "{} on {threads}", spec.tag);
+                }
+                for batch in ids.chunks(16) {
+                    let batch: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+                    let (a, b) = (fast.run(&batch).unwrap(), file.run(&batch).unwrap());
+                    for (a, b) in a.iter().zip(&b) {
+                        assert_eq!(a.probs, b.probs, "{} on {threads}", spec.tag);
+                    }
                 }
             }
         }
