@@ -7,7 +7,8 @@
 # Example (state persisting on vs off, BENCHMARKS.md "Hardening"):
 #   bash bench/ab.sh 3 tests/data/goemotions/test.tsv \
 #     on=target/release/emotion off=target/release/emotion,EMOTION__STATE__PATH=
-# Load: CONVERSATIONS (64) conversations over STREAMS (4) streams for SECS (10) seconds each.
+# Load: CONVERSATIONS (64) conversations over STREAMS (4) streams for SECS (10) seconds each,
+# from each variant's own `emotion loadgen` unless LOADGEN names one binary for all.
 set -u
 cd "$(dirname "$0")/.."
 reps=$1 data=$2
@@ -30,7 +31,7 @@ for rep in $(seq "$reps"); do
     for _ in $(seq 240); do grep -q "serving gRPC" "$W/serve-$port.log" && break; sleep 0.5; done
     sleep 1
     echo "== $name (rep $rep; idle RSS $(awk '/VmRSS/{print $2}' /proc/$pid/status) kB)"
-    "$bin" loadgen --server http://127.0.0.1:$port --data "$data" \
+    "${LOADGEN:-$bin}" loadgen --server http://127.0.0.1:$port --data "$data" \
       --conversations "${CONVERSATIONS:-64}" --streams "${STREAMS:-4}" \
       --duration-secs "${SECS:-10}" --server-pid $pid 2>&1 | grep -v INFO | tail -2
     kill $pid

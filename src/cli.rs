@@ -130,6 +130,11 @@ pub struct LoadgenArgs {
     /// The server's process id, to report its resident memory and CPU use.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Threads of the load generator's async runtime. One keeps up with thousands of turns a
+    /// second and leaves the rest of the machine to the server it measures (on 2 cores, 2-4 %
+    /// more turns/s at 64 conversations than with one per core; BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Conversations are served by this many agents (`context.agent_id` lg-agent-N); 0: none.
     #[arg(long, default_value_t = 0)]
     pub agents: usize,

@@ -156,6 +156,11 @@ impl Config {
                 self.server.shutdown_grace_secs,
                 0..=3_600,
             ),
+            (
+                "server.runtime_threads",
+                self.server.runtime_threads as u64,
+                0..=1_024,
+            ),
             ("model.intra_threads", m.intra_threads as u64, 0..=256),
             ("model.solo_threads", m.solo_threads as u64, 0..=256),
             ("model.check_timeout_secs", m.check_timeout_secs, 1..=DAY),
@@ -391,6 +396,20 @@ impl Config {
     pub fn max_wait(&self) -> Duration {
         Duration::from_micros(self.batching.max_wait_us)
     }
+
+    /// The async runtime's worker threads (`server.runtime_threads`) on this machine.
+    pub fn runtime_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime_threads_for(cores, self.server.runtime_threads)
+    }
+}
+
+/// `server.runtime_threads` on a machine of `cores` cores: 0 is one per 4 cores, at least 1.
+fn runtime_threads_for(cores: usize, configured: usize) -> usize {
+    match configured {
+        0 => (cores / 4).max(1),
+        n => n,
+    }
 }
 
 fn optional_addr(field: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
@@ -562,11 +581,31 @@ mod tests {
                 "18446744073709551615",
                 "alerts.cooldown_secs",
             ),
+            (
+                "EMOTION__SERVER__RUNTIME_THREADS",
+                "100000",
+                "server.runtime_threads",
+            ),
         ] {
             let err = Config::load(None, [(name.to_string(), value.to_string())])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{name}={value}: {err}");
         }
+    }
+
+    /// One runtime thread per 4 cores by default, never none; a configured count is kept.
+    #[test]
+    fn runtime_threads_default_to_one_per_four_cores() {
+        assert_eq!(runtime_threads_for(1, 0), 1);
+        assert_eq!(runtime_threads_for(2, 0), 1);
+        assert_eq!(runtime_threads_for(7, 0), 1);
+        assert_eq!(runtime_threads_for(16, 0), 4);
+        assert_eq!(runtime_threads_for(2, 3), 3);
+        let env = [(
+            "EMOTION__SERVER__RUNTIME_THREADS".to_string(),
+            "2".to_string(),
+        )];
+        assert_eq!(Config::load(None, env).unwrap().runtime_threads(), 2);
     }
 }

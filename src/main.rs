@@ -22,15 +22,31 @@ fn load_config(args: &ModelArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // The async runtime's threads: the server's from its config (`server.runtime_threads`: the
+    // inference threads are its own), the load generator's from `--threads` (it shares the
+    // machine with the server it measures); any other command one per core.
+    let threads = match &command {
+        Command::Serve(args) => Some(serve_config(args)?.runtime_threads()),
+        Command::Loadgen(args) => Some(args.threads.max(1)),
+        _ => None,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads);
+    }
+    runtime.enable_all().build()?.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args).await,
         Command::Score(args) => score(args).await,
         Command::Stream(args) => {
@@ -509,21 +525,27 @@ async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The server's config: the file and environment, then the command line's overrides, checked.
+fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = load_config(&args.model)?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    if let Some(metrics) = args.metrics_listen {
-        config.server.metrics_listen = metrics;
+    if let Some(metrics) = &args.metrics_listen {
+        config.server.metrics_listen.clone_from(metrics);
     }
-    if let Some(web) = args.web_listen {
-        config.server.web_listen = web;
+    if let Some(web) = &args.web_listen {
+        config.server.web_listen.clone_from(web);
     }
     if !args.nats.is_empty() {
-        config.cluster.nats = args.nats;
+        config.cluster.nats.clone_from(&args.nats);
     }
     config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = serve_config(&args)?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await

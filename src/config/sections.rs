@@ -116,6 +116,11 @@ pub struct ServerConfig {
     pub web_listen: String,
     /// Seconds in-flight streams get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Threads of the async runtime (gRPC, dashboard, cluster client; inference has its own
+    /// threads); 0 = one per 4 CPU cores, at least 1. The async side takes ~5-7 % of the CPU at
+    /// saturation, and on 2 cores one runtime thread instead of two scored 2-3 % more turns at 1,
+    /// 64 and 1,000 conversations: fewer wake-ups of an idle sibling (BENCHMARKS.md).
+    pub runtime_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -298,6 +303,7 @@ impl Default for ServerConfig {
             metrics_listen: "127.0.0.1:9464".into(),
             web_listen: "127.0.0.1:8080".into(),
             shutdown_grace_secs: 10,
+            runtime_threads: 0,
         }
     }
 }
