@@ -320,7 +320,15 @@ pub async fn run(
             stopped(stop_rx),
         );
     let server = tokio::spawn(server);
-    tracing::info!(%addr, "serving gRPC");
+    let (workers, intra_threads, solo_threads) = inference::thread_layout(&app.config);
+    tracing::info!(
+        %addr,
+        runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        inference_workers = workers,
+        intra_threads,
+        solo_threads = solo_threads.unwrap_or(0),
+        "serving gRPC"
+    );
 
     shutdown.await;
     tracing::info!("shutting down: NOT_SERVING, draining");
