@@ -39,7 +39,7 @@ impl Engine {
     /// `input_ids` and `attention_mask` (and optionally `token_type_ids`), a float output of shape
     /// [batch, labels], and a smoke inference whose width matches the label count.
     ///
-    /// With the fused kernels' graph (`shared.graph`), a graph ONNX Runtime refuses or whose smoke
+    /// With the fused kernels' graph (`shared.fused_graph`), a graph ONNX Runtime refuses or whose smoke
     /// inference fails falls back to the file as it is, with a warning: the rewrite is the
     /// service's, not the model's, so it must never cost a model that loads without it.
     pub fn load(
@@ -49,7 +49,7 @@ impl Engine {
         intra_threads: usize,
         shared: &SharedWeights,
     ) -> Result<Self, ModelError> {
-        let Some((_, fused)) = &shared.graph else {
+        let Some(fused) = shared.fused_graph(intra_threads).map(|g| g.fused) else {
             return Self::open(env, spec, encoder, intra_threads, shared, false);
         };
         match Self::open(env, spec.clone(), encoder, intra_threads, shared, true) {
@@ -88,7 +88,13 @@ impl Engine {
             // (src/inference/weights.rs) instead of holding a copy each.
             .with_prepacked_weights(&shared.prepacked)
             .map_err(|e| session_err(e.into()))?;
-        for (name, value) in &shared.initializers {
+        let graph = fused.then(|| shared.fused_graph(intra_threads)).flatten();
+        let names = graph.map_or(&shared.file_initializers, |g| &g.initializers);
+        for (name, value) in shared
+            .initializers
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+        {
             builder = builder
                 .with_initializer(name, value.clone())
                 .map_err(|e| session_err(e.into()))?;
@@ -102,9 +108,9 @@ impl Engine {
                 .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| session_err(e.into()))?;
         }
-        let session = match (&shared.graph, fused) {
-            (Some((graph, _)), true) => builder.commit_from_memory(graph),
-            _ => builder.commit_from_file(&path),
+        let session = match graph {
+            Some(graph) => builder.commit_from_memory(&graph.bytes),
+            None => builder.commit_from_file(&path),
         }
         .map_err(session_err)?;
 

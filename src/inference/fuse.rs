@@ -29,6 +29,9 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
+// An initializer with its bytes (the projections merged into one GEMM read and write them).
+use super::weights::onnx::TensorProto as RawTensor;
+
 /// The operators put in, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fused {
@@ -36,16 +39,20 @@ pub struct Fused {
     pub row_scale_bias: usize,
     /// Of those, the ones that add a residual too.
     pub residual: usize,
+    /// Layers whose query, key and value projections run as one GEMM.
+    pub merged_projections: usize,
     pub nodes_before: usize,
     pub nodes_after: usize,
 }
 
 /// The graph with the fused kernels, or `None` when it has nothing to fuse or is not a graph
 /// this rewrite reads (the file is then used as it is).
-pub fn rewrite(model: &[u8]) -> Option<(Vec<u8>, Fused)> {
+/// With `merge`, each layer's query, key and value projections become one GEMM as well
+/// ([`merge_projections`]).
+pub fn rewrite(model: &[u8], merge: bool) -> Option<(Vec<u8>, Fused)> {
     let top = fields(model)?;
     let graph = top.iter().find(|f| f.tag == MODEL_GRAPH && f.wire == LEN)?;
-    let (graph_bytes, fused) = rewrite_graph(graph.payload)?;
+    let (graph_bytes, fused) = rewrite_graph(graph.payload, merge)?;
     let mut out = Vec::with_capacity(model.len() + 64);
     for f in &top {
         if f.tag == MODEL_GRAPH && f.wire == LEN {
@@ -67,9 +74,11 @@ const MODEL_GRAPH: u32 = 7;
 const MODEL_OPSET_IMPORT: u32 = 8;
 const GRAPH_NODE: u32 = 1;
 const GRAPH_INITIALIZER: u32 = 5;
+const GRAPH_INPUT: u32 = 11;
 const GRAPH_OUTPUT: u32 = 12;
 const FLOAT: i32 = 1;
 const UINT8: i32 = 2;
+const INT8: i32 = 3;
 const INT64: i32 = 7;
 const LEN: u8 = 2;
 
@@ -195,19 +204,23 @@ fn put_len_field(out: &mut Vec<u8>, tag: u32, payload: &[u8]) {
 }
 
 /// What the graph's nodes and constants say, for matching.
-struct Graph {
+struct Graph<'a> {
     nodes: Vec<Node>,
     initializers: HashMap<String, TensorHead>,
     /// Values of the small int64 initializers.
     int64s: HashMap<String, Vec<i64>>,
     outputs: HashSet<String>,
+    /// The graph's inputs (old exports list initializers among them too).
+    inputs: HashSet<String>,
+    /// Initializer name -> its field's payload.
+    raw: HashMap<String, &'a [u8]>,
     /// Output name -> the node that produces it.
     producer: HashMap<String, usize>,
     /// Name -> the nodes that read it.
     consumers: HashMap<String, Vec<usize>>,
 }
 
-impl Graph {
+impl Graph<'_> {
     fn node_of(&self, name: &str, op_type: &str) -> Option<usize> {
         let i = *self.producer.get(name)?;
         let node = &self.nodes[i];
@@ -310,13 +323,15 @@ fn pick(inputs: &[String], first: impl Fn(&str) -> bool) -> Option<(&String, &St
     }
 }
 
-fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
+fn rewrite_graph(graph: &[u8], merge: bool) -> Option<(Vec<u8>, Fused)> {
     let all = fields(graph)?;
     let mut g = Graph {
         nodes: Vec::new(),
         initializers: HashMap::new(),
         int64s: HashMap::new(),
         outputs: HashSet::new(),
+        inputs: HashSet::new(),
+        raw: HashMap::new(),
         producer: HashMap::new(),
         consumers: HashMap::new(),
     };
@@ -335,10 +350,14 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
                     };
                     g.int64s.insert(head.name.clone(), values);
                 }
+                g.raw.insert(head.name.clone(), f.payload);
                 g.initializers.insert(head.name.clone(), head);
             }
             (GRAPH_OUTPUT, LEN) => {
                 g.outputs.insert(ValueInfo::decode(f.payload).ok()?.name);
+            }
+            (GRAPH_INPUT, LEN) => {
+                g.inputs.insert(ValueInfo::decode(f.payload).ok()?.name);
             }
             _ => {}
         }
@@ -380,6 +399,8 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
     // The row scale (and bias) after each integer GEMM of a fused quantisation.
     let mut row_scale_bias = 0;
     let mut residuals = 0;
+    // The fused chains with a bias and no residual: (GEMM, fused node's place, bias).
+    let mut projections: Vec<(usize, usize, String)> = Vec::new();
     for mul in 0..g.nodes.len() {
         let node = &g.nodes[mul];
         if node.op_type != "Mul" || !matches!(node.domain.as_str(), "" | "ai.onnx") {
@@ -463,6 +484,9 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
             _ => plain,
         };
         removed.insert(mul);
+        if let [_, _, bias] = inputs.as_slice() {
+            projections.push((g.producer[acc], anchor, bias.clone()));
+        }
         placed.insert(
             anchor,
             Node {
@@ -476,6 +500,12 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
         );
         row_scale_bias += 1;
     }
+
+    let (merged, dropped) = match merge {
+        true => merge_projections(&g, &projections, &mut removed, &mut placed),
+        false => Default::default(),
+    };
+    let merged_projections = merged.len() / 3;
 
     // Nodes that fed only what was replaced (the zero point's Shape and Expand).
     let mut kept: Vec<bool> = (0..g.nodes.len()).map(|i| !removed.contains(&i)).collect();
@@ -511,6 +541,13 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
     let mut index = 0;
     let mut nodes_after = 0;
     for f in &all {
+        if (f.tag, f.wire) == (GRAPH_INITIALIZER, LEN) {
+            let name = TensorHead::decode(f.payload).ok()?.name;
+            if !dropped.contains(&name) {
+                out.extend_from_slice(f.whole);
+            }
+            continue;
+        }
         if (f.tag, f.wire) != (GRAPH_NODE, LEN) {
             out.extend_from_slice(f.whole);
             continue;
@@ -524,14 +561,178 @@ fn rewrite_graph(graph: &[u8]) -> Option<(Vec<u8>, Fused)> {
         }
         index += 1;
     }
+    for tensor in &merged {
+        put_len_field(&mut out, GRAPH_INITIALIZER, &tensor.encode_to_vec());
+    }
     let fused = Fused {
         row_quantize,
         row_scale_bias,
         residual: residuals,
+        merged_projections,
         nodes_before: g.nodes.len(),
         nodes_after,
     };
     Some((out, fused))
+}
+
+/// The query, key and value projections of each layer as one integer GEMM of three times the
+/// width and a [`RowScaleBiasSplit`](super::kernels) that scales, biases and cuts its output
+/// into the three tensors the chains wrote: one GEMM call instead of three (fewer hand-offs
+/// between a call's threads, one pass over the activations). Each column's arithmetic is the
+/// same (integer sums, then the same products and sums), so the scores do not change.
+///
+/// Groups of exactly three fused `projections` (GEMM, fused node's place, bias) that read the
+/// same quantised input with the same activation scale and zero point, whose int8 weights
+/// `[K, N]`, per-column scales `[N]` and biases `[N]` are raw initializers of one shape, read by
+/// their own node alone and not graph inputs. Returns the merged initializers to add (three a
+/// group) and the names of those they replace.
+fn merge_projections(
+    g: &Graph,
+    projections: &[(usize, usize, String)],
+    removed: &mut HashSet<usize>,
+    placed: &mut HashMap<usize, Node>,
+) -> (Vec<RawTensor>, HashSet<String>) {
+    let mut groups: HashMap<Vec<&str>, Vec<&(usize, usize, String)>> = HashMap::new();
+    for p in projections {
+        let gemm = &g.nodes[p.0];
+        if gemm.input.len() != 5 || !gemm.attribute.is_empty() {
+            continue;
+        }
+        let key = [0, 2, 4].iter().map(|&i| gemm.input[i].as_str()).collect();
+        groups.entry(key).or_default().push(p);
+    }
+    let mut keys: Vec<_> = groups.keys().cloned().collect();
+    keys.sort();
+    let (mut merged, mut dropped) = (Vec::new(), HashSet::new());
+    for key in keys {
+        let mut group = groups[&key].clone();
+        group.sort();
+        let [a, b, c] = group.as_slice() else {
+            continue;
+        };
+        let Some(tensors) = [a, b, c]
+            .iter()
+            .map(|(gemm, anchor, bias)| {
+                let gemm_node = &g.nodes[*gemm];
+                let read = |name: &String, node: usize, dtype: i32| {
+                    let t = RawTensor::decode(*g.raw.get(name)?).ok()?;
+                    let size = if dtype == FLOAT { 4 } else { 1 };
+                    let count: i64 = t.dims.iter().product();
+                    (t.data_type == dtype
+                        && t.data_location != 1
+                        && t.dims.iter().all(|&d| d > 0)
+                        && g.only_for(name, node)
+                        && !g.inputs.contains(name)
+                        && t.raw_data.len() as i64 == count * size)
+                        .then_some(t)
+                };
+                let w = read(&gemm_node.input[1], *gemm, INT8)?;
+                let scale = read(&gemm_node.input[3], *gemm, FLOAT)?;
+                let bias = read(bias, *anchor, FLOAT)?;
+                let n = *w.dims.get(1)?;
+                (w.dims.len() == 2 && scale.dims == [n] && bias.dims == [n])
+                    .then_some([w, scale, bias])
+            })
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        if tensors.iter().any(|t| t[0].dims != tensors[0][0].dims) {
+            continue;
+        }
+        let (k, n) = (
+            tensors[0][0].dims[0] as usize,
+            tensors[0][0].dims[1] as usize,
+        );
+        let first = &g.nodes[a.0];
+        let name = |what: &str| format!("{}/qkv_{what}", first.output[0]);
+        if ["w", "scale", "bias", "acc"]
+            .iter()
+            .any(|w| g.initializers.contains_key(&name(w)) || g.producer.contains_key(&name(w)))
+        {
+            continue;
+        }
+        let row_scale = placed.get(&a.1).map(|n| &n.input[1]);
+        let chained = [a, b, c].iter().all(|p| {
+            placed.get(&p.1).is_some_and(|n| {
+                n.input.len() == 3 && n.output.len() == 1 && Some(&n.input[1]) == row_scale
+            })
+        });
+        if !chained {
+            continue;
+        }
+        // The weights' rows side by side; the scales and biases one after the other.
+        let mut w = Vec::with_capacity(3 * k * n);
+        for row in 0..k {
+            for t in &tensors {
+                w.extend_from_slice(&t[0].raw_data[row * n..(row + 1) * n]);
+            }
+        }
+        let concat = |i: usize| tensors.iter().flat_map(|t| t[i].raw_data.clone()).collect();
+        let wide = 3 * n as i64;
+        merged.push(RawTensor {
+            dims: vec![k as i64, wide],
+            data_type: INT8,
+            name: name("w"),
+            raw_data: w,
+            data_location: 0,
+        });
+        merged.push(RawTensor {
+            dims: vec![wide],
+            data_type: FLOAT,
+            name: name("scale"),
+            raw_data: concat(1),
+            data_location: 0,
+        });
+        merged.push(RawTensor {
+            dims: vec![wide],
+            data_type: FLOAT,
+            name: name("bias"),
+            raw_data: concat(2),
+            data_location: 0,
+        });
+        for t in tensors {
+            dropped.extend(t.into_iter().map(|t| t.name));
+        }
+        // The wide GEMM takes the first GEMM's place, the split the first fused node's: every
+        // input exists by then and every reader of the three outputs comes after.
+        let chains: Vec<Node> = [a, b, c]
+            .iter()
+            .filter_map(|p| placed.remove(&p.1))
+            .collect();
+        let outputs = chains.iter().map(|n| n.output[0].clone()).collect();
+        let scale = chains[0].input[1].clone();
+        removed.extend([b.0, c.0]);
+        placed.insert(
+            a.0,
+            Node {
+                input: vec![
+                    first.input[0].clone(),
+                    name("w"),
+                    first.input[2].clone(),
+                    name("scale"),
+                    first.input[4].clone(),
+                ],
+                output: vec![name("acc")],
+                name: name("gemm"),
+                op_type: first.op_type.clone(),
+                attribute: Vec::new(),
+                domain: first.domain.clone(),
+            },
+        );
+        placed.insert(
+            a.1.min(b.1).min(c.1),
+            Node {
+                input: vec![name("acc"), scale, name("bias")],
+                output: outputs,
+                name: name("split"),
+                op_type: "RowScaleBiasSplit".into(),
+                attribute: Vec::new(),
+                domain: super::kernels::DOMAIN.into(),
+            },
+        );
+    }
+    (merged, dropped)
 }
 
 #[cfg(test)]
@@ -540,16 +741,24 @@ mod tests {
 
     #[test]
     fn what_it_cannot_read_or_fuse_it_leaves_alone() {
-        assert!(rewrite(b"").is_none());
-        assert!(rewrite(b"\xff\xff\xff\xff not protobuf").is_none());
+        for merge in [false, true] {
+            assert!(rewrite(b"", merge).is_none());
+            assert!(rewrite(b"\xff\xff\xff\xff not protobuf", merge).is_none());
+        }
         let model = std::fs::read("models/goemotions-minilm-l6/model.onnx").unwrap();
         // Cut short (a truncated download): not read, not a panic.
-        assert!(rewrite(&model[..model.len() / 2]).is_none());
-        // Fused once, nothing is left to fuse.
-        let (fused, counts) = rewrite(&model).expect("the shipped graph fuses");
-        assert_eq!((counts.row_quantize, counts.row_scale_bias), (24, 36));
-        // The two skip connections of each of the 6 layers.
-        assert_eq!(counts.residual, 12);
-        assert!(rewrite(&fused).is_none());
+        assert!(rewrite(&model[..model.len() / 2], true).is_none());
+        for merge in [false, true] {
+            // Fused once, nothing is left to fuse.
+            let (fused, counts) = rewrite(&model, merge).expect("the shipped graph fuses");
+            assert_eq!((counts.row_quantize, counts.row_scale_bias), (24, 36));
+            // The two skip connections of each of the 6 layers.
+            assert_eq!(counts.residual, 12);
+            // Each layer's query, key and value: one GEMM and one split instead of three of
+            // each, and only when asked.
+            assert_eq!(counts.merged_projections, if merge { 6 } else { 0 });
+            assert_eq!(counts.nodes_after + 4 * counts.merged_projections, 335);
+            assert!(rewrite(&fused, merge).is_none());
+        }
     }
 }

@@ -49,7 +49,8 @@ pub fn domain(threads: usize) -> ort::Result<OperatorDomain> {
         .add(RowScaleBias {
             residual_first: true,
             threads,
-        })
+        })?
+        .add(RowScaleBiasSplit { threads })
 }
 
 /// The fewest values a part of a split tensor gets: below that, handing a part to another
@@ -280,6 +281,86 @@ impl Operator for RowScaleBias {
     }
 }
 
+/// `RowScaleBiasSplit(acc, scale, bias) -> (y0, y1, y2)`: `acc * scale_row + bias_col` as
+/// `RowScaleBias` computes it, with the columns cut into three equal outputs: the query, key and
+/// value projections of a layer, run as one integer GEMM of three times the width (fuse.rs).
+struct RowScaleBiasSplit {
+    threads: usize,
+}
+
+/// The outputs of [`RowScaleBiasSplit`].
+const SPLIT: usize = 3;
+
+impl Operator for RowScaleBiasSplit {
+    type Kernel<'attr> = BoxedKernel<'attr>;
+
+    fn name(&self) -> &str {
+        "RowScaleBiasSplit"
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        (0..3).map(|_| OperatorInput::required(TensorElementType::Float32))
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        (0..SPLIT).map(|_| OperatorOutput::required(TensorElementType::Float32))
+    }
+
+    fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let threads = self.threads;
+        Ok(Box::new(move |ctx: &ComputeContext| {
+            let input = |i: usize| {
+                ctx.input(i)?
+                    .ok_or_else(|| missing("RowScaleBiasSplit input"))
+            };
+            let acc = input(0)?;
+            let (shape, acc) = acc.try_extract_tensor::<f32>()?;
+            let scale = input(1)?;
+            let (_, scale) = scale.try_extract_tensor::<f32>()?;
+            let bias = input(2)?;
+            let (_, bias) = bias.try_extract_tensor::<f32>()?;
+            let width = shape.last().copied().unwrap_or(1).max(1) as usize;
+            if scale.len() * width != acc.len()
+                || bias.len() != width
+                || !width.is_multiple_of(SPLIT)
+            {
+                return Err(ort::Error::new(format!(
+                    "RowScaleBiasSplit: acc {shape:?} with {} row scales and a bias of {}",
+                    scale.len(),
+                    bias.len()
+                )));
+            }
+            let part = width / SPLIT;
+            let mut part_shape = shape.to_vec();
+            if let Some(last) = part_shape.last_mut() {
+                *last = part as i64;
+            }
+            let mut outputs = Vec::with_capacity(SPLIT);
+            for i in 0..SPLIT {
+                outputs.push(
+                    ctx.output(i, part_shape.clone())?
+                        .ok_or_else(|| missing("RowScaleBiasSplit y"))?,
+                );
+            }
+            let mut ys = Vec::with_capacity(SPLIT);
+            for y in &mut outputs {
+                ys.push(y.try_extract_tensor_mut::<f32>()?.1);
+            }
+            let [y0, y1, y2] = <[&mut [f32]; SPLIT]>::try_from(ys)
+                .map_err(|_| missing("RowScaleBiasSplit outputs"))?;
+            let n = parts(scale.len(), width, threads);
+            let split = split_rows(acc, width, n)
+                .zip(split_rows(scale, 1, n))
+                .zip(split_rows_mut(y0, part, n))
+                .zip(split_rows_mut(y1, part, n))
+                .zip(split_rows_mut(y2, part, n));
+            run_parts(ctx, split.collect(), |((((acc, scale), y0), y1), y2)| {
+                row_scale_bias_split(acc, width, scale, bias, [y0, y1, y2])
+            })
+        }))
+    }
+}
+
 /// Quantises each row of `width` values of `x` into `q` with its own scale (into `scale`).
 ///
 /// Compiled for the widest vector instructions the CPU has (`pulp` picks AVX-512, AVX2 or the
@@ -379,6 +460,46 @@ pub fn row_scale_bias(
         }
     }
     pulp::Arch::new().dispatch(Run(acc, width, scale, bias, residual, y))
+}
+
+/// `acc * scale_row + bias` over rows of `width`, each row's columns cut into `ys.len()` equal
+/// parts, part `i` into `ys[i]`: the arithmetic of [`row_scale_bias`] with a bias.
+pub fn row_scale_bias_split(
+    acc: &[f32],
+    width: usize,
+    scale: &[f32],
+    bias: &[f32],
+    ys: [&mut [f32]; SPLIT],
+) {
+    struct Run<'a>(
+        &'a [f32],
+        usize,
+        &'a [f32],
+        &'a [f32],
+        [&'a mut [f32]; SPLIT],
+    );
+    impl pulp::WithSimd for Run<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let Run(acc, width, scale, bias, ys) = self;
+            let part = width / SPLIT;
+            for (i, y) in ys.into_iter().enumerate() {
+                let bias = &bias[i * part..(i + 1) * part];
+                for ((row, out), &s) in acc
+                    .chunks_exact(width)
+                    .zip(y.chunks_exact_mut(part))
+                    .zip(scale)
+                {
+                    let row = &row[i * part..(i + 1) * part];
+                    for ((a, o), b) in row.iter().zip(out.iter_mut()).zip(bias) {
+                        *o = a * s + b;
+                    }
+                }
+            }
+        }
+    }
+    pulp::Arch::new().dispatch(Run(acc, width, scale, bias, ys))
 }
 
 #[inline(always)]
@@ -502,6 +623,37 @@ mod tests {
                 &mut y,
             );
             assert_eq!(y, [expected, 4.0, 2.0, 1.0], "residual first: {first}");
+        }
+    }
+
+    #[test]
+    fn splits_the_columns_into_three_as_three_scale_bias_kernels_would() {
+        // Two rows of three parts of 5 columns (odd, so no part is a whole vector).
+        let (rows, part) = (2, 5);
+        let width = 3 * part;
+        let acc: Vec<f32> = (0..rows * width).map(|i| i as f32 * 0.37 - 4.0).collect();
+        let bias: Vec<f32> = (0..width).map(|i| 1.0 / (i as f32 + 3.0)).collect();
+        let scale = [0.3f32, -1.7];
+        let mut ys = vec![vec![0f32; rows * part]; 3];
+        let [y0, y1, y2] = ys.as_mut_slice() else {
+            unreachable!()
+        };
+        row_scale_bias_split(&acc, width, &scale, &bias, [y0, y1, y2]);
+        for (i, y) in ys.iter().enumerate() {
+            let columns = i * part..(i + 1) * part;
+            let acc: Vec<f32> = (acc.chunks(width))
+                .flat_map(|row| row[columns.clone()].to_vec())
+                .collect();
+            let mut expected = vec![0f32; rows * part];
+            row_scale_bias(
+                &acc,
+                part,
+                &scale,
+                Some(&bias[columns]),
+                None,
+                &mut expected,
+            );
+            assert_eq!(*y, expected, "part {i}");
         }
     }
 }

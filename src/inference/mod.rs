@@ -52,7 +52,9 @@ pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, Model
     let spec = Arc::new(ModelSpec::load(dir)?);
     let encoder = TextEncoder::load(&spec)?;
     let (workers, threads, solo_threads) = thread_layout(config);
-    let shared = weights::SharedWeights::load(&spec.model_path(), config.model.fused_kernels)?;
+    let wide = threads > 1 || solo_threads.is_some();
+    let shared =
+        weights::SharedWeights::load(&spec.model_path(), config.model.fused_kernels, wide)?;
     let engines = (0..workers)
         .map(|_| Engine::load(env, spec.clone(), &encoder, threads, &shared))
         .collect::<Result<Vec<_>, _>>()?;
@@ -65,7 +67,8 @@ pub fn load(config: &Config, dir: &std::path::Path) -> Result<LoadedModel, Model
         threads,
         solo_threads,
         shared_weights_mib = shared.bytes / (1 << 20),
-        fused = ?shared.graph.as_ref().map(|(_, f)| f),
+        fused = ?shared.graph.as_ref().map(|g| g.fused),
+        fused_wide = ?shared.wide.as_ref().map(|g| g.fused),
         "model sessions"
     );
     Ok(LoadedModel::new(spec, encoder, engines, solo))
@@ -151,7 +154,8 @@ mod tests {
             .collect()
     }
 
-    /// Both shipped models: every per-token chain is fused, and the fused graph's scores equal the
+    /// Both shipped models: every per-token chain is fused (and each layer's three projections
+    /// merged into one GEMM), and the fused graph's scores equal the
     /// model file's bit for bit, one text per call and in padded batches of 16,
     /// on one thread and on two.
     #[test]
@@ -162,27 +166,37 @@ mod tests {
             (
                 config.model.dir.clone(),
                 texts("tests/data/goemotions/test.tsv", 0, 64),
-                (24, 36, 12),
+                (24, 36, 12, 6),
             ),
             (
                 config.model.languages["zh"].clone(),
                 texts("eval/zh-contact-center/test.tsv", 1, 64),
-                (32, 48, 16),
+                (32, 48, 16, 8),
             ),
         ];
-        for (dir, texts, (row_quantize, row_scale_bias, residual)) in cases {
+        for (dir, texts, (row_quantize, row_scale_bias, residual, merged)) in cases {
             let spec = Arc::new(ModelSpec::load(&dir).expect("model"));
             let encoder = TextEncoder::load(&spec).expect("tokenizer");
             let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder.encode(t).unwrap()).collect();
-            let shared = weights::SharedWeights::load(&spec.model_path(), true).unwrap();
-            let fused = shared.graph.as_ref().expect("the shipped graph is fused").1;
+            let shared = weights::SharedWeights::load(&spec.model_path(), true, true).unwrap();
+            let fused = shared
+                .graph
+                .as_ref()
+                .expect("the shipped graph is fused")
+                .fused;
             assert_eq!(
                 (fused.row_quantize, fused.row_scale_bias, fused.residual),
                 (row_quantize, row_scale_bias, residual),
                 "{fused:?}"
             );
+            // For sessions of several threads, each layer's query, key and value projections
+            // as one GEMM.
+            assert_eq!(fused.merged_projections, 0, "{fused:?}");
+            let wide = shared.wide.as_ref().expect("the projections merge").fused;
+            assert_eq!(wide.merged_projections, merged, "{wide:?}");
+            assert_eq!(shared.fused_graph(2).map(|g| g.fused), Some(wide));
             assert!(fused.nodes_after < fused.nodes_before, "{fused:?}");
-            let plain = weights::SharedWeights::load(&spec.model_path(), false).unwrap();
+            let plain = weights::SharedWeights::load(&spec.model_path(), false, true).unwrap();
             assert!(plain.graph.is_none());
             // One thread per call, and two (the kernels split a call's rows between them).
             for threads in [1, 2] {
