@@ -617,13 +617,15 @@ fn merge_projections(
                 let read = |name: &String, node: usize, dtype: i32| {
                     let t = RawTensor::decode(*g.raw.get(name)?).ok()?;
                     let size = if dtype == FLOAT { 4 } else { 1 };
-                    let count: i64 = t.dims.iter().product();
+                    // Dims from the file: positive, and no product that overflows.
+                    let bytes = (t.dims.iter())
+                        .try_fold(size, |n: usize, &d| n.checked_mul(usize::try_from(d).ok()?))?;
                     (t.data_type == dtype
                         && t.data_location != 1
                         && t.dims.iter().all(|&d| d > 0)
                         && g.only_for(name, node)
                         && !g.inputs.contains(name)
-                        && t.raw_data.len() as i64 == count * size)
+                        && t.raw_data.len() == bytes)
                         .then_some(t)
                 };
                 let w = read(&gemm_node.input[1], *gemm, INT8)?;
